@@ -1,0 +1,1 @@
+"""Rapport's services and the runtime they share."""

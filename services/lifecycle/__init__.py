@@ -1,0 +1,1 @@
+"""Lifecycle: stages, value tiers and churn signals per customer (issue 3)."""

@@ -1,0 +1,1 @@
+"""Notify: customer notifications and relationship-manager tasks (issue 7)."""

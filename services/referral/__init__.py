@@ -1,0 +1,1 @@
+"""Referral: transaction-chain leads, referral codes, attribution and fraud guards (issue 5)."""

@@ -1,0 +1,119 @@
+"""The faust app factory and the consuming loop every service agent is built on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import faust
+
+from schemas.account_events import AccountEvent
+from schemas.envelope import RapportEvent
+from schemas.topics import ACCOUNT_EVENTS, TopicSpec
+from services.runtime.codec import (
+    RejectReason,
+    Rejection,
+    decode_account_event,
+    decode_rapport_event,
+)
+from services.runtime.deadletter import DeadLetters
+from services.runtime.metrics import EVENTS_CONSUMED
+from services.runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def create_app(service: str, settings: RuntimeSettings, **overrides: Any) -> faust.App:
+    """A faust app for one service, configured from the shared settings."""
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in settings.bootstrap_list],
+        "store": "memory://",
+        "datadir": str(settings.home / "state" / settings.app_id(service)),
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
+        # Records are decoded by our own codec so that undecodable bytes reach the DLQ intact.
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "consumer_auto_offset_reset": "earliest",
+        # FastAPI serves the APIs; faust's own web server would expose table contents.
+        "web_enabled": False,
+        # The leader-election topic is unused: per-customer timers run off the stream instead.
+        "topic_disable_leader": True,
+        "producer_acks": -1,
+    }
+    options.update(overrides)
+    return faust.App(settings.app_id(service), **options)
+
+
+def raw_topic(app: faust.App, spec: TopicSpec) -> Any:
+    """A topic whose records reach the agent as the producer's bytes."""
+    return app.topic(
+        spec.name,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=None,
+    )
+
+
+def consume(
+    app: faust.App,
+    service: str,
+    spec: TopicSpec,
+    decode: Callable[[bytes | None, bytes | None], T | Rejection],
+    handle: Callable[[T, Any], Awaitable[None]],
+    *,
+    label: Callable[[T], str],
+) -> Any:
+    """Register an agent that decodes each record of `spec`, dead-letters what is invalid and
+    hands valid events to `handle` with their message (for its topic, partition and offset)."""
+    dead_letters = DeadLetters(app, service)
+    consumed = EVENTS_CONSUMED
+
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            result = decode(message.key, message.value)
+            if isinstance(result, Rejection):
+                await dead_letters.send(message, result)
+                continue
+            try:
+                await handle(result, message)
+            except Exception as exc:
+                # A rule that fails on one event must not stop the partition behind it.
+                log.exception("handler failed on %s@%s", message.topic, message.offset)
+                await dead_letters.send(
+                    message,
+                    Rejection(RejectReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"),
+                )
+                continue
+            consumed.labels(service, spec.name, label(result)).inc()
+
+    agent.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"
+    return app.agent(raw_topic(app, spec), name=f"{service}.{spec.name}")(agent)
+
+
+async def _count_only(event: Any, message: Any) -> None:
+    """Accept a valid event; counting happens in `consume`."""
+
+
+def validating_app(service: str, settings: RuntimeSettings, inputs: list[TopicSpec]) -> faust.App:
+    """A worker that validates, counts and dead-letters its inputs and does nothing else yet:
+    the stand-in for a service whose rules have not landed."""
+    app = create_app(service, settings)
+    for spec in inputs:
+        if spec is ACCOUNT_EVENTS:
+            consume(app, service, spec, decode_account_event, _count_only, label=_event_type)
+        else:
+            consume(app, service, spec, decode_rapport_event, _count_only, label=_envelope_type)
+    return app
+
+
+def _event_type(event: AccountEvent) -> str:
+    return event.event_type
+
+
+def _envelope_type(event: RapportEvent) -> str:
+    return event.type

@@ -1,0 +1,345 @@
+"""The `rapport` command: broker, topics, database, workers, APIs, the local stack and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from services.runtime.settings import SERVICE_NAMES, RuntimeSettings, get_settings
+
+console = Console()
+
+
+def _broker(settings: RuntimeSettings):  # type: ignore[no-untyped-def]
+    from services.runtime.broker import LocalBroker
+
+    return LocalBroker(settings.home, port=settings.broker_port, heap=settings.broker_heap)
+
+
+def _external_cluster(settings: RuntimeSettings) -> bool:
+    return settings.bootstrap_list != [f"127.0.0.1:{settings.broker_port}"]
+
+
+def cmd_broker(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport broker start|stop|status"""
+    from services.runtime.broker import BrokerError
+
+    if _external_cluster(settings):
+        console.print(
+            f"KAFKA_BOOTSTRAP_SERVERS names {settings.kafka_bootstrap_servers}: "
+            "that cluster is used and no local broker is managed"
+        )
+        return 0
+    broker = _broker(settings)
+    try:
+        if args.action == "start":
+            started = time.monotonic()
+            status = broker.start()
+            console.print(
+                f"Apache Kafka {status.version} (KRaft) running on {status.bootstrap}, "
+                f"pid {status.pid}, ready in {time.monotonic() - started:.1f} s; "
+                f"data and log in {status.directory}"
+            )
+        elif args.action == "stop":
+            console.print("broker stopped" if broker.stop() else "broker was not running")
+        else:
+            status = broker.status()
+            if not status.running:
+                console.print(f"not running (would listen on {status.bootstrap})")
+                return 3
+            console.print(
+                f"running: Apache Kafka {status.version} on {status.bootstrap}, pid {status.pid}"
+            )
+    except BrokerError as exc:
+        console.print(f"[red]broker error:[/red] {exc}")
+        return 1
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport topics create"""
+    from services.runtime.topics import create_topics
+
+    results = asyncio.run(create_topics(settings, args.partitions))
+    table = Table("topic", "partitions", "cleanup", "retention (days)", "status")
+    for r in results:
+        retention = int(r.config["retention.ms"])
+        table.add_row(
+            r.name,
+            str(r.partitions),
+            r.config["cleanup.policy"],
+            "forever" if retention < 0 else f"{retention / 86_400_000:.0f}",
+            "created" if r.created else "exists",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport db upgrade|current"""
+    from services.runtime import db
+
+    url = settings.resolved_database_url
+    if args.action == "upgrade":
+        db.upgrade(url)
+    console.print(f"database {_redact(url)} at revision {db.current_revision(url)}")
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def cmd_schemas(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport schemas export [--check]"""
+    from schemas.export import render_files, write_files
+
+    if args.check:
+        stale = [p for p, text in render_files().items() if p.read_text() != text]
+        for path in stale:
+            console.print(f"[red]out of date:[/red] {path} (run `rapport schemas export`)")
+        return 1 if stale else 0
+    for path in write_files():
+        console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport worker <service>"""
+    from services.runtime.worker import StateDirectoryError, run_worker
+
+    try:
+        run_worker(args.service, settings)
+    except StateDirectoryError as exc:
+        print(f"rapport worker {args.service}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport api <service>"""
+    import uvicorn
+
+    from services.runtime.api import load_api
+
+    app = load_api(args.service, settings)
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=args.port or settings.api_port(args.service),
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def start_stack(settings: RuntimeSettings) -> None:
+    """Broker (unless external), topics, database schema, then every worker and API."""
+    from services.runtime import db, supervisor
+    from services.runtime.topics import create_topics
+
+    if not _external_cluster(settings):
+        status = _broker(settings).start()
+        console.print(f"broker: Apache Kafka {status.version} on {status.bootstrap}")
+    asyncio.run(create_topics(settings))
+    console.print("topics: created or present")
+    db.upgrade(settings.resolved_database_url)
+    console.print(f"database: {_redact(settings.resolved_database_url)} migrated")
+    supervisor.start(settings, supervisor.all_processes())
+    for proc in supervisor.all_processes():
+        console.print(
+            f"{proc.role:6} {proc.service:9} http://{settings.api_host}:{proc.port(settings)}"
+        )
+
+
+def cmd_up(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport up"""
+    start_stack(settings)
+    console.print(f"logs in {settings.home / 'run'}; stop with `rapport down`")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport down"""
+    from services.runtime import supervisor
+
+    stopped = supervisor.stop(settings)
+    console.print(f"stopped {len(stopped)} processes")
+    if not _external_cluster(settings) and not args.keep_broker:
+        console.print("broker stopped" if _broker(settings).stop() else "broker was not running")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport produce FILE"""
+    from services.runtime.produce import produce_file
+
+    started = time.monotonic()
+    sent = produce_file(settings, Path(args.file), rate=args.rate)
+    elapsed = time.monotonic() - started
+    console.print(f"sent {sent} events in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):.0f}/s)")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport sample FILE"""
+    from services.simulator.sample import generate
+
+    sample = generate(customers=args.customers, days=args.days, seed=args.seed)
+    Path(args.file).write_bytes(b"\n".join(sample.lines) + b"\n")
+    console.print(
+        f"wrote {len(sample.lines)} events for {args.customers} customers to {args.file} "
+        f"({sample.valid} valid, {sample.invalid} invalid on purpose)"
+    )
+    return 0
+
+
+def print_counts(settings: RuntimeSettings) -> None:
+    """A table of what each worker accepted and dead-lettered."""
+    from services.runtime.observe import read_workers
+
+    _counts_table(read_workers(settings))
+
+
+def _counts_table(counts: list) -> None:  # type: ignore[type-arg]
+    table = Table("worker", "up", "accepted", "dead-lettered", "by event type", "by reason")
+    for c in counts:
+        table.add_row(
+            c.service,
+            "yes" if c.reachable else "[red]no[/red]",
+            str(int(sum(c.consumed.values()))),
+            str(int(sum(c.dead_lettered.values()))),
+            ", ".join(f"{k} {int(v)}" for k, v in sorted(c.consumed.items())),
+            ", ".join(f"{k} {int(v)}" for k, v in sorted(c.dead_lettered.items())),
+        )
+    console.print(table)
+
+
+def cmd_status(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport status"""
+    print_counts(settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport demo: the whole stack on the local broker with a sample population."""
+    from services.runtime.observe import wait_until_drained
+    from services.runtime.produce import produce_records, records_from_lines
+    from services.simulator.sample import generate
+
+    console.rule("Rapport demo")
+    start_stack(settings)
+    try:
+        sample = generate(customers=args.customers, days=args.days, seed=args.seed)
+        console.print(
+            f"sample: {args.customers} customers over {args.days} days, "
+            f"{sample.valid} valid events and {sample.invalid} invalid ones"
+        )
+        before = {c.service: c.total for c in wait_until_drained(settings, {}, 0)}
+        asyncio.run(
+            produce_records(settings, records_from_lines(sample.lines), total=len(sample.lines))
+        )
+        expected = {
+            "lifecycle": len(sample.lines),
+            "referral": len(sample.lines),
+            "notify": len(sample.lines),
+        }
+        expected = {k: v + before.get(k, 0) for k, v in expected.items()}
+        started = time.monotonic()
+        counts = wait_until_drained(settings, expected, timeout=args.timeout)
+        console.print(f"workers drained the input in {time.monotonic() - started:.1f} s")
+        _counts_table(counts)
+        console.print(
+            f"expected per account-event worker: {sample.valid} accepted, "
+            f"{sample.invalid} dead-lettered "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(sample.invalid_by_reason.items()))}); "
+            f"dead letters are in bank.account-events.v1.dlq with the reason in headers"
+        )
+        ok = all(c.total >= expected.get(c.service, 0) for c in counts)
+    finally:
+        if not args.keep:
+            cmd_down(argparse.Namespace(keep_broker=False), settings)
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="the local single-node Apache Kafka (KRaft)")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create every topic, dead-letter topics included")
+    p.add_argument("action", choices=["create"])
+    p.add_argument("--partitions", type=int, default=None)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("db", help="database schema (Alembic)")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("schemas", help="export JSON Schema and AsyncAPI files")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    p.set_defaults(func=cmd_schemas)
+
+    p = sub.add_parser("worker", help="run a service's faust worker")
+    p.add_argument("service", choices=SERVICE_NAMES)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("api", help="run a service's HTTP API")
+    p.add_argument("service", choices=SERVICE_NAMES)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("up", help="broker, topics, database and all services in the background")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop what `rapport up` started")
+    p.add_argument("--keep-broker", action="store_true")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("produce", help="load JSON-lines events into bank.account-events.v1")
+    p.add_argument("file")
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("sample", help="write a small sample population as JSON lines")
+    p.add_argument("file")
+    p.add_argument("--customers", type=int, default=500)
+    p.add_argument("--days", type=int, default=120)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("status", help="what each running worker accepted and dead-lettered")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", help="run everything on the local broker with a sample")
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--days", type=int, default=180)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `rapport` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args, get_settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

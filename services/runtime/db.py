@@ -1,0 +1,98 @@
+"""Database access: one engine per process, sessions committed at the boundary, Alembic for
+every schema change. SQLite file by default, PostgreSQL when DATABASE_URL says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, event, text
+from sqlmodel import Session, create_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs that name no driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """The process's engine for a database URL."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            # WAL lets the API read while a worker writes; foreign keys are off by default.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session committed when the block ends without error, rolled back otherwise."""
+    with Session(get_engine(url)) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic configuration pointing at the packaged migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database schema to `revision`."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The schema revision the database is at (None before the first migration)."""
+    with get_engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision(url: str) -> str | None:
+    """The newest revision the code knows."""
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def check_ready(url: str) -> str | None:
+    """None when the database answers and is migrated; otherwise what is wrong."""
+    try:
+        with get_engine(url).connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current = current_revision(url)
+    except Exception as exc:
+        return f"database unreachable: {type(exc).__name__}: {str(exc)[:200]}"
+    head = head_revision(url)
+    if current != head:
+        return f"database schema at {current}, code expects {head}: run `rapport db upgrade`"
+    return None

@@ -1,0 +1,63 @@
+"""Reading what the running workers did, from their /metrics endpoints."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
+
+
+@dataclass
+class WorkerCounts:
+    """Events one worker accepted and dead-lettered so far."""
+
+    service: str
+    reachable: bool = False
+    consumed: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    dead_lettered: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def total(self) -> int:
+        """Every record the worker has finished with, accepted or dead-lettered."""
+        return int(sum(self.consumed.values()) + sum(self.dead_lettered.values()))
+
+
+def read_worker(settings: RuntimeSettings, service: str) -> WorkerCounts:
+    """Scrape one worker's metrics."""
+    counts = WorkerCounts(service)
+    url = f"http://{settings.metrics_host}:{settings.metrics_port(service)}/metrics"
+    try:
+        text = httpx.get(url, timeout=2.0).text
+    except httpx.HTTPError:
+        return counts
+    counts.reachable = True
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "rapport_events_consumed_total":
+                counts.consumed[sample.labels["event_type"]] += sample.value
+            elif sample.name == "rapport_events_dead_lettered_total":
+                counts.dead_lettered[sample.labels["reason"]] += sample.value
+    return counts
+
+
+def read_workers(settings: RuntimeSettings) -> list[WorkerCounts]:
+    """Scrape every worker."""
+    return [read_worker(settings, service) for service in SERVICE_NAMES]
+
+
+def wait_until_drained(
+    settings: RuntimeSettings, expected: dict[str, int], timeout: float = 300.0
+) -> list[WorkerCounts]:
+    """Wait until each named worker has finished `expected[service]` records, or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = read_workers(settings)
+        done = all(c.total >= expected.get(c.service, 0) for c in counts)
+        if done or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)

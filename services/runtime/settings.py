@@ -1,0 +1,77 @@
+"""Settings every service shares; each service adds its own rule settings with its own prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("lifecycle", "referral", "rewards", "notify")
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "rapport"
+
+
+class RuntimeSettings(BaseSettings):
+    """Where the broker and the database are, where local state lives, which ports to use."""
+
+    model_config = SettingsConfigDict(env_prefix="RAPPORT_", extra="ignore", frozen=True)
+
+    # The two names operators already know win over the prefixed ones.
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "RAPPORT_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "RAPPORT_DATABASE_URL")
+    )
+    home: Path = Field(default_factory=_default_home)
+    environment: str = "development"
+    topic_partitions: int = Field(6, ge=1, le=1000)
+    topic_replication_factor: int = Field(1, ge=1, le=7)
+    # Appended to consumer-group and app ids, so two stacks (or two test runs) on one cluster
+    # keep separate offsets and state.
+    instance: str = Field("", pattern=r"^[a-z0-9\-]{0,32}$")
+    log_level: str = "info"
+    metrics_host: str = "127.0.0.1"
+    metrics_port_base: int = Field(9100, ge=1024, le=65000)
+    api_host: str = "127.0.0.1"
+    api_port_base: int = Field(8100, ge=1024, le=65000)
+    # The broker this project starts itself (ignored when KAFKA_BOOTSTRAP_SERVERS names another).
+    broker_port: int = Field(9092, ge=1024, le=65000)
+    broker_heap: str = "1g"
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        """Bootstrap servers as host:port strings."""
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file under the home directory."""
+        return self.database_url or f"sqlite:///{self.home / 'rapport.db'}"
+
+    def app_id(self, service: str) -> str:
+        """Faust app id, which is also the consumer group and the changelog topic prefix."""
+        return f"rapport-{service}" + (f"-{self.instance}" if self.instance else "")
+
+    def service_index(self, service: str) -> int:
+        """1-based position of a service, used to derive its default ports."""
+        return SERVICE_NAMES.index(service) + 1
+
+    def metrics_port(self, service: str) -> int:
+        """Port of a worker's /metrics endpoint."""
+        return self.metrics_port_base + self.service_index(service)
+
+    def api_port(self, service: str) -> int:
+        """Port of a service's HTTP API."""
+        return self.api_port_base + self.service_index(service)
+
+
+@lru_cache
+def get_settings() -> RuntimeSettings:
+    """Settings read once from the environment."""
+    return RuntimeSettings()

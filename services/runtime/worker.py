@@ -1,0 +1,56 @@
+"""Starting a service's faust worker as a process of its own."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import faust
+
+from services.runtime.metrics import serve_metrics
+from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
+
+# faust's -l takes these names, not Python's (faust-streaming rejects "warning").
+_FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "warn": "warn",
+                     "error": "error", "critical": "crit", "crit": "crit"}
+
+
+class StateDirectoryError(RuntimeError):
+    """The local state directory cannot be written: running on would lose state silently."""
+
+
+def check_state_directory(path: Path) -> None:
+    """Fail early and clearly when the state directory is not writable (permissions, full disk)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise StateDirectoryError(
+            f"cannot write the worker's state directory {path}: {exc.strerror or exc}; "
+            "fix its permissions or free disk space, or set RAPPORT_HOME to another directory"
+        ) from exc
+
+
+def load_app(service: str, settings: RuntimeSettings) -> faust.App:
+    """The faust app of a service, with its agents registered."""
+    if service not in SERVICE_NAMES:
+        raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICE_NAMES)}")
+    module = importlib.import_module(f"services.{service}.agents")
+    app: faust.App = module.build_app(settings)
+    return app
+
+
+def run_worker(service: str, settings: RuntimeSettings) -> None:
+    """Run the worker in the foreground until SIGTERM or SIGINT."""
+    app = load_app(service, settings)
+    check_state_directory(Path(app.conf.datadir))
+    serve_metrics(settings.metrics_port(service), settings.metrics_host)
+    level = _FAUST_LOG_LEVELS.get(settings.log_level.lower(), "info")
+    worker = faust.Worker(app, loglevel=level, quiet=True)
+    sys.exit(worker.execute_from_commandline())

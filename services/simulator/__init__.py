@@ -1,0 +1,1 @@
+"""Synthetic core-banking events for demos, tests and benchmarks."""
