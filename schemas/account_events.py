@@ -13,7 +13,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic_core import PydanticCustomError
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -28,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 
@@ -87,7 +87,8 @@ def _decimal_from_string(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise PydanticCustomError(
-            "decimal_string_type", 'must be a decimal string such as "1250.00", not a JSON {kind}',
+            "decimal_string_type",
+            'must be a decimal string such as "1250.00", not a JSON {kind}',
             {"kind": "number" if isinstance(value, int | float) else type(value).__name__},
         )
     if not re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
@@ -96,7 +97,7 @@ def _decimal_from_string(value: Any) -> Any:
 
 
 def _check_magnitude(value: Decimal) -> Decimal:
-    sign, digits, exponent = value.as_tuple()
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite by the pattern above
     places = max(0, -exponent)
     if places > MAX_AMOUNT_PLACES:
@@ -128,7 +129,11 @@ Money = Annotated[
     AfterValidator(_non_negative),
     PlainSerializer(lambda d: str(d), return_type=str),
     WithJsonSchema(
-        {"type": "string", "pattern": r"^\d+(\.\d+)?$", "description": "non-negative decimal string"}
+        {
+            "type": "string",
+            "pattern": r"^\d+(\.\d+)?$",
+            "description": "non-negative decimal string",
+        }
     ),
 ]
 

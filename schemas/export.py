@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter
 
 from schemas.account_events import ACCOUNT_EVENT_ADAPTER
 from schemas.envelope import RAPPORT_EVENT_ADAPTER
@@ -32,7 +33,7 @@ ASYNCAPI_PATH = Path(__file__).parent / "asyncapi.yaml"
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema document."""
-    schemas = {
+    schemas: dict[str, tuple[TypeAdapter[Any], str]] = {
         "account-event.v1.json": (ACCOUNT_EVENT_ADAPTER, "Rapport account event v1"),
         "rapport-event-envelope.v1.json": (RAPPORT_EVENT_ADAPTER, "Rapport output event envelope"),
     }
@@ -69,7 +70,10 @@ def _message(topic: TopicSpec) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 DLQ_HEADER_ERROR: {"type": "string", "description": "what was wrong, for a person"},
-                DLQ_HEADER_REASON: {"type": "string", "description": "machine-readable reason code"},
+                DLQ_HEADER_REASON: {
+                    "type": "string",
+                    "description": "machine-readable reason code",
+                },
                 DLQ_HEADER_SOURCE_TOPIC: {"type": "string"},
                 DLQ_HEADER_SOURCE_PARTITION: {"type": "string"},
                 DLQ_HEADER_SOURCE_OFFSET: {"type": "string"},

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.runtime import db
-from services.runtime.osutil import port_open
 from services.runtime.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
+from services.runtime.osutil import port_open
 from services.runtime.settings import RuntimeSettings
 
 

@@ -145,7 +145,9 @@ class LocalBroker:
     def _java(self) -> str:
         java = shutil.which("java")
         if java is None:
-            raise BrokerError("no java on PATH: Kafka needs Java 17 (apt-get install openjdk-17-jre)")
+            raise BrokerError(
+                "no java on PATH: Kafka needs Java 17 (apt-get install openjdk-17-jre-headless)"
+            )
         return java
 
     def _format_storage(self, java: str, classpath: str) -> None:

@@ -32,9 +32,7 @@ async def create_topics(
 ) -> list[TopicResult]:
     """Create every topic that does not exist yet; existing ones are left as they are."""
     count = partitions or settings.topic_partitions
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_list, request_timeout_ms=30000
-    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list, request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -14,8 +14,15 @@ from services.runtime.metrics import serve_metrics
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 
 # faust's -l takes these names, not Python's (faust-streaming rejects "warning").
-_FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "warn": "warn",
-                     "error": "error", "critical": "crit", "crit": "crit"}
+_FAUST_LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warn",
+    "warn": "warn",
+    "error": "error",
+    "critical": "crit",
+    "crit": "crit",
+}
 
 
 class StateDirectoryError(RuntimeError):

@@ -88,33 +88,70 @@ def _customer_events(rng: random.Random, index: int, days: int) -> Iterator[dict
         roll = rng.random()
         if roll < 0.25:
             balance += salary
-            yield event("transfer.in", day, account_id=account, amount=_money(salary),
-                        balance_after=_money(balance), currency="CNY", channel="system",
-                        counterparty=employer)
+            yield event(
+                "transfer.in",
+                day,
+                account_id=account,
+                amount=_money(salary),
+                balance_after=_money(balance),
+                currency="CNY",
+                channel="system",
+                counterparty=employer,
+            )
         elif roll < 0.45:
             amount = Decimal(rng.randrange(100, 5000))
             balance += amount
-            yield event("deposit", day, account_id=account, amount=_money(amount),
-                        balance_after=_money(balance), currency="CNY", channel="atm")
+            yield event(
+                "deposit",
+                day,
+                account_id=account,
+                amount=_money(amount),
+                balance_after=_money(balance),
+                currency="CNY",
+                channel="atm",
+            )
         elif roll < 0.7 and balance > 50:
             amount = min(balance, Decimal(rng.randrange(20, 800)))
             balance -= amount
-            yield event("card.payment", day, account_id=account, amount=_money(amount),
-                        balance_after=_money(balance), currency="CNY", channel="pos",
-                        attributes={"mcc": rng.choice(["5411", "5812", "4111"])})
+            yield event(
+                "card.payment",
+                day,
+                account_id=account,
+                amount=_money(amount),
+                balance_after=_money(balance),
+                currency="CNY",
+                channel="pos",
+                attributes={"mcc": rng.choice(["5411", "5812", "4111"])},
+            )
         elif roll < 0.8 and balance > 500:
             amount = (balance * Decimal(rng.uniform(0.05, 0.3))).quantize(Decimal("0.01"))
             balance -= amount
-            yield event("transfer.out", day, account_id=account, amount=_money(amount),
-                        balance_after=_money(balance), currency="CNY", channel="mobile",
-                        counterparty={"bank_code": rng.choice((OWN_BANK, *OTHER_BANKS)),
-                                      "account": f"62{rng.randrange(10**14, 10**15)}",
-                                      "name": "Landlord", "kind": "person"})
+            yield event(
+                "transfer.out",
+                day,
+                account_id=account,
+                amount=_money(amount),
+                balance_after=_money(balance),
+                currency="CNY",
+                channel="mobile",
+                counterparty={
+                    "bank_code": rng.choice((OWN_BANK, *OTHER_BANKS)),
+                    "account": f"62{rng.randrange(10**14, 10**15)}",
+                    "name": "Landlord",
+                    "kind": "person",
+                },
+            )
         elif roll < 0.95:
             yield event("digital.login", day, channel=rng.choice(["mobile", "online"]))
         else:
-            yield event("balance.snapshot", day.replace(hour=23, minute=59), account_id=account,
-                        balance_after=_money(balance), currency="CNY", channel="system")
+            yield event(
+                "balance.snapshot",
+                day.replace(hour=23, minute=59),
+                account_id=account,
+                balance_after=_money(balance),
+                currency="CNY",
+                channel="system",
+            )
 
 
 # One specimen of each kind of bad input the services must dead-letter, with its reason code.
@@ -149,8 +186,9 @@ def _invalid(rng: random.Random, n: int, at: datetime) -> tuple[str, bytes]:
     return reason, orjson.dumps(base)
 
 
-def generate(customers: int = 200, days: int = 120, seed: int = 7,
-             invalid_share: float = 0.01) -> Sample:
+def generate(
+    customers: int = 200, days: int = 120, seed: int = 7, invalid_share: float = 0.01
+) -> Sample:
     """A deterministic sample: the same arguments always give the same bytes."""
     rng = random.Random(seed)
     events = [e for i in range(customers) for e in _customer_events(rng, i, days)]
@@ -159,11 +197,13 @@ def generate(customers: int = 200, days: int = 120, seed: int = 7,
     invalid_every = max(int(1 / invalid_share), 1) if invalid_share > 0 else 0
     for n, event in enumerate(events):
         sample.lines.append(orjson.dumps(event))
-        sample.valid_by_type[event["event_type"]] = sample.valid_by_type.get(
-            event["event_type"], 0) + 1
+        sample.valid_by_type[event["event_type"]] = (
+            sample.valid_by_type.get(event["event_type"], 0) + 1
+        )
         if invalid_every and n % invalid_every == invalid_every - 1:
-            reason, line = _invalid(rng, n // invalid_every, datetime.fromisoformat(
-                event["occurred_at"]))
+            reason, line = _invalid(
+                rng, n // invalid_every, datetime.fromisoformat(event["occurred_at"])
+            )
             sample.lines.append(line)
             sample.invalid_by_reason[reason] = sample.invalid_by_reason.get(reason, 0) + 1
     return sample

@@ -1,0 +1,192 @@
+"""Running Rapport's processes against the session's broker, and reading topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.runtime.broker import LocalBroker
+
+METRICS_PORT_BASE = 19300
+API_PORT_BASE = 18300
+
+
+def service_env(kafka: LocalBroker, home: Path, instance: str | None = None) -> dict[str, str]:
+    """Environment of a Rapport process pointed at the session's broker and home."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "RAPPORT_BROKER_PORT": str(kafka.port),
+        "RAPPORT_HOME": str(home),
+        "RAPPORT_METRICS_PORT_BASE": str(METRICS_PORT_BASE),
+        "RAPPORT_API_PORT_BASE": str(API_PORT_BASE),
+        "RAPPORT_INSTANCE": instance or uuid.uuid4().hex[:8],
+    }
+    env.pop("DATABASE_URL", None)
+    return env
+
+
+def rapport(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a `rapport` command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.runtime.cli", *args],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class RunningWorker:
+    """A worker process and where to read its metrics."""
+
+    process: subprocess.Popen[bytes]
+    metrics_url: str
+    log: Path
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of the worker's /metrics as (name, sorted labels) -> value."""
+        text = httpx.get(self.metrics_url, timeout=2).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include `labels`."""
+        return sum(
+            value
+            for (sample, sample_labels), value in self.metrics().items()
+            if sample == name and labels.items() <= dict(sample_labels).items()
+        )
+
+    def wait_for(self, name: str, expected: float, timeout: float = 60, **labels: str) -> float:
+        """Wait until a counter reaches `expected`; returns its value either way."""
+        deadline = time.monotonic() + timeout
+        value = 0.0
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"worker exited:\n{self.log.read_text()[-3000:]}"
+            value = self.total(name, **labels)
+            if value >= expected:
+                return value
+            time.sleep(0.25)
+        return value
+
+
+@contextmanager
+def worker(service: str, env: dict[str, str], log_dir: Path) -> Iterator[RunningWorker]:
+    """Start `rapport worker <service>`, wait for its metrics endpoint, stop it afterwards."""
+    log = log_dir / f"worker-{service}-{env['RAPPORT_INSTANCE']}.log"
+    index = ("lifecycle", "referral", "rewards", "notify").index(service) + 1
+    url = f"http://127.0.0.1:{int(env['RAPPORT_METRICS_PORT_BASE']) + index}/metrics"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.runtime.cli", "worker", service],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    running = RunningWorker(process, url, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"worker exited:\n{log.read_text()[-3000:]}"
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "worker metrics never answered"
+                time.sleep(0.2)
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    """Send (key, value) records and wait until the broker has them all."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value, key=key) for key, value in records]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """A record read back from a topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Consumed]:
+    """Every record currently in a topic, from the first offset to the end."""
+
+    async def read() -> list[Consumed]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+            ]
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = [
+                    TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+                ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            out: list[Consumed] = []
+            deadline = time.monotonic() + timeout
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in partitions])
+
+            while await behind():
+                assert time.monotonic() < deadline, f"could not read {topic} to its end"
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    out.extend(
+                        Consumed(
+                            r.partition, r.offset, r.key, r.value, {k: v for k, v in r.headers}
+                        )
+                        for r in records
+                    )
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())

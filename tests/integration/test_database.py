@@ -1,0 +1,55 @@
+"""Migrations and sessions on both databases Rapport supports: the SQLite file and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from services.runtime import db
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'rapport.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    # Start each test from an empty schema so migrations run from the first revision.
+    with db.get_engine(url).begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    return url
+
+
+def test_fresh_database_is_not_ready_until_migrated(database_url: str) -> None:
+    problem = db.check_ready(database_url)
+    assert problem is not None and "rapport db upgrade" in problem
+    db.upgrade(database_url)
+    assert db.check_ready(database_url) is None
+    assert db.current_revision(database_url) == db.head_revision(database_url)
+
+
+def test_migrations_create_the_baseline_and_are_repeatable(database_url: str) -> None:
+    db.upgrade(database_url)
+    db.upgrade(database_url)  # a second run changes nothing
+    tables = inspect(db.get_engine(database_url)).get_table_names()
+    assert "rapport_installation" in tables
+
+
+def test_session_commits_at_the_boundary_and_rolls_back_on_error(database_url: str) -> None:
+    db.upgrade(database_url)
+    insert = text("INSERT INTO rapport_installation (key, value) VALUES (:k, 'v')")
+    with db.session_scope(database_url) as session:
+        session.execute(insert, {"k": "kept"})
+    with pytest.raises(RuntimeError), db.session_scope(database_url) as session:
+        session.execute(insert, {"k": "rolled-back"})
+        raise RuntimeError("boom")
+    with db.session_scope(database_url) as session:
+        keys = set(session.execute(text("SELECT key FROM rapport_installation")).scalars())
+    assert "kept" in keys and "rolled-back" not in keys
+
+
+def test_unreachable_database_is_reported_not_raised() -> None:
+    problem = db.check_ready("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    assert problem is not None and problem.startswith("database unreachable")

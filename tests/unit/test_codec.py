@@ -1,0 +1,100 @@
+"""From bytes on the wire to events, and the reason for every record that is not one."""
+
+from __future__ import annotations
+
+import orjson
+
+from schemas.account_events import AccountOpened
+from services.runtime.codec import (
+    MAX_EVENT_BYTES,
+    Rejection,
+    RejectReason,
+    decode_account_event,
+    decode_rapport_event,
+    encode,
+)
+from services.runtime.deadletter import dead_letter_headers
+from tests.unit.test_account_events import event
+
+VALID = orjson.dumps(event("deposit"))
+KEY = b"C000001"
+
+
+def reason(key: bytes | None, value: bytes | None) -> RejectReason:
+    result = decode_account_event(key, value)
+    assert isinstance(result, Rejection), result
+    return result.reason
+
+
+def test_a_valid_record_decodes_to_its_event() -> None:
+    result = decode_account_event(KEY, VALID)
+    assert not isinstance(result, Rejection)
+    assert result.event_type == "deposit"
+
+
+def test_malformed_json_is_rejected() -> None:
+    assert reason(KEY, b'{"event_id": ') is RejectReason.MALFORMED_JSON
+
+
+def test_json_nan_literal_is_malformed() -> None:
+    assert reason(KEY, VALID.replace(b'"250.00"', b"NaN")) is RejectReason.MALFORMED_JSON
+
+
+def test_invalid_utf8_is_rejected() -> None:
+    assert reason(KEY, b'{"event_id": "\xff\xfe"}') is RejectReason.INVALID_UTF8
+
+
+def test_a_json_array_is_not_an_event() -> None:
+    assert reason(KEY, b"[1, 2]") is RejectReason.NOT_AN_OBJECT
+
+
+def test_a_tombstone_is_rejected() -> None:
+    assert reason(KEY, None) is RejectReason.MALFORMED_JSON
+
+
+def test_oversized_records_are_rejected_before_parsing() -> None:
+    huge = orjson.dumps(event("deposit", attributes={"blob": "x" * MAX_EVENT_BYTES}))
+    assert reason(KEY, huge) is RejectReason.TOO_LARGE
+
+
+def test_key_must_be_the_customer_id() -> None:
+    result = decode_account_event(b"C999", VALID)
+    assert isinstance(result, Rejection)
+    assert result.reason is RejectReason.KEY_MISMATCH
+    assert "C000001" in result.message
+    assert reason(None, VALID) is RejectReason.KEY_MISMATCH
+
+
+def test_encode_round_trips_money_as_strings() -> None:
+    opened = AccountOpened.model_validate(event("account.opened"))
+    assert orjson.loads(encode(opened))["occurred_at"] == "2026-03-01T01:30:00Z"
+    deposit = decode_account_event(KEY, VALID)
+    assert not isinstance(deposit, Rejection)
+    assert orjson.loads(encode(deposit))["amount"] == "250.00"
+
+
+def test_envelope_of_output_events_needs_id_type_and_time() -> None:
+    ok = decode_rapport_event(
+        None, b'{"event_id":"x","type":"t","occurred_at":"2026-01-01T00:00Z"}'
+    )
+    assert not isinstance(ok, Rejection)
+    bad = decode_rapport_event(None, b'{"event_id":"x"}')
+    assert isinstance(bad, Rejection)
+    assert bad.reason is RejectReason.MISSING_FIELD
+
+
+def test_dead_letter_headers_name_reason_and_source_position() -> None:
+    headers = dict(
+        dead_letter_headers(
+            Rejection(RejectReason.WRONG_TYPE, "deposit.amount: must be a decimal string"),
+            service="lifecycle",
+            topic="bank.account-events.v1",
+            partition=3,
+            offset=42,
+        )
+    )
+    assert headers["rapport-error-reason"] == b"wrong_type"
+    assert headers["rapport-error"].startswith(b"deposit.amount")
+    assert headers["rapport-source-partition"] == b"3"
+    assert headers["rapport-source-offset"] == b"42"
+    assert headers["rapport-service"] == b"lifecycle"
