@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from services.runtime.observe import WorkerCounts
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings, get_settings
 
 console = Console()
@@ -210,18 +211,27 @@ def print_counts(settings: RuntimeSettings) -> None:
     _counts_table(read_workers(settings))
 
 
-def _counts_table(counts: list) -> None:  # type: ignore[type-arg]
-    table = Table("worker", "up", "accepted", "dead-lettered", "by event type", "by reason")
+def _counts_table(counts: list[WorkerCounts]) -> None:
+    summary = Table("worker", "up", "accepted", "dead-lettered", title="What each worker did")
     for c in counts:
-        table.add_row(
+        summary.add_row(
             c.service,
             "yes" if c.reachable else "[red]no[/red]",
             str(int(sum(c.consumed.values()))),
             str(int(sum(c.dead_lettered.values()))),
-            ", ".join(f"{k} {int(v)}" for k, v in sorted(c.consumed.items())),
-            ", ".join(f"{k} {int(v)}" for k, v in sorted(c.dead_lettered.items())),
         )
-    console.print(table)
+    console.print(summary)
+    for title, attribute in (
+        ("accepted, by event type", "consumed"),
+        ("dead-lettered, by reason", "dead_lettered"),
+    ):
+        keys = sorted({k for c in counts for k in getattr(c, attribute)})
+        if not keys:
+            continue
+        table = Table("", *(c.service for c in counts), title=title)
+        for key in keys:
+            table.add_row(key, *(str(int(getattr(c, attribute).get(key, 0))) for c in counts))
+        console.print(table)
 
 
 def cmd_status(args: argparse.Namespace, settings: RuntimeSettings) -> int:
