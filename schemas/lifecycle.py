@@ -1,0 +1,109 @@
+"""Payloads of the lifecycle service's topics: stage and tier changes, churn signals."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from schemas.account_events import SignedMoney
+from schemas.envelope import RapportEvent
+
+
+class Stage(StrEnum):
+    """Where a customer is in their life with the bank (客户生命周期)."""
+
+    ACQUISITION = "acquisition"
+    GROWTH = "growth"
+    MATURITY = "maturity"
+    AT_RISK = "at_risk"
+    DORMANT = "dormant"
+    CHURNED = "churned"
+
+
+class Tier(StrEnum):
+    """Value tier by assets under management (客户分层)."""
+
+    MASS = "mass"
+    AFFLUENT = "affluent"
+    HNW = "hnw"
+
+
+class ChurnCause(StrEnum):
+    """Why a customer is likely to leave."""
+
+    SERVICE_DISSATISFACTION = "service_dissatisfaction"
+    COMPETITOR_ATTRACTION = "competitor_attraction"
+    FINANCIAL_DISTRESS = "financial_distress"
+    DISENGAGEMENT = "disengagement"
+
+
+class SignalKind(StrEnum):
+    """The observable patterns that raise a churn signal."""
+
+    INACTIVITY = "inactivity"
+    BALANCE_DRAIN = "balance_drain"
+    SALARY_STOPPED = "salary_stopped"
+    COMPETITOR_TRANSFER = "competitor_transfer"
+    PRODUCT_CLOSURE = "product_closure"
+    COMPLAINT = "complaint"
+
+
+# The service strategy the bank applies in each stage (domain.md); codes are stable for
+# consumers, descriptions are for people.
+STRATEGIES: dict[Stage, tuple[str, str]] = {
+    Stage.ACQUISITION: ("onboarding_offer", "easy onboarding and a new-customer offer"),
+    Stage.GROWTH: ("personalised_recommendation", "personalised service and regular contact"),
+    Stage.MATURITY: (
+        "exclusive_service_cross_sell",
+        "exclusive service, cross-sell and up-sell",
+    ),
+    Stage.AT_RISK: (
+        "retention_fix",
+        "find the cause, fix it, and make a retention offer",
+    ),
+    Stage.DORMANT: ("win_back", "win-back campaign"),
+    Stage.CHURNED: ("win_back", "win-back campaign"),
+}
+
+
+class Strategy(BaseModel):
+    """The recommended service strategy for a stage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    description: str
+
+
+class StageChanged(RapportEvent):
+    """`stage.changed` or `tier.changed` on `rapport.lifecycle.stage-changed.v1`."""
+
+    type: Literal["stage.changed", "tier.changed"]
+    customer_id: str
+    previous_stage: Stage | None
+    stage: Stage
+    previous_tier: Tier | None
+    tier: Tier
+    reason: str
+    cause_event_id: str | None
+    win_back: bool = False
+    churn_score: float
+    churn_causes: list[ChurnCause] = []
+    strategy: Strategy
+    balance_avg_30d: SignedMoney
+
+
+class ChurnSignalChanged(RapportEvent):
+    """`churn_signal.raised|escalated|resolved` on `rapport.lifecycle.churn-signals.v1`."""
+
+    type: Literal["churn_signal.raised", "churn_signal.escalated", "churn_signal.resolved"]
+    customer_id: str
+    signal: SignalKind
+    cause: ChurnCause
+    signal_weight: Annotated[float, Field(ge=0, le=1)]
+    churn_score: Annotated[float, Field(ge=0, le=1)]
+    stage: Stage
+    tier: Tier
+    evidence: dict[str, JsonValue]

@@ -1,0 +1,287 @@
+"""Lifecycle rules, transition by transition, on event time only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from schemas import parse_account_event
+from schemas.lifecycle import ChurnCause, ChurnSignalChanged, SignalKind, Stage, StageChanged, Tier
+from services.lifecycle.domain import (
+    CustomerState,
+    LifecycleRules,
+    Output,
+    advance,
+    apply_event,
+    target_tier,
+)
+
+RULES = LifecycleRules()
+T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
+
+
+class Customer:
+    """Feeds one customer's events through the rules, keeping the state and every output."""
+
+    def __init__(self, customer_id: str = "C1") -> None:
+        self.id = customer_id
+        self.state: CustomerState | None = None
+        self.outputs: list[Output] = []
+        self.n = 0
+        self.balance = Decimal(0)
+
+    def send(
+        self, kind: str, day: float, counterparty_key: str | None = None, **fields: Any
+    ) -> list[Output]:
+        self.n += 1
+        at = T0 + timedelta(days=day)
+        data = {
+            "event_id": fields.pop("event_id", f"{self.id}-{self.n}"),
+            "event_type": kind,
+            "occurred_at": at.isoformat(),
+            "customer_id": self.id,
+            **fields,
+        }
+        outcome = apply_event(self.state, parse_account_event(data), at, RULES, counterparty_key)
+        self.state = outcome.state
+        self.outputs += outcome.outputs
+        return outcome.outputs
+
+    def money(self, kind: str, day: float, amount: str, **fields: Any) -> list[Output]:
+        delta = Decimal(amount)
+        self.balance += delta if kind in ("deposit", "transfer.in") else -delta
+        return self.send(
+            kind,
+            day,
+            account_id="A1",
+            amount=amount,
+            balance_after=str(self.balance),
+            currency="CNY",
+            **fields,
+        )
+
+    def open(self, day: float = 0) -> list[Output]:
+        return self.send("account.opened", day, account_id="A1")
+
+    def wait(self, day: float) -> list[Output]:
+        assert self.state is not None
+        out = advance(self.state, T0 + timedelta(days=day), RULES)
+        self.outputs += out
+        return out
+
+    def stages(self) -> list[tuple[Stage, int]]:
+        return [
+            (o.stage, (o.occurred_at - T0).days)
+            for o in self.outputs
+            if isinstance(o, StageChanged) and o.type == "stage.changed"
+        ]
+
+    def signals(self) -> list[tuple[str, SignalKind, ChurnCause]]:
+        return [
+            (o.type.rsplit(".", 1)[1], o.signal, o.cause)
+            for o in self.outputs
+            if isinstance(o, ChurnSignalChanged)
+        ]
+
+
+def active_customer() -> Customer:
+    c = Customer()
+    c.open()
+    for day in (1, 2, 3):
+        c.money("deposit", day, "200.00")
+    return c
+
+
+def test_first_account_opened_starts_acquisition_with_onboarding_strategy() -> None:
+    c = Customer()
+    [change] = c.open()
+    assert isinstance(change, StageChanged)
+    assert change.stage is Stage.ACQUISITION and change.previous_stage is None
+    assert change.strategy.code == "onboarding_offer"
+    assert change.cause_event_id == "C1-1"
+
+
+def test_three_customer_initiated_transactions_activate_into_growth() -> None:
+    c = active_customer()
+    assert c.stages() == [(Stage.ACQUISITION, 0), (Stage.GROWTH, 3)]
+
+
+def test_a_balance_of_1000_activates_at_once() -> None:
+    c = Customer()
+    c.open()
+    c.money(
+        "transfer.in",
+        5,
+        "1000.00",
+        counterparty={"bank_code": "ICBC", "account": "1", "kind": "person"},
+    )
+    assert c.stages()[-1] == (Stage.GROWTH, 5)
+
+
+def test_not_activated_within_90_days_becomes_dormant_on_day_90() -> None:
+    c = Customer()
+    c.open()
+    c.money("deposit", 1, "50.00")
+    c.wait(200)
+    assert (Stage.DORMANT, 90) in c.stages()
+
+
+def test_inactivity_for_45_days_raises_a_disengagement_signal_even_with_no_new_event() -> None:
+    c = active_customer()
+    c.wait(60)
+    assert ("raised", SignalKind.INACTIVITY, ChurnCause.DISENGAGEMENT) in c.signals()
+    raised = next(o for o in c.outputs if isinstance(o, ChurnSignalChanged))
+    assert (raised.occurred_at - T0).days == 48  # last activity day 3 + 45
+    assert c.stages()[-1] == (Stage.AT_RISK, 48)
+
+
+def test_activity_resolves_inactivity_and_returns_to_the_rule_stage() -> None:
+    c = active_customer()
+    c.wait(60)
+    c.money("card.payment", 61, "10.00")
+    assert ("resolved", SignalKind.INACTIVITY, ChurnCause.DISENGAGEMENT) in c.signals()
+    assert c.stages()[-1] == (Stage.GROWTH, 61)
+
+
+def test_no_activity_for_180_days_is_dormant() -> None:
+    c = active_customer()
+    c.wait(400)
+    assert (Stage.DORMANT, 183) in c.stages()
+
+
+def test_closing_the_last_account_churns_and_reopening_is_a_win_back() -> None:
+    c = active_customer()
+    c.send("account.closed", 10, account_id="A1")
+    assert c.stages()[-1] == (Stage.CHURNED, 10)
+    [change] = c.open(40)
+    assert isinstance(change, StageChanged)
+    assert change.stage is Stage.ACQUISITION and change.previous_stage is Stage.CHURNED
+    assert change.win_back
+
+
+def test_maturity_needs_tenure_depth_and_recent_activity() -> None:
+    c = active_customer()
+    c.send("product.opened", 5, product={"product_id": "P1", "category": "card"})
+    c.send("product.opened", 6, product={"product_id": "P2", "category": "fund"})
+    for day in range(30, 400, 20):
+        c.money("card.payment", day, "1.00")
+    stages = c.stages()
+    assert (Stage.MATURITY, 365) in stages
+
+
+def test_duplicate_event_ids_change_nothing() -> None:
+    c = active_customer()
+    before = c.state
+    out = c.money("deposit", 4, "999.00", event_id="C1-2")
+    assert out == []
+    assert c.state == before
+
+
+def test_complaint_raises_and_a_second_within_30_days_escalates_to_at_risk() -> None:
+    c = active_customer()
+    c.send("complaint.filed", 5)
+    c.send("complaint.filed", 9)
+    kinds = [s for s in c.signals() if s[1] is SignalKind.COMPLAINT]
+    assert kinds == [
+        ("raised", SignalKind.COMPLAINT, ChurnCause.SERVICE_DISSATISFACTION),
+        ("escalated", SignalKind.COMPLAINT, ChurnCause.SERVICE_DISSATISFACTION),
+    ]
+    assert c.stages()[-1] == (Stage.AT_RISK, 9)
+    c.money("deposit", 20, "1.00")
+    c.wait(45)
+    assert ("resolved", SignalKind.COMPLAINT, ChurnCause.SERVICE_DISSATISFACTION) in c.signals()
+
+
+def other_bank(bank: str = "CMB") -> dict[str, str]:
+    return {"bank_code": bank, "account": "6222", "kind": "person"}
+
+
+def test_balance_drained_to_another_bank_is_competitor_attraction() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "20000.00")
+    c.money("transfer.out", 10, "15000.00", counterparty=other_bank())
+    drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
+    assert drains == [("raised", SignalKind.BALANCE_DRAIN, ChurnCause.COMPETITOR_ATTRACTION)]
+
+
+def test_balance_drained_by_spending_is_financial_distress() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "20000.00")
+    for day in range(5, 15):
+        c.money("withdrawal", day, "1500.00")
+    drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
+    assert drains[0] == ("raised", SignalKind.BALANCE_DRAIN, ChurnCause.FINANCIAL_DISTRESS)
+
+
+def test_transfers_of_30_percent_to_other_banks_within_7_days() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "10000.00")
+    c.money("transfer.out", 5, "2000.00", counterparty=other_bank())
+    assert not [s for s in c.signals() if s[1] is SignalKind.COMPETITOR_TRANSFER]
+    c.money("transfer.out", 8, "1500.00", counterparty=other_bank())
+    assert (
+        "raised",
+        SignalKind.COMPETITOR_TRANSFER,
+        ChurnCause.COMPETITOR_ATTRACTION,
+    ) in c.signals()
+
+
+def test_transfers_within_our_own_bank_are_not_competitor_transfers() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "10000.00")
+    c.money("transfer.out", 5, "4000.00", counterparty=other_bank("RAPPORTBANK"))
+    assert not [s for s in c.signals() if s[1] is SignalKind.COMPETITOR_TRANSFER]
+
+
+def test_salary_seen_two_months_then_missing_45_days_raises_salary_stopped() -> None:
+    c = active_customer()
+    for day in (25, 56, 84):
+        c.money(
+            "transfer.in", day, "8000.00", counterparty_key="payroll", counterparty=other_bank()
+        )
+        c.money("card.payment", day + 1, "10.00")
+    for day in range(90, 140, 5):
+        c.money("card.payment", day, "10.00")
+    salary = [s for s in c.signals() if s[1] is SignalKind.SALARY_STOPPED]
+    assert salary == [("raised", SignalKind.SALARY_STOPPED, ChurnCause.COMPETITOR_ATTRACTION)]
+    raised = next(
+        o
+        for o in c.outputs
+        if isinstance(o, ChurnSignalChanged) and o.signal is SignalKind.SALARY_STOPPED
+    )
+    assert (raised.occurred_at - T0).days == 84 + 45
+    assert "6222" not in str(raised.evidence)
+
+
+def test_product_closed_and_not_replaced_in_30_days() -> None:
+    c = active_customer()
+    c.send("product.closed", 5, product={"product_id": "P1", "category": "card"})
+    c.money("deposit", 20, "1.00")
+    c.money("deposit", 40, "1.00")
+    assert ("raised", SignalKind.PRODUCT_CLOSURE, ChurnCause.DISENGAGEMENT) in c.signals()
+
+
+def test_product_replaced_within_30_days_raises_nothing() -> None:
+    c = active_customer()
+    c.send("product.closed", 5, product={"product_id": "P1", "category": "card"})
+    c.send("product.opened", 10, product={"product_id": "P9", "category": "card"})
+    c.money("deposit", 40, "1.00")
+    assert not [s for s in c.signals() if s[1] is SignalKind.PRODUCT_CLOSURE]
+
+
+def test_tier_hysteresis_keeps_a_customer_near_the_line() -> None:
+    assert target_tier(None, Decimal(50000), RULES) is Tier.AFFLUENT
+    assert target_tier(Tier.AFFLUENT, Decimal(46000), RULES) is Tier.AFFLUENT
+    assert target_tier(Tier.AFFLUENT, Decimal(44999), RULES) is Tier.MASS
+    assert target_tier(Tier.MASS, Decimal(49999), RULES) is Tier.MASS
+    assert target_tier(Tier.HNW, Decimal(950000), RULES) is Tier.HNW
+    assert target_tier(Tier.HNW, Decimal(40000), RULES) is Tier.MASS
+
+
+def test_tier_change_is_an_event_on_30_day_average_balance() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "2000000.00")
+    c.wait(40)
+    tiers = [o.tier for o in c.outputs if isinstance(o, StageChanged) and o.type == "tier.changed"]
+    assert tiers[-1] is Tier.HNW
