@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 
 from schemas.account_events import ACCOUNT_EVENT_ADAPTER
 from schemas.envelope import RAPPORT_EVENT_ADAPTER
+from schemas.lifecycle import ChurnSignalChanged, StageChanged
 from schemas.topics import (
     ALL_TOPICS,
     DLQ_HEADER_ERROR,
@@ -36,6 +37,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     schemas: dict[str, tuple[TypeAdapter[Any], str]] = {
         "account-event.v1.json": (ACCOUNT_EVENT_ADAPTER, "Rapport account event v1"),
         "rapport-event-envelope.v1.json": (RAPPORT_EVENT_ADAPTER, "Rapport output event envelope"),
+        "stage-changed.v1.json": (TypeAdapter(StageChanged), "Lifecycle stage or tier changed"),
+        "churn-signal.v1.json": (TypeAdapter(ChurnSignalChanged), "Churn signal changed"),
     }
     out: dict[str, dict[str, Any]] = {}
     for filename, (adapter, title) in schemas.items():

@@ -1,5 +1,6 @@
-"""A worker on the real broker: valid events are counted, each kind of invalid record lands in
-the dead-letter topic with its reason and source position, and the worker keeps going.
+"""The lifecycle worker on the real broker: valid events are counted and acted on, each kind of
+invalid record lands in the dead-letter topic with its reason and source position, the worker
+keeps going, and time rules fire from the stream's own clock.
 
 This module is the only producer to the input topic in a test session, so counts are exact.
 """
@@ -13,8 +14,9 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2
 
-from schemas.topics import ACCOUNT_EVENTS, STAGE_CHANGED
+from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, STAGE_CHANGED
 from services.runtime.broker import LocalBroker
 from tests.integration.stack import RunningWorker, produce, read_all, service_env, worker
 from tests.unit.test_account_events import VALID, event
@@ -51,6 +53,52 @@ INVALID: list[tuple[bytes | None, bytes, str]] = [
 ]
 
 
+def _partition(key: str, partitions: int = 6) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def scenario_records() -> list[tuple[bytes, bytes]]:
+    """Customer L opens, activates, then goes quiet; a neighbour on the same partition keeps
+    the partition's clock moving past every deadline, so L's time rules must fire with no event
+    of L's. It comes after every other event time in this module, as a live stream would."""
+    quiet = f"L{RUN}"
+    neighbour = next(
+        f"N{RUN}{i}" for i in range(1000) if _partition(f"N{RUN}{i}") == _partition(quiet)
+    )
+    start = "2026-04-01T09:00:00+00:00"
+    records = [("account.opened", quiet, start, {"account_id": "A1"})]
+    for day, balance in ((2, "100.00"), (3, "200.00"), (4, "300.00")):
+        records.append(
+            (
+                "deposit",
+                quiet,
+                f"2026-04-0{day}T09:00:00+00:00",
+                {
+                    "account_id": "A1",
+                    "amount": "100.00",
+                    "balance_after": balance,
+                    "currency": "CNY",
+                },
+            )
+        )
+    records.append(("account.opened", neighbour, "2027-06-01T09:00:00+00:00", {"account_id": "B"}))
+    return [
+        (
+            customer.encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"{customer}-{n}",
+                    "event_type": kind,
+                    "occurred_at": at,
+                    "customer_id": customer,
+                    **fields,
+                }
+            ),
+        )
+        for n, (kind, customer, at, fields) in enumerate(records)
+    ]
+
+
 @pytest.fixture(scope="module")
 def lifecycle_worker(
     topics: LocalBroker, rapport_home: Path, tmp_path_factory: pytest.TempPathFactory
@@ -61,9 +109,11 @@ def lifecycle_worker(
     produce(topics.bootstrap, ACCOUNT_EVENTS.name, before)
     produce(topics.bootstrap, ACCOUNT_EVENTS.name, [(k, v) for k, v, _ in INVALID])
     produce(topics.bootstrap, ACCOUNT_EVENTS.name, after)
+    produce(topics.bootstrap, ACCOUNT_EVENTS.name, scenario_records())
     env = service_env(topics, rapport_home)
     with worker("lifecycle", env, tmp_path_factory.mktemp("logs")) as running:
-        running.wait_for("rapport_events_consumed_total", len(before) + len(after))
+        expected = len(before) + len(after) + len(scenario_records())
+        running.wait_for("rapport_events_consumed_total", expected)
         running.wait_for("rapport_events_dead_lettered_total", len(INVALID))
         yield running
 
@@ -71,9 +121,11 @@ def lifecycle_worker(
 def test_valid_events_of_every_type_reach_the_worker_and_are_counted(
     lifecycle_worker: RunningWorker,
 ) -> None:
+    extra = {"account.opened": 2, "deposit": 3}  # the scenario's events
     for kind in VALID:
         # Each type once before the bad records and once after: the worker kept going.
-        assert lifecycle_worker.total("rapport_events_consumed_total", event_type=kind) == 2
+        count = lifecycle_worker.total("rapport_events_consumed_total", event_type=kind)
+        assert count == 2 + extra.get(kind, 0)
     assert lifecycle_worker.process.poll() is None
 
 
@@ -124,12 +176,44 @@ def test_rewards_worker_validates_the_envelope_of_output_events(
     topics: LocalBroker, rapport_home: Path, tmp_path: Path
 ) -> None:
     good = orjson.dumps(
-        {"event_id": "s-1", "type": "stage.changed", "occurred_at": "2026-01-01T00:00:00Z"}
+        {"event_id": "s-1", "type": "test.probe", "occurred_at": "2026-01-01T00:00:00Z"}
     )
     produce(topics.bootstrap, STAGE_CHANGED.name, [(b"C1", good), (b"C1", b"{oops")])
     with worker("rewards", service_env(topics, rapport_home), tmp_path) as running:
-        assert running.wait_for("rapport_events_consumed_total", 1, event_type="stage.changed") == 1
+        assert running.wait_for("rapport_events_consumed_total", 1, event_type="test.probe") == 1
         assert running.wait_for("rapport_events_dead_lettered_total", 1) == 1
     dead = read_all(topics.bootstrap, STAGE_CHANGED.dlq)
     assert [d.value for d in dead] == [b"{oops"]
     assert dead[0].headers["rapport-error-reason"] == b"malformed_json"
+
+
+def test_time_rules_fire_from_the_partition_clock_without_new_events_of_the_customer(
+    lifecycle_worker: RunningWorker, topics: LocalBroker
+) -> None:
+    customer = f"L{RUN}".encode()
+    changes = []
+    for _ in range(40):
+        changes = [
+            orjson.loads(r.value or b"{}")
+            for r in read_all(topics.bootstrap, STAGE_CHANGED.name)
+            if r.key == customer
+        ]
+        if len(changes) >= 4:
+            break
+        lifecycle_worker.wait_for("rapport_events_consumed_total", 10**9, timeout=0.5)
+    stages = [(c["stage"], c["occurred_at"][:10]) for c in changes if c["type"] == "stage.changed"]
+    assert stages == [
+        ("acquisition", "2026-04-01"),
+        ("growth", "2026-04-04"),  # the third deposit activates
+        ("at_risk", "2026-05-19"),  # 45 days without customer-initiated activity
+        ("dormant", "2026-10-01"),  # 180 days
+    ]
+    signals = [
+        orjson.loads(r.value or b"{}")
+        for r in read_all(topics.bootstrap, CHURN_SIGNALS.name)
+        if r.key == customer
+    ]
+    assert [(s["type"], s["signal"], s["cause"]) for s in signals][:1] == [
+        ("churn_signal.raised", "inactivity", "disengagement")
+    ]
+    assert len({c["event_id"] for c in changes}) == len(changes)
