@@ -49,7 +49,7 @@ class Lifecycle:
         self.secret = config.pseudonym_key.encode()
         # Keys as JSON strings so they come back as str after changelog recovery; values are
         # our own JSON bytes.
-        schema = faust.Schema(
+        schema: Any = faust.Schema(
             key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
         )
         table: dict[str, Any] = {"schema": schema}
