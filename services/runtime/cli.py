@@ -232,6 +232,12 @@ def _counts_table(counts: list[WorkerCounts]) -> None:
         for key in keys:
             table.add_row(key, *(str(int(getattr(c, attribute).get(key, 0))) for c in counts))
         console.print(table)
+    for c in counts:
+        if c.outcomes:
+            table = Table("what happened", "count", title=f"{c.service}: what it concluded")
+            for key, value in sorted(c.outcomes.items()):
+                table.add_row(key, str(int(value)))
+            console.print(table)
 
 
 def cmd_status(args: argparse.Namespace, settings: RuntimeSettings) -> int:
@@ -336,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="run everything on the local broker with a sample")
-    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--customers", type=int, default=1000)
     p.add_argument("--days", type=int, default=180)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=600.0)

@@ -20,6 +20,8 @@ class WorkerCounts:
     reachable: bool = False
     consumed: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     dead_lettered: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # What the service concluded, from its business counters, as "what happened" -> count.
+    outcomes: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @property
     def total(self) -> int:
@@ -42,6 +44,15 @@ def read_worker(settings: RuntimeSettings, service: str) -> WorkerCounts:
                 counts.consumed[sample.labels["event_type"]] += sample.value
             elif sample.name == "rapport_events_dead_lettered_total":
                 counts.dead_lettered[sample.labels["reason"]] += sample.value
+            elif sample.name == "rapport_lifecycle_stage_transitions_total":
+                labels = sample.labels
+                counts.outcomes[f"stage {labels['from_stage']} -> {labels['to_stage']}"] += (
+                    sample.value
+                )
+            elif sample.name == "rapport_lifecycle_churn_signals_total":
+                labels = sample.labels
+                key = f"churn signal {labels['change']}: {labels['signal']} ({labels['cause']})"
+                counts.outcomes[key] += sample.value
     return counts
 
 
