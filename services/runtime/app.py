@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.errors import KafkaError
 
 from schemas.account_events import AccountEvent
 from schemas.envelope import RapportEvent
@@ -81,7 +83,7 @@ def consume(
                 continue
             try:
                 if handle is not None:
-                    await handle(result, message)
+                    await _with_retries(handle, result, message)
             except Exception as exc:
                 # A rule that fails on one event must not stop the partition behind it.
                 log.exception("handler failed on %s@%s", message.topic, message.offset)
@@ -94,6 +96,32 @@ def consume(
 
     agent.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"
     return app.agent(raw_topic(app, spec), name=f"{service}.{spec.name}")(agent)
+
+
+# Failures of the infrastructure, not of the event: retried until they pass, because a valid event
+# must never be dead-lettered for a broker hiccup. The partition waits meanwhile.
+_TRANSIENT = (KafkaError, asyncio.TimeoutError, ConnectionError)
+
+
+async def _with_retries(
+    handle: Callable[[T, Any], Awaitable[None]], event: T, message: Any
+) -> None:
+    attempt = 0
+    while True:
+        try:
+            await handle(event, message)
+            return
+        except _TRANSIENT as exc:
+            attempt += 1
+            log.warning(
+                "transient failure on %s@%s (%s); retry %d",
+                message.topic,
+                message.offset,
+                exc,
+                attempt,
+            )
+            # Replaying a handler is safe: outputs carry deterministic ids, state is written last.
+            await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
 
 
 def validating_app(service: str, settings: RuntimeSettings, inputs: list[TopicSpec]) -> faust.App:

@@ -78,7 +78,7 @@ class RunningWorker:
             if sample == name and labels.items() <= dict(sample_labels).items()
         )
 
-    def wait_for(self, name: str, expected: float, timeout: float = 60, **labels: str) -> float:
+    def wait_for(self, name: str, expected: float, timeout: float = 120, **labels: str) -> float:
         """Wait until a counter reaches `expected`; returns its value either way."""
         deadline = time.monotonic() + timeout
         value = 0.0
