@@ -41,7 +41,7 @@ LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_AMOUNT_DIGITS = 18
 MAX_AMOUNT_PLACES = 6
 
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$"
 
 
 class EventType(StrEnum):
@@ -147,7 +147,7 @@ def _to_utc(value: datetime) -> datetime:
 
 
 EventTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 Hash = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/=_\-]{8,128}$")]
 

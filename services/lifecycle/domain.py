@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from schemas.account_events import (
     CUSTOMER_INITIATED,
@@ -47,9 +47,21 @@ _CAUSE = {
 }
 
 
-@dataclass(frozen=True)
-class LifecycleRules:
-    """Every threshold of the lifecycle rules, with the product's defaults."""
+_DEFAULT_WEIGHTS = {
+    SignalKind.INACTIVITY: 0.6,
+    SignalKind.BALANCE_DRAIN: 0.6,
+    SignalKind.SALARY_STOPPED: 0.6,
+    SignalKind.COMPETITOR_TRANSFER: 0.7,
+    SignalKind.PRODUCT_CLOSURE: 0.3,
+    SignalKind.COMPLAINT: 0.4,
+}
+
+
+class LifecycleRules(BaseModel):
+    """Every threshold of the lifecycle rules, with the product's defaults (docs/lifecycle.md).
+    The service's settings extend this model, so each default is written here once."""
+
+    model_config = ConfigDict(frozen=True)
 
     activation_window_days: int = 90
     activation_transactions: int = 3
@@ -76,17 +88,17 @@ class LifecycleRules:
     complaint_window_days: int = 30
     complaint_escalate_count: int = 2
     own_bank_code: str = "RAPPORTBANK"
-    weights: dict[SignalKind, float] = field(
-        default_factory=lambda: {
-            SignalKind.INACTIVITY: 0.6,
-            SignalKind.BALANCE_DRAIN: 0.6,
-            SignalKind.SALARY_STOPPED: 0.6,
-            SignalKind.COMPETITOR_TRANSFER: 0.7,
-            SignalKind.PRODUCT_CLOSURE: 0.3,
-            SignalKind.COMPLAINT: 0.4,
-        }
-    )
+    weights: dict[SignalKind, float] = _DEFAULT_WEIGHTS
     escalated_weight: float = 0.8
+
+    @field_validator("weights")
+    @classmethod
+    def _complete_weights(cls, weights: dict[SignalKind, float]) -> dict[SignalKind, float]:
+        # Overriding one weight keeps the defaults of the others.
+        merged = {**_DEFAULT_WEIGHTS, **weights}
+        if not all(0.0 <= w < 1.0 for w in merged.values()):
+            raise ValueError("signal weights must be at least 0 and below 1")
+        return merged
 
 
 class OpenSignal(BaseModel):
@@ -129,6 +141,8 @@ class CustomerState(BaseModel):
     model_config = ConfigDict(validate_assignment=False)
 
     customer_id: str
+    # Bumped at every save; the read model keeps the highest version it was given.
+    version: int = 0
     stage: Stage | None = None
     stage_since: datetime | None = None
     tier: Tier = Tier.MASS

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable, Iterator
+
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, Tier
+
+log = logging.getLogger(__name__)
 
 STAGE_TRANSITIONS = Counter(
     "rapport_lifecycle_stage_transitions_total",
@@ -31,3 +41,55 @@ EVENT_TIME_LAG = Histogram(
     "Stream clock minus the event's time when it was processed.",
     buckets=(0, 60, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400),
 )
+READ_MODEL_ROWS = Counter(
+    "rapport_lifecycle_read_model_rows_written_total",
+    "Customer rows written to the lifecycle read model.",
+)
+READ_MODEL_FAILURES = Counter(
+    "rapport_lifecycle_read_model_write_failures_total",
+    "Batches the read model could not take (retried on the next interval).",
+)
+
+
+def record(output: StageChanged | ChurnSignalChanged) -> None:
+    """Count one published output by its kind."""
+    if isinstance(output, ChurnSignalChanged):
+        change = output.type.rsplit(".", 1)[1]
+        CHURN_SIGNALS.labels(change, output.signal.value, output.cause.value).inc()
+    elif output.type == "stage.changed":
+        STAGE_TRANSITIONS.labels(str(output.previous_stage or "none"), output.stage.value).inc()
+    else:
+        TIER_TRANSITIONS.labels(str(output.previous_tier or "none"), output.tier.value).inc()
+
+
+class CustomersByStageAndTier(Collector):
+    """`rapport_lifecycle_customers{stage, tier}`, read from the read model when scraped (so it
+    is right after any restart), at most once per `max_age` seconds. Every API replica reports
+    the same totals: aggregate with max(), not sum()."""
+
+    def __init__(self, count: Callable[[], list[tuple[Stage, Tier, int]]], max_age: float = 10.0):
+        self._count = count
+        self._max_age = max_age
+        self._cached: list[tuple[Stage, Tier, int]] = []
+        self._at = -max_age
+
+    def use(self, count: Callable[[], list[tuple[Stage, Tier, int]]]) -> None:
+        """Read from another source from now on."""
+        self._count, self._at = count, -self._max_age
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if time.monotonic() - self._at >= self._max_age:
+            try:
+                self._cached, self._at = self._count(), time.monotonic()
+            except Exception:
+                log.warning("cannot count customers by stage and tier", exc_info=True)
+        family = GaugeMetricFamily(
+            "rapport_lifecycle_customers",
+            "Customers in each lifecycle stage and value tier (from the read model).",
+            labels=["stage", "tier"],
+        )
+        found = {(stage, tier): n for stage, tier, n in self._cached}
+        for stage in Stage:
+            for tier in Tier:
+                family.add_metric([stage.value, tier.value], found.get((stage, tier), 0))
+        yield family

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import faust
 
+from services.runtime import db
 from services.runtime.metrics import serve_metrics
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 
@@ -57,6 +58,9 @@ def run_worker(service: str, settings: RuntimeSettings) -> None:
     """Run the worker in the foreground until SIGTERM or SIGINT."""
     app = load_app(service, settings)
     check_state_directory(Path(app.conf.datadir))
+    # Workers write read models and ledgers: bring the schema to head first (a no-op when
+    # `rapport up` or `rapport db upgrade` already did).
+    db.upgrade(settings.resolved_database_url)
     serve_metrics(settings.metrics_port(service), settings.metrics_host)
     level = _FAUST_LOG_LEVELS.get(settings.log_level.lower(), "info")
     worker = faust.Worker(app, loglevel=level, quiet=True)

@@ -7,6 +7,7 @@ This module is the only producer to the input topic in a test session, so counts
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,12 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.partitioner import murmur2
+from fastapi.testclient import TestClient
 
 from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, STAGE_CHANGED
+from services.runtime.api import load_api
 from services.runtime.broker import LocalBroker
+from services.runtime.settings import RuntimeSettings
 from tests.integration.stack import RunningWorker, produce, read_all, service_env, worker
 from tests.unit.test_account_events import VALID, event
 
@@ -217,3 +221,39 @@ def test_time_rules_fire_from_the_partition_clock_without_new_events_of_the_cust
         ("churn_signal.raised", "inactivity", "disengagement")
     ]
     assert len({c["event_id"] for c in changes}) == len(changes)
+
+
+def test_the_api_serves_the_read_model_the_worker_keeps(
+    lifecycle_worker: RunningWorker, topics: LocalBroker, rapport_home: Path
+) -> None:
+    settings = RuntimeSettings(kafka_bootstrap_servers=topics.bootstrap, home=rapport_home)
+    client = TestClient(load_api("lifecycle", settings))
+    path = f"/customers/L{RUN}/lifecycle"
+    deadline = time.monotonic() + 60
+    while (body := client.get(path).json()).get("stage") != "dormant":
+        assert time.monotonic() < deadline, f"read model never showed L dormant: {body}"
+        time.sleep(0.5)
+    assert body["since"].startswith("2026-10-01T09:00")
+    assert body["tier"] == "mass"
+    assert body["strategy"]["code"] == "win_back"
+    assert [(s["signal"], s["cause"]) for s in body["open_signals"]] == [
+        ("inactivity", "disengagement")
+    ]
+    assert body["open_signals"][0]["evidence"]["last_activity_at"].startswith("2026-04-04")
+    figures = body["key_figures"]
+    assert figures["total_balance"] == "300.00"
+    assert figures["open_accounts"] == 1
+    assert figures["last_activity_at"].startswith("2026-04-04")
+
+    missing = client.get("/customers/NOBODY/lifecycle")
+    assert missing.status_code == 404
+    assert "NOBODY" in missing.json()["detail"]
+    assert client.get("/customers/not%20an%20id/lifecycle").status_code == 422
+
+    summary = client.get("/lifecycle/summary").json()
+    assert summary["by_stage"]["dormant"] >= 1
+    assert sum(summary["by_stage"].values()) == summary["customers"]
+    assert sum(summary["by_tier"].values()) == summary["customers"]
+    gauge = 'rapport_lifecycle_customers{stage="dormant",tier="mass"}'
+    line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith(gauge))
+    assert float(line.split()[-1]) == summary["by_stage_and_tier"]["dormant"]["mass"]
