@@ -32,12 +32,9 @@ class Lifecycle:
     """The table and topics of one lifecycle worker, and the handler the runtime calls."""
 
     def __init__(self, app: faust.App, config: LifecycleSettings, database_url: str) -> None:
-        # Keys as JSON strings so they come back as str after changelog recovery; values are
-        # our own JSON bytes.
-        schema: Any = faust.Schema(
-            key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
-        )
-        self.table = app.Table("lifecycle-state", default=None, schema=schema)
+        # Keys as JSON strings, values as our own JSON bytes. The types, not a schema, set the
+        # serializers faust uses when it recovers the table from its changelog.
+        self.table = app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes)
         self.stage_topic = app.topic(
             STAGE_CHANGED.name, key_serializer="raw", value_serializer="raw"
         )

@@ -163,17 +163,17 @@ class LocalBroker:
                 f"-Dlog4j.configuration=file:{DEPLOY_KAFKA / 'log4j.properties'}",
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                kraft_id,
-                "-c",
-                str(self.config_file),
+                # One token: a random id may begin with "-", which would read as an option.
+                f"--cluster-id={kraft_id}",
+                f"--config={self.config_file}",
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
-            raise BrokerError(f"formatting {self.data_dir} failed:\n{result.stdout[-2000:]}")
+            output = (result.stdout + result.stderr)[-2000:]
+            raise BrokerError(f"formatting {self.data_dir} failed:\n{output}")
 
     def start(self, timeout: float = 90.0) -> BrokerStatus:
         """Start the broker unless it runs already, and wait until it answers."""

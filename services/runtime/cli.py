@@ -240,6 +240,34 @@ def _counts_table(counts: list[WorkerCounts]) -> None:
             console.print(table)
 
 
+def _stage_tier_table(settings: RuntimeSettings, timeout: float = 20.0) -> None:
+    """Customers by stage and tier, asked of the lifecycle API as a user would."""
+    import httpx
+
+    url = f"http://{settings.api_host}:{settings.api_port('lifecycle')}/lifecycle/summary"
+    deadline = time.monotonic() + timeout
+    summary: dict[str, dict[str, dict[str, int]]] = {}
+    # The read model trails the stream by about a second: wait until two answers agree.
+    while time.monotonic() < deadline:
+        try:
+            latest = httpx.get(url, timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            latest = {}
+        if latest and latest == summary:
+            break
+        summary = latest
+        time.sleep(1.5)
+    matrix = summary.get("by_stage_and_tier", {})
+    if not matrix:
+        console.print(f"[yellow]no answer from {url}[/yellow]")
+        return
+    tiers = ["mass", "affluent", "hnw"]
+    table = Table("stage", *tiers, "all", title=f"customers by stage and tier ({url})")
+    for stage, row in matrix.items():
+        table.add_row(stage, *(str(row.get(t, 0)) for t in tiers), str(sum(row.values())))
+    console.print(table)
+
+
 def cmd_status(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport status"""
     print_counts(settings)
@@ -274,6 +302,7 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         counts = wait_until_drained(settings, expected, timeout=args.timeout)
         console.print(f"workers drained the input in {time.monotonic() - started:.1f} s")
         _counts_table(counts)
+        _stage_tier_table(settings)
         console.print(
             f"expected per account-event worker: {sample.valid} accepted, "
             f"{sample.invalid} dead-lettered "

@@ -35,6 +35,9 @@ class RuntimeSettings(BaseSettings):
     # Appended to consumer-group and app ids, so two stacks (or two test runs) on one cluster
     # keep separate offsets and state.
     instance: str = Field("", pattern=r"^[a-z0-9\-]{0,32}$")
+    # How long the group waits for a worker that stopped answering (crashed, paused) before its
+    # partitions move: shorter fails over faster, longer tolerates long pauses. Kafka's default.
+    consumer_session_timeout_seconds: float = Field(45.0, ge=6.0, le=1800.0)
     log_level: str = "info"
     metrics_host: str = "127.0.0.1"
     metrics_port_base: int = Field(9100, ge=1024, le=65000)

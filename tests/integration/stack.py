@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.runtime.broker import LocalBroker
@@ -34,6 +36,8 @@ def service_env(kafka: LocalBroker, home: Path, instance: str | None = None) -> 
         "RAPPORT_METRICS_PORT_BASE": str(METRICS_PORT_BASE),
         "RAPPORT_API_PORT_BASE": str(API_PORT_BASE),
         "RAPPORT_INSTANCE": instance or uuid.uuid4().hex[:8],
+        # A killed worker's partitions move after this long (the broker's minimum is 6 s).
+        "RAPPORT_CONSUMER_SESSION_TIMEOUT_SECONDS": "8",
     }
     env.pop("DATABASE_URL", None)
     return env
@@ -84,7 +88,10 @@ class RunningWorker:
         value = 0.0
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"worker exited:\n{self.log.read_text()[-3000:]}"
-            value = self.total(name, **labels)
+            try:
+                value = self.total(name, **labels)
+            except httpx.HTTPError:
+                continue  # a busy worker may drop a scrape; the next one will do
             if value >= expected:
                 return value
             time.sleep(0.25)
@@ -97,7 +104,7 @@ def worker(service: str, env: dict[str, str], log_dir: Path) -> Iterator[Running
     log = log_dir / f"worker-{service}-{env['RAPPORT_INSTANCE']}.log"
     index = ("lifecycle", "referral", "rewards", "notify").index(service) + 1
     url = f"http://127.0.0.1:{int(env['RAPPORT_METRICS_PORT_BASE']) + index}/metrics"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.runtime.cli", "worker", service],
             env=env,
@@ -190,3 +197,56 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Consumed]:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The next offset of every partition of a topic."""
+
+    async def ends() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            found = await consumer.end_offsets(partitions)
+            return {tp.partition: offset for tp, offset in found.items()}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(ends())
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The offsets a consumer group has committed on a topic (missing partitions: none yet)."""
+
+    async def committed() -> dict[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            found = await admin.list_consumer_group_offsets(group)
+            return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic}
+        except GroupCoordinatorNotAvailableError:
+            return {}  # the offsets topic is still being created on a fresh broker
+        finally:
+            await admin.close()
+
+    return asyncio.run(committed())
+
+
+def wait_until_consumed(
+    bootstrap: str, group: str, topic: str, running: RunningWorker, timeout: float = 180
+) -> None:
+    """Wait until a group has committed every record of a topic as it is now."""
+    ends = end_offsets(bootstrap, topic)
+    deadline = time.monotonic() + timeout
+    while (committed := committed_offsets(bootstrap, group, topic)) != ends:
+        assert running.process.poll() is None, f"worker exited:\n{running.log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"{group} did not finish {topic} in {timeout} s: committed {committed}, ends {ends}"
+        )
+        time.sleep(1)
+
+
+def records_since(bootstrap: str, topic: str, marks: dict[int, int]) -> list[Consumed]:
+    """The records of a topic at or after the given offsets."""
+    return [r for r in read_all(bootstrap, topic) if r.offset >= marks.get(r.partition, 0)]
