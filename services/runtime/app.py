@@ -86,7 +86,8 @@ def consume(
             await _tables_recovered(app)
             message = event.message
             await _process(message)
-            handled.handled(message.tp, message.offset)
+            committed = app.consumer._committed_offset.get(message.tp)  # type: ignore[attr-defined]
+            handled.handled(message.tp, message.offset, committed)
 
     async def _process(message: Any) -> None:
         result = decode(message.key, message.value)

