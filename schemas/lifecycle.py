@@ -76,6 +76,12 @@ class Strategy(BaseModel):
     code: str
     description: str
 
+    @classmethod
+    def for_stage(cls, stage: Stage) -> Strategy:
+        """The strategy the product recommends in a stage."""
+        code, description = STRATEGIES[stage]
+        return cls(code=code, description=description)
+
 
 class StageChanged(RapportEvent):
     """`stage.changed` or `tier.changed` on `rapport.lifecycle.stage-changed.v1`."""

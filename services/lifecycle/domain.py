@@ -27,7 +27,6 @@ from schemas.account_events import (
     Withdrawal,
 )
 from schemas.lifecycle import (
-    STRATEGIES,
     ChurnCause,
     ChurnSignalChanged,
     SignalKind,
@@ -306,52 +305,43 @@ def _reevaluate(
     stage, reason = target_stage(state, t, rules)
     tier = target_tier(state.tier if state.stage else None, avg30, rules)
     causes = sorted({s.cause for s in state.signals.values()}, key=str)
+
+    def change(kind: str, previous_stage: Stage | None, previous_tier: Tier, why: str) -> None:
+        outputs.append(
+            StageChanged(
+                event_id=_event_id(
+                    state.customer_id,
+                    kind,
+                    previous_stage if kind == "stage" else previous_tier,
+                    stage if kind == "stage" else tier,
+                    t.isoformat(),
+                ),
+                type=f"{kind}.changed",
+                occurred_at=t,
+                customer_id=state.customer_id,
+                previous_stage=previous_stage,
+                stage=stage,
+                previous_tier=previous_tier,
+                tier=tier,
+                reason=why,
+                cause_event_id=cause_event_id,
+                win_back=kind == "stage" and state.win_back and stage is Stage.ACQUISITION,
+                churn_score=churn_score(state),
+                churn_causes=causes if kind == "stage" and stage is Stage.AT_RISK else [],
+                strategy=Strategy.for_stage(stage),
+                balance_avg_30d=avg30,
+            )
+        )
+
     if stage is not state.stage:
         previous = state.stage
         state.stage, state.stage_since = stage, t
         if stage is Stage.MATURITY:
             state.matured_once = True
-        code, description = STRATEGIES[stage]
-        outputs.append(
-            StageChanged(
-                event_id=_event_id(state.customer_id, "stage", previous, stage, t.isoformat()),
-                type="stage.changed",
-                occurred_at=t,
-                customer_id=state.customer_id,
-                previous_stage=previous,
-                stage=stage,
-                previous_tier=state.tier,
-                tier=tier,
-                reason=reason,
-                cause_event_id=cause_event_id,
-                win_back=state.win_back and stage is Stage.ACQUISITION,
-                churn_score=churn_score(state),
-                churn_causes=causes if stage is Stage.AT_RISK else [],
-                strategy=Strategy(code=code, description=description),
-                balance_avg_30d=avg30,
-            )
-        )
+        change("stage", previous, state.tier, reason)
     if tier is not state.tier:
-        previous_tier = state.tier
-        state.tier = tier
-        code, description = STRATEGIES[stage]
-        outputs.append(
-            StageChanged(
-                event_id=_event_id(state.customer_id, "tier", previous_tier, tier, t.isoformat()),
-                type="tier.changed",
-                occurred_at=t,
-                customer_id=state.customer_id,
-                previous_stage=stage,
-                stage=stage,
-                previous_tier=previous_tier,
-                tier=tier,
-                reason=f"30-day average balance {avg30}",
-                cause_event_id=cause_event_id,
-                churn_score=churn_score(state),
-                strategy=Strategy(code=code, description=description),
-                balance_avg_30d=avg30,
-            )
-        )
+        previous_tier, state.tier = state.tier, tier
+        change("tier", stage, previous_tier, f"30-day average balance {avg30}")
     return outputs
 
 

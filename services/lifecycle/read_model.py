@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Column, DateTime, Index, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
-from schemas.lifecycle import STRATEGIES, ChurnCause, SignalKind, Stage, Strategy, Tier
+from schemas.lifecycle import ChurnCause, SignalKind, Stage, Strategy, Tier
 from services.lifecycle.domain import CustomerState, average_balance, churn_score
 from services.runtime.db import get_engine
 
@@ -184,10 +184,7 @@ def customer(url: str, customer_id: str) -> CustomerLifecycle | None:
     assert as_of is not None
     start, last = _utc(row.relationship_start), _utc(row.last_activity_at)
     stage = Stage(row.stage) if row.stage else None
-    strategy = None
-    if stage is not None:
-        code, description = STRATEGIES[stage]
-        strategy = Strategy(code=code, description=description)
+    strategy = Strategy.for_stage(stage) if stage is not None else None
     return CustomerLifecycle(
         customer_id=row.customer_id,
         stage=stage,
