@@ -97,6 +97,8 @@ class StageChanged(RapportEvent):
     win_back: bool = False
     churn_score: float
     churn_causes: list[ChurnCause] = []
+    # Additive (old consumers ignore it): the cause whose open signals weigh most, set with at_risk.
+    probable_cause: ChurnCause | None = None
     strategy: Strategy
     balance_avg_30d: SignedMoney
 

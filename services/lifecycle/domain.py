@@ -245,6 +245,20 @@ def churn_score(state: CustomerState) -> float:
     return round(1.0 - keep, 4)
 
 
+def probable_cause(state: CustomerState) -> ChurnCause | None:
+    """The cause whose open signals together weigh most (noisy-OR per cause). On a tie, the
+    cause seen first: later signals are usually its consequences (a customer in hardship loses
+    the salary after the savings start to go; one who complained then moves the money)."""
+    keep: dict[ChurnCause, float] = {}
+    first: dict[ChurnCause, datetime] = {}
+    for signal in state.signals.values():
+        keep[signal.cause] = keep.get(signal.cause, 1.0) * (1.0 - signal.weight)
+        first[signal.cause] = min(first.get(signal.cause, signal.raised_at), signal.raised_at)
+    if not keep:
+        return None
+    return min(keep, key=lambda cause: (round(keep[cause], 6), first[cause], cause.value))
+
+
 def target_stage(state: CustomerState, t: datetime, rules: LifecycleRules) -> tuple[Stage, str]:
     """The stage the rules give at time t, and why."""
     if not state.open_accounts:
@@ -307,6 +321,7 @@ def _reevaluate(
     causes = sorted({s.cause for s in state.signals.values()}, key=str)
 
     def change(kind: str, previous_stage: Stage | None, previous_tier: Tier, why: str) -> None:
+        at_risk = kind == "stage" and stage is Stage.AT_RISK
         outputs.append(
             StageChanged(
                 event_id=_event_id(
@@ -327,7 +342,8 @@ def _reevaluate(
                 cause_event_id=cause_event_id,
                 win_back=kind == "stage" and state.win_back and stage is Stage.ACQUISITION,
                 churn_score=churn_score(state),
-                churn_causes=causes if kind == "stage" and stage is Stage.AT_RISK else [],
+                churn_causes=causes if at_risk else [],
+                probable_cause=probable_cause(state) if at_risk else None,
                 strategy=Strategy.for_stage(stage),
                 balance_avg_30d=avg30,
             )
@@ -433,11 +449,13 @@ def _check_balance_drain(
     flows = [o for o in state.outflows if o.at >= since]
     outflow = sum((o.amount for o in flows), Decimal(0))
     external = sum((o.amount for o in flows if o.external), Decimal(0))
-    cause = (
-        ChurnCause.COMPETITOR_ATTRACTION
-        if outflow and external * 2 > outflow
-        else ChurnCause.FINANCIAL_DISTRESS
-    )
+    if outflow and external * 2 > outflow:
+        cause = ChurnCause.COMPETITOR_ATTRACTION
+    elif SignalKind.COMPLAINT in state.signals:
+        # Savings leaving right after a complaint are the complaint's consequence, not hardship.
+        cause = ChurnCause.SERVICE_DISSATISFACTION
+    else:
+        cause = ChurnCause.FINANCIAL_DISTRESS
     evidence = {
         "max_balance_30d": _money(reference),
         "max_balance_date": since.date().isoformat(),

@@ -21,7 +21,7 @@ from services.runtime.codec import (
     decode_rapport_event,
 )
 from services.runtime.deadletter import DeadLetters
-from services.runtime.faust_fixes import HandledOffsets
+from services.runtime.faust_fixes import HandledOffsets, Turn
 from services.runtime.metrics import EVENTS_CONSUMED
 from services.runtime.settings import RuntimeSettings
 
@@ -85,9 +85,10 @@ def consume(
         async for event in stream.events():
             await _tables_recovered(app)
             message = event.message
+            if await handled.turn(message.tp, message.offset) is not Turn.DUE:
+                continue
             await _process(message)
-            committed = app.consumer._committed_offset.get(message.tp)  # type: ignore[attr-defined]
-            handled.handled(message.tp, message.offset, committed)
+            handled.handled(message.tp, message.offset)
 
     async def _process(message: Any) -> None:
         result = decode(message.key, message.value)

@@ -191,17 +191,97 @@ def cmd_produce(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace, settings: RuntimeSettings) -> int:
-    """rapport sample FILE"""
-    from services.simulator.sample import generate
+def cmd_simulate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport simulate: a population with the truth behind it, to a file or the input topic."""
+    from services.runtime.produce import produce_records, records_from_lines
+    from services.simulator.simulate import simulate
 
-    sample = generate(customers=args.customers, days=args.days, seed=args.seed)
-    Path(args.file).write_bytes(b"\n".join(sample.lines) + b"\n")
+    started = time.monotonic()
+    simulation = simulate(customers=args.customers, days=args.days, seed=args.seed)
+    truth = simulation.truth
     console.print(
-        f"wrote {len(sample.lines)} events for {args.customers} customers to {args.file} "
-        f"({sample.valid} valid, {sample.invalid} invalid on purpose)"
+        f"simulated {len(truth.customers)} customers over {args.days} days in "
+        f"{time.monotonic() - started:.1f} s: {simulation.valid} valid events "
+        f"({truth.noise.duplicates} duplicates, {truth.noise.late} late) and "
+        f"{simulation.invalid} invalid ones"
     )
+    if args.out:
+        Path(args.out).write_bytes(b"\n".join(simulation.lines) + b"\n")
+        console.print(f"events: {args.out}")
+    else:
+        truth.output_offsets = asyncio.run(output_offsets(settings))
+        asyncio.run(
+            produce_records(
+                settings,
+                records_from_lines(simulation.lines),
+                rate=args.rate,
+                total=len(simulation.lines),
+            )
+        )
+    truth_path = Path(args.truth) if args.truth else default_truth_path(args, settings)
+    truth_path.parent.mkdir(parents=True, exist_ok=True)
+    truth.write(truth_path)
+    console.print(f"truth: {truth_path}")
     return 0
+
+
+def default_truth_path(args: argparse.Namespace, settings: RuntimeSettings) -> Path:
+    """Next to the events file, or in the home directory when the feed went to the broker."""
+    if args.out:
+        return Path(args.out).with_suffix(".truth.json")
+    return settings.home / "simulation" / "truth.json"
+
+
+async def output_offsets(settings: RuntimeSettings) -> dict[str, dict[int, int]]:
+    """Where each topic the evaluator reads ends now: a feed's outputs come after."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from services.simulator.evaluate import EVALUATED_TOPICS
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_list)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in EVALUATED_TOPICS
+            for p in consumer.partitions_for_topic(topic) or []
+        ]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+    finally:
+        await consumer.stop()
+    found: dict[str, dict[int, int]] = {}
+    for tp, offset in ends.items():
+        found.setdefault(tp.topic, {})[tp.partition] = offset
+    return found
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport evaluate: score the services' outputs against a simulation's truth."""
+    truth = Path(args.truth) if args.truth else settings.home / "simulation" / "truth.json"
+    report = evaluate_outputs(settings, truth, Path(args.out) if args.out else None)
+    console.print(f"report: {report}")
+    return 0
+
+
+def evaluate_outputs(settings: RuntimeSettings, truth_path: Path, out: Path | None) -> Path:
+    """Read the output topics, score them, print the headline; returns the report's path."""
+    from services.runtime.readback import read_topics
+    from services.simulator.evaluate import EVALUATED_TOPICS, decode_outputs, evaluate
+    from services.simulator.report import headline, write
+    from services.simulator.truth import Truth
+
+    truth = Truth.read(truth_path)
+    records = asyncio.run(read_topics(settings.bootstrap_list, list(EVALUATED_TOPICS)))
+    outputs, dead_letters = decode_outputs(records, truth.output_offsets)
+    evaluation = evaluate(truth, outputs, dead_letters)
+    table = Table(title="evaluation against the simulator's truth")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in headline(evaluation):
+        table.add_row(label, value)
+    console.print(table)
+    return write(evaluation, out or settings.home / "report")
 
 
 def print_counts(settings: RuntimeSettings) -> None:
@@ -275,40 +355,42 @@ def cmd_status(args: argparse.Namespace, settings: RuntimeSettings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
-    """rapport demo: the whole stack on the local broker with a sample population."""
+    """rapport demo: the whole stack on the local broker with a simulated population, then the
+    evaluation of what the services concluded."""
     from services.runtime.observe import wait_until_drained
     from services.runtime.produce import produce_records, records_from_lines
-    from services.simulator.sample import generate
+    from services.simulator.simulate import simulate
 
     console.rule("Rapport demo")
     start_stack(settings)
     try:
-        sample = generate(customers=args.customers, days=args.days, seed=args.seed)
+        simulation = simulate(customers=args.customers, days=args.days, seed=args.seed)
+        truth = simulation.truth
         console.print(
-            f"sample: {args.customers} customers over {args.days} days, "
-            f"{sample.valid} valid events and {sample.invalid} invalid ones"
+            f"simulated {len(truth.customers)} customers over {args.days} days: "
+            f"{simulation.valid} valid events and {simulation.invalid} invalid ones"
         )
+        truth.output_offsets = asyncio.run(output_offsets(settings))
+        truth_path = settings.home / "simulation" / "truth.json"
+        truth_path.parent.mkdir(parents=True, exist_ok=True)
+        truth.write(truth_path)
         before = {c.service: c.total for c in wait_until_drained(settings, {}, 0)}
         asyncio.run(
-            produce_records(settings, records_from_lines(sample.lines), total=len(sample.lines))
+            produce_records(
+                settings, records_from_lines(simulation.lines), total=len(simulation.lines)
+            )
         )
         expected = {
-            "lifecycle": len(sample.lines),
-            "referral": len(sample.lines),
-            "notify": len(sample.lines),
+            service: len(simulation.lines) + before.get(service, 0)
+            for service in ("lifecycle", "referral", "notify")
         }
-        expected = {k: v + before.get(k, 0) for k, v in expected.items()}
         started = time.monotonic()
         counts = wait_until_drained(settings, expected, timeout=args.timeout)
         console.print(f"workers drained the input in {time.monotonic() - started:.1f} s")
         _counts_table(counts)
         _stage_tier_table(settings)
-        console.print(
-            f"expected per account-event worker: {sample.valid} accepted, "
-            f"{sample.invalid} dead-lettered "
-            f"({', '.join(f'{k} {v}' for k, v in sorted(sample.invalid_by_reason.items()))}); "
-            f"dead letters are in bank.account-events.v1.dlq with the reason in headers"
-        )
+        report = evaluate_outputs(settings, truth_path, None)
+        console.print(f"full report: {report} (charts beside it)")
         ok = all(c.total >= expected.get(c.service, 0) for c in counts)
     finally:
         if not args.keep:
@@ -360,19 +442,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     p.set_defaults(func=cmd_produce)
 
-    p = sub.add_parser("sample", help="write a small sample population as JSON lines")
-    p.add_argument("file")
-    p.add_argument("--customers", type=int, default=500)
-    p.add_argument("--days", type=int, default=120)
+    p = sub.add_parser("simulate", help="a population with ground truth, to the input or a file")
+    p.add_argument("--customers", type=int, default=1000)
+    p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=7)
-    p.set_defaults(func=cmd_sample)
+    p.add_argument("--out", help="write JSON lines here instead of producing to the broker")
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    p.add_argument("--truth", help="where to write the truth (JSON)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("evaluate", help="score the services' outputs against a simulation's truth")
+    p.add_argument("--truth", default=None, help="the truth file (default: the last simulation's)")
+    p.add_argument("--out", default=None, help="report directory (default: $RAPPORT_HOME/report)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("status", help="what each running worker accepted and dead-lettered")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("demo", help="run everything on the local broker with a sample")
+    p = sub.add_parser(
+        "demo", help="run everything on the local broker with a simulated population"
+    )
     p.add_argument("--customers", type=int, default=1000)
-    p.add_argument("--days", type=int, default=180)
+    p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")

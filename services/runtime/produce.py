@@ -22,6 +22,8 @@ class Record:
 
     key: bytes | None
     value: bytes
+    # The event's date, when the line has one: progress shows how far the feed has got.
+    day: str | None = None
 
 
 def records_from_lines(lines: Iterable[bytes]) -> Iterator[Record]:
@@ -31,14 +33,17 @@ def records_from_lines(lines: Iterable[bytes]) -> Iterator[Record]:
         line = raw.rstrip(b"\r\n")
         if not line.strip():
             continue
-        key = None
+        key = day = None
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError:
             data = None
-        if isinstance(data, dict) and isinstance(data.get("customer_id"), str):
-            key = data["customer_id"].encode("utf-8")
-        yield Record(key, line)
+        if isinstance(data, dict):
+            if isinstance(data.get("customer_id"), str):
+                key = data["customer_id"].encode("utf-8")
+            if isinstance(data.get("occurred_at"), str):
+                day = data["occurred_at"][:10]
+        yield Record(key, line, day)
 
 
 def make_producer(settings: RuntimeSettings) -> AIOKafkaProducer:
@@ -72,15 +77,18 @@ async def produce_records(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:>8.0f} events/s"),
+        TextColumn("{task.fields[day]}"),
         TimeElapsedColumn(),
         disable=not show_progress,
     )
     try:
         with progress:
-            task = progress.add_task("produce", total=total, rate=0.0)
+            task = progress.add_task("produce", total=total, rate=0.0, day="")
+            day = ""
             for record in records:
                 pending.append(await producer.send(topic, record.value, key=record.key))
                 sent += 1
+                day = record.day or day
                 if rate:
                     ahead = sent / rate - (time.monotonic() - started)
                     if ahead > 0:
@@ -90,10 +98,10 @@ async def produce_records(
                     pending.clear()
                 if sent % 500 == 0:
                     elapsed = max(time.monotonic() - started, 1e-9)
-                    progress.update(task, completed=sent, rate=sent / elapsed)
+                    progress.update(task, completed=sent, rate=sent / elapsed, day=day)
             await asyncio.gather(*pending)
             elapsed = max(time.monotonic() - started, 1e-9)
-            progress.update(task, completed=sent, rate=sent / elapsed)
+            progress.update(task, completed=sent, rate=sent / elapsed, day=day)
     finally:
         await producer.stop()
     return sent

@@ -21,6 +21,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.runtime.broker import LocalBroker
+from services.runtime.readback import Consumed, read_topic
 
 METRICS_PORT_BASE = 19300
 API_PORT_BASE = 18300
@@ -147,56 +148,9 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     asyncio.run(send())
 
 
-@dataclass(frozen=True)
-class Consumed:
-    """A record read back from a topic."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
-
-
 def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Consumed]:
     """Every record currently in a topic, from the first offset to the end."""
-
-    async def read() -> list[Consumed]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
-            ]
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = [
-                    TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
-                ]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            out: list[Consumed] = []
-            deadline = time.monotonic() + timeout
-
-            async def behind() -> bool:
-                return any([await consumer.position(tp) < ends[tp] for tp in partitions])
-
-            while await behind():
-                assert time.monotonic() < deadline, f"could not read {topic} to its end"
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    out.extend(
-                        Consumed(
-                            r.partition, r.offset, r.key, r.value, {k: v for k, v in r.headers}
-                        )
-                        for r in records
-                    )
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    return read_topic(bootstrap, topic, timeout)
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

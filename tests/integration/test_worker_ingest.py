@@ -58,7 +58,7 @@ INVALID: list[tuple[bytes | None, bytes, str]] = [
 
 
 def _partition(key: str, partitions: int = 6) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
 
 
 def scenario_records() -> list[tuple[bytes, bytes]]:

@@ -11,13 +11,12 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pytest
 
 from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, STAGE_CHANGED
 from services.runtime.broker import LocalBroker
 from services.runtime.produce import records_from_lines
 from services.runtime.settings import RuntimeSettings
-from services.simulator.sample import generate
+from services.simulator.simulate import simulate
 from tests.integration.stack import (
     end_offsets,
     produce,
@@ -52,17 +51,10 @@ def outputs_of_one_run(
     return by_id, len(records)
 
 
-@pytest.mark.xfail(
-    reason="known defect, issue 3 open: after a SIGKILL and restart, faust-streaming 0.15.3 "
-    "sometimes delivers a partition's records from past its committed offset, so records are "
-    "skipped until the next restart (commits stop at the hole; nothing is committed past it). "
-    "See docs/reliability.md.",
-    strict=False,
-)
 def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
     topics: LocalBroker, rapport_home: Path, tmp_path: Path
 ) -> None:
-    sample = generate(customers=150, days=400, seed=11, invalid_share=0.005)
+    sample = simulate(customers=150, days=400, seed=11, invalid_share=0.005)
     produce(
         topics.bootstrap,
         ACCOUNT_EVENTS.name,

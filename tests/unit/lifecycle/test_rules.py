@@ -14,6 +14,7 @@ from services.lifecycle.domain import (
     Output,
     advance,
     apply_event,
+    probable_cause,
     target_tier,
 )
 
@@ -212,6 +213,36 @@ def test_balance_drained_by_spending_is_financial_distress() -> None:
         c.money("withdrawal", day, "1500.00")
     drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
     assert drains[0] == ("raised", SignalKind.BALANCE_DRAIN, ChurnCause.FINANCIAL_DISTRESS)
+
+
+def test_balance_drained_after_a_complaint_is_service_dissatisfaction() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "20000.00")
+    c.send("complaint.filed", 5)
+    for day in range(6, 16):
+        c.money("withdrawal", day, "1500.00")
+    drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
+    assert drains[0] == ("raised", SignalKind.BALANCE_DRAIN, ChurnCause.SERVICE_DISSATISFACTION)
+    at_risk = [o for o in c.outputs if isinstance(o, StageChanged) and o.stage is Stage.AT_RISK]
+    assert at_risk[0].probable_cause is ChurnCause.SERVICE_DISSATISFACTION
+    assert at_risk[0].churn_causes == [ChurnCause.SERVICE_DISSATISFACTION]
+
+
+def test_probable_cause_is_the_heaviest_and_on_a_tie_the_first_seen() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "20000.00")
+    for day in range(5, 15):
+        c.money("withdrawal", day, "1500.00")  # drain: financial distress, 0.6
+    c.wait(60)  # no customer-initiated activity since day 14: inactivity, 0.6, disengagement
+    assert {s[2] for s in c.signals() if s[0] == "raised"} == {
+        ChurnCause.FINANCIAL_DISTRESS,
+        ChurnCause.DISENGAGEMENT,
+    }
+    assert c.state is not None
+    assert probable_cause(c.state) is ChurnCause.FINANCIAL_DISTRESS
+    c.send("complaint.filed", 61)
+    c.send("complaint.filed", 62)  # escalated: 0.8 outweighs either 0.6
+    assert probable_cause(c.state) is ChurnCause.SERVICE_DISSATISFACTION
 
 
 def test_transfers_of_30_percent_to_other_banks_within_7_days() -> None:

@@ -18,7 +18,7 @@ from schemas.account_events import AccountEvent
 from schemas.lifecycle import ChurnSignalChanged, SignalKind, Stage, StageChanged, Tier
 from services.lifecycle.domain import LifecycleRules, Output
 from services.lifecycle.service import LifecycleService
-from services.simulator.sample import generate
+from services.simulator.simulate import simulate
 
 T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
 EMPLOYER = {"bank_code": "ICBC", "account": "6222000011112222", "kind": "business"}
@@ -230,7 +230,7 @@ def test_duplicates_in_the_stream_change_nothing() -> None:
 
 def population() -> list[AccountEvent]:
     """Ordinary customers, and customers whose time rules fire while they are silent."""
-    sample = generate(customers=10, days=400, seed=3, invalid_share=0)
+    sample = simulate(customers=10, days=400, seed=3, invalid_share=0)
     events = [parse_account_event(orjson.loads(line)) for line in sample.lines]
     for n in range(3):
         events += two_years(shift=n * 1.7, suffix=str(n))

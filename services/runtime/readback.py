@@ -1,0 +1,67 @@
+"""Reading a topic back from its first record to its current end, for the evaluator and the
+tests: a plain aiokafka consumer with no group, so it never disturbs the services' offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """A record read back from a topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+async def read_topics(
+    bootstrap: list[str] | str, topics: list[str], limit_seconds: float = 60
+) -> dict[str, list[Consumed]]:
+    """Every record now in each topic (a topic that does not exist reads as empty)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        out: dict[str, list[Consumed]] = {topic: [] for topic in topics}
+        if not partitions:
+            return out
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + limit_seconds
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in partitions])
+
+        while await behind():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"could not read {', '.join(topics)} to the end in {limit_seconds} s"
+                )
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                out[tp.topic].extend(
+                    Consumed(r.partition, r.offset, r.key, r.value, dict(r.headers))
+                    for r in records
+                    if r.offset < ends[tp]
+                )
+        return out
+    finally:
+        await consumer.stop()
+
+
+def read_topic(bootstrap: list[str] | str, topic: str, timeout: float = 60) -> list[Consumed]:
+    """Every record now in one topic."""
+    return asyncio.run(read_topics(bootstrap, [topic], timeout))[topic]

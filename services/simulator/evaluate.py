@@ -1,0 +1,391 @@
+"""Scores what the services concluded against the simulator's truth. Pure: outputs (decoded JSON
+events per topic) and truth in, an `Evaluation` out; `report.py` writes it down.
+
+Definitions (docs/simulator.md states them for readers of the report):
+- a churner is *detected* when the customer entered `at_risk` between 30 days before the onset
+  of the behaviour change and the closure of the last account;
+- the *predicted cause* is the `probable_cause` of that first `at_risk` change;
+- *lead time* is the days from that change to the closure;
+- a *flag* is an entry into `at_risk` on or after `evaluate_from`; it is *right* when the
+  customer truly churned (any cause) within 120 days after it;
+- a *false alarm* is a flag on a stable customer (one whose behaviour never changes).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+from pydantic import BaseModel, Field
+
+from schemas.topics import (
+    ACCOUNT_EVENTS,
+    CHURN_SIGNALS,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_SERVICE,
+    NOTIFICATIONS,
+    REFERRAL_EVENTS,
+    REWARDS_LEDGER,
+    RM_TASKS,
+    STAGE_CHANGED,
+)
+from services.simulator.truth import Truth
+
+DETECTION_BEFORE_ONSET = timedelta(days=30)
+FLAG_HORIZON = timedelta(days=120)
+CAUSES = (
+    "competitor_attraction",
+    "service_dissatisfaction",
+    "financial_distress",
+    "disengagement",
+)
+STAGES = ("acquisition", "growth", "maturity", "at_risk", "dormant", "churned")
+
+
+OUTPUT_TOPICS = (
+    STAGE_CHANGED.name,
+    CHURN_SIGNALS.name,
+    REFERRAL_EVENTS.name,
+    REWARDS_LEDGER.name,
+    NOTIFICATIONS.name,
+    RM_TASKS.name,
+)
+INPUT_DLQ = ACCOUNT_EVENTS.dlq
+EVALUATED_TOPICS = (*OUTPUT_TOPICS, INPUT_DLQ)
+
+
+class _Record(Protocol):
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> dict[str, bytes]: ...
+
+
+def decode_outputs(
+    records: Mapping[str, Sequence[_Record]], since: Mapping[str, Mapping[int, int]]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, int]]]:
+    """Output events by topic, and the input's dead letters per service and reason, counting
+    only records at or after `since` (a topic's offsets when the feed was produced)."""
+    outputs: dict[str, list[dict[str, Any]]] = {topic: [] for topic in OUTPUT_TOPICS}
+    dead: dict[str, Counter[str]] = defaultdict(Counter)
+    for topic, found in records.items():
+        marks = since.get(topic, {})
+        for record in found:
+            if record.offset < marks.get(record.partition, 0):
+                continue
+            if topic == INPUT_DLQ:
+                service = record.headers.get(DLQ_HEADER_SERVICE, b"?").decode()
+                dead[service][record.headers.get(DLQ_HEADER_REASON, b"?").decode()] += 1
+            elif record.value:
+                outputs.setdefault(topic, []).append(orjson.loads(record.value))
+    return outputs, {service: dict(reasons) for service, reasons in dead.items()}
+
+
+class CauseScore(BaseModel):
+    churners: int
+    detected: int
+    recall: float | None
+    flagged_with_cause: int
+    precision: float | None
+    cause_right: int
+
+
+class ChurnDetection(BaseModel):
+    churners: int
+    detected: int
+    recall: float | None
+    flags: int
+    right_flags: int
+    precision: float | None
+    cause_accuracy: float | None
+    lead_time_days_median: float | None
+    lead_time_days_p10: float | None
+    lead_times_days: list[float]
+    stable_customers: int
+    false_alarms: int
+    false_alarms_per_1000_stable: float | None
+    by_cause: dict[str, CauseScore]
+
+
+class StageSeries(BaseModel):
+    """Customers per stage at the end of each week."""
+
+    weeks: list[str]
+    counts: dict[str, list[int]]
+
+
+class DeadLetters(BaseModel):
+    expected: dict[str, int]
+    by_service: dict[str, dict[str, int]]
+    matches: dict[str, bool]
+
+
+class Section(BaseModel):
+    """A service's section: `running` False says the service produced nothing to score."""
+
+    running: bool
+    note: str = ""
+    figures: dict[str, Any] = Field(default_factory=dict)
+
+
+class Evaluation(BaseModel):
+    seed: int
+    customers: int
+    days: int
+    evaluate_from: datetime
+    outputs: dict[str, int]
+    churn: ChurnDetection | None
+    stages: StageSeries | None
+    referral: Section
+    rewards: Section
+    notify: Section
+    dead_letters: DeadLetters
+
+
+def _at(event: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["occurred_at"]))
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(int(share * len(ordered) + 0.999999) - 1, 0)
+    return ordered[min(rank, len(ordered) - 1)]
+
+
+def stage_entries(stage_events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Each customer's `stage.changed` events in event-time order, duplicates (same id) once."""
+    seen: set[str] = set()
+    by_customer: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for event in stage_events:
+        if event.get("type") != "stage.changed" or event["event_id"] in seen:
+            continue
+        seen.add(event["event_id"])
+        by_customer[event["customer_id"]].append(event)
+    for events in by_customer.values():
+        events.sort(key=_at)
+    return by_customer
+
+
+def churn_detection(truth: Truth, stage_events: Iterable[Mapping[str, Any]]) -> ChurnDetection:
+    entries = stage_entries(stage_events)
+    at_risk = {
+        customer: [e for e in events if e["stage"] == "at_risk"]
+        for customer, events in entries.items()
+    }
+    churned_by: dict[str, datetime] = {}
+    for customer, known in truth.customers.items():
+        if known.churn is not None:
+            churned_by[customer] = known.churn.churned_at or known.churn.planned_at
+
+    scores = {
+        cause: {"churners": 0, "detected": 0, "flagged": 0, "right": 0, "cause_right": 0}
+        for cause in CAUSES
+    }
+    lead_times: list[float] = []
+    detected = cause_right = churners = 0
+    for customer, known in truth.customers.items():
+        churn = known.churn
+        if churn is None or churn.churned_at is None or churn.churned_at < truth.evaluate_from:
+            continue
+        churners += 1
+        scores[churn.cause]["churners"] += 1
+        window_start = churn.onset - DETECTION_BEFORE_ONSET
+        hits = [e for e in at_risk.get(customer, []) if window_start <= _at(e) <= churn.churned_at]
+        if not hits:
+            continue
+        detected += 1
+        scores[churn.cause]["detected"] += 1
+        lead_times.append(round((churn.churned_at - _at(hits[0])).total_seconds() / 86400, 2))
+        if hits[0].get("probable_cause") == churn.cause:
+            cause_right += 1
+            scores[churn.cause]["cause_right"] += 1
+
+    flags = right = 0
+    stable = [c for c, t in truth.customers.items() if t.stable]
+    false_alarms = sum(
+        1 for c in stable if any(_at(e) >= truth.evaluate_from for e in at_risk.get(c, []))
+    )
+    for customer, events in at_risk.items():
+        for event in events:
+            at = _at(event)
+            if at < truth.evaluate_from:
+                continue
+            flags += 1
+            churn_at = churned_by.get(customer)
+            is_right = churn_at is not None and at <= churn_at <= at + FLAG_HORIZON
+            right += is_right
+            cause = event.get("probable_cause")
+            if cause in scores:
+                scores[cause]["flagged"] += 1
+                scores[cause]["right"] += is_right
+
+    return ChurnDetection(
+        churners=churners,
+        detected=detected,
+        recall=_ratio(detected, churners),
+        flags=flags,
+        right_flags=right,
+        precision=_ratio(right, flags),
+        cause_accuracy=_ratio(cause_right, detected),
+        lead_time_days_median=statistics.median(lead_times) if lead_times else None,
+        lead_time_days_p10=_percentile(lead_times, 0.10),
+        lead_times_days=sorted(lead_times),
+        stable_customers=len(stable),
+        false_alarms=false_alarms,
+        false_alarms_per_1000_stable=round(false_alarms * 1000 / len(stable), 1)
+        if stable
+        else None,
+        by_cause={
+            cause: CauseScore(
+                churners=s["churners"],
+                detected=s["detected"],
+                recall=_ratio(s["detected"], s["churners"]),
+                flagged_with_cause=s["flagged"],
+                precision=_ratio(s["right"], s["flagged"]),
+                cause_right=s["cause_right"],
+            )
+            for cause, s in scores.items()
+        },
+    )
+
+
+def stage_series(truth: Truth, stage_events: Iterable[Mapping[str, Any]]) -> StageSeries:
+    """Each customer's stage at the end of every week of the simulated period."""
+    entries = stage_entries(stage_events)
+    weeks: list[datetime] = []
+    week = truth.start + timedelta(days=7)
+    while week <= truth.end:
+        weeks.append(week)
+        week += timedelta(days=7)
+    counts = {stage: [0] * len(weeks) for stage in STAGES}
+    for events in entries.values():
+        i = 0
+        stage: str | None = None
+        for n, week_end in enumerate(weeks):
+            while i < len(events) and _at(events[i]) < week_end:
+                stage = str(events[i]["stage"])
+                i += 1
+            if stage is not None:
+                counts[stage][n] += 1
+    return StageSeries(weeks=[w.date().isoformat() for w in weeks], counts=counts)
+
+
+def dead_letters(truth: Truth, dlq: Mapping[str, Mapping[str, int]]) -> DeadLetters:
+    """`dlq`: per consuming service, dead letters of the input topic by reason. Every service
+    that reads the input must dead-letter exactly what the truth expects."""
+    expected = truth.noise.expected_dead_letters
+    return DeadLetters(
+        expected=dict(expected),
+        by_service={service: dict(reasons) for service, reasons in dlq.items()},
+        matches={service: dict(reasons) == dict(expected) for service, reasons in dlq.items()},
+    )
+
+
+def _not_running(topic: str) -> Section:
+    return Section(
+        running=False,
+        note=f"no events on {topic}: the service is not running, or not built yet",
+    )
+
+
+def referral_section(truth: Truth, events: list[Mapping[str, Any]]) -> Section:
+    if not events:
+        return _not_running(REFERRAL_EVENTS.name)
+    types = Counter(str(e.get("type")) for e in events)
+    attributed = {
+        str(e.get("referee")): str(e.get("referrer"))
+        for e in events
+        if e.get("type") == "referral.attributed"
+    }
+    conversions = truth.conversions
+    right = sum(1 for c in conversions if attributed.get(c.customer_id) == c.introduced_by)
+    flagged = {
+        str(e.get("referee"))
+        for e in events
+        if e.get("type") in ("referral.rejected", "referral.held")
+    }
+    fraud_caught = {
+        case.pattern: sum(1 for r in case.referees if r in flagged) for case in truth.fraud
+    }
+    fraud_total = {case.pattern: len(case.referees) for case in truth.fraud}
+    return Section(
+        running=True,
+        figures={
+            "events_by_type": dict(sorted(types.items())),
+            "true_conversions": len(conversions),
+            "conversions_attributed_to_the_true_introducer": right,
+            "attribution_accuracy": _ratio(right, len(conversions)),
+            "fraud_referees_caught": fraud_caught,
+            "fraud_referees": fraud_total,
+        },
+    )
+
+
+def rewards_section(entries: list[Mapping[str, Any]]) -> Section:
+    if not entries:
+        return _not_running(REWARDS_LEDGER.name)
+    ids = Counter(str(e.get("event_id")) for e in entries)
+    return Section(
+        running=True,
+        figures={
+            "ledger_entries": len(entries),
+            "entries_written_twice": sum(1 for n in ids.values() if n > 1),
+            "by_type": dict(sorted(Counter(str(e.get("type")) for e in entries).items())),
+        },
+    )
+
+
+def notify_section(
+    notifications: list[Mapping[str, Any]], tasks: list[Mapping[str, Any]]
+) -> Section:
+    if not notifications and not tasks:
+        return _not_running(f"{NOTIFICATIONS.name} or {RM_TASKS.name}")
+    return Section(
+        running=True,
+        figures={
+            "notifications": len(notifications),
+            "rm_tasks": len(tasks),
+            "by_type": dict(sorted(Counter(str(e.get("type")) for e in notifications).items())),
+        },
+    )
+
+
+def evaluate(
+    truth: Truth,
+    outputs: Mapping[str, Sequence[Mapping[str, Any]]],
+    dlq: Mapping[str, Mapping[str, int]],
+) -> Evaluation:
+    """`outputs`: decoded events per output topic name (missing topics count as empty)."""
+
+    def of(topic: str) -> list[Mapping[str, Any]]:
+        return list(outputs.get(topic, []))
+
+    stage_events = of(STAGE_CHANGED.name)
+    return Evaluation(
+        seed=truth.seed,
+        customers=len(truth.customers),
+        days=truth.days,
+        evaluate_from=truth.evaluate_from,
+        outputs={topic: len(events) for topic, events in sorted(outputs.items())},
+        churn=churn_detection(truth, stage_events) if stage_events else None,
+        stages=stage_series(truth, stage_events) if stage_events else None,
+        referral=referral_section(truth, of(REFERRAL_EVENTS.name)),
+        rewards=rewards_section(of(REWARDS_LEDGER.name)),
+        notify=notify_section(of(NOTIFICATIONS.name), of(RM_TASKS.name)),
+        dead_letters=dead_letters(truth, dlq),
+    )

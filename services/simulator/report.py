@@ -1,0 +1,214 @@
+"""Writes an `Evaluation` down: `report.md` for people, `report.json` for machines, and PNG
+charts (stage flow over time, lead-time histogram, referral funnel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers and CI
+import matplotlib.pyplot as plt
+
+from services.simulator.evaluate import STAGES, Evaluation
+
+STAGE_COLOURS = {
+    "acquisition": "#9ecae1",
+    "growth": "#3182bd",
+    "maturity": "#08519c",
+    "at_risk": "#fd8d3c",
+    "dormant": "#bdbdbd",
+    "churned": "#636363",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:g}{unit}"
+
+
+def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
+    """The figures the demo prints: (label, value)."""
+    rows: list[tuple[str, str]] = []
+    churn = evaluation.churn
+    if churn is None:
+        rows.append(("churn detection", "no lifecycle outputs"))
+    else:
+        rows += [
+            (
+                "churners detected (recall)",
+                f"{churn.detected}/{churn.churners} ({_pct(churn.recall)})",
+            ),
+            (
+                "at-risk flags that were right (precision)",
+                f"{churn.right_flags}/{churn.flags} ({_pct(churn.precision)})",
+            ),
+            ("probable cause right", _pct(churn.cause_accuracy)),
+            (
+                "lead time, median / 10th percentile",
+                f"{_num(churn.lead_time_days_median, ' d')} / "
+                f"{_num(churn.lead_time_days_p10, ' d')}",
+            ),
+            ("false alarms per 1,000 stable customers", _num(churn.false_alarms_per_1000_stable)),
+        ]
+    for name, section in (
+        ("referral", evaluation.referral),
+        ("rewards", evaluation.rewards),
+        ("notify", evaluation.notify),
+    ):
+        rows.append((name, "scored" if section.running else "not running yet"))
+    matches = evaluation.dead_letters.matches
+    rows.append(
+        (
+            "dead letters as expected",
+            ", ".join(f"{s}: {'yes' if ok else 'NO'}" for s, ok in sorted(matches.items()))
+            or "no dead letters read",
+        )
+    )
+    return rows
+
+
+def markdown(evaluation: Evaluation, charts: list[str]) -> str:
+    e = evaluation
+    out = [
+        "# Rapport evaluation",
+        "",
+        f"Simulated population: {e.customers} customers over {e.days} days (seed {e.seed}). "
+        f"Outputs dated from {e.evaluate_from.date()} on are scored; earlier ones belong to the "
+        "initial load. Definitions: docs/simulator.md.",
+        "",
+        "## Headline",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in headline(e)],
+        "",
+    ]
+    if e.churn is not None:
+        c = e.churn
+        out += [
+            "## Churn detection by cause",
+            "",
+            "| cause | churners | detected | recall | flagged with this cause | precision "
+            "| cause right |",
+            "|---|---|---|---|---|---|---|",
+            *[
+                f"| {cause} | {s.churners} | {s.detected} | {_pct(s.recall)} "
+                f"| {s.flagged_with_cause} | {_pct(s.precision)} | {s.cause_right} |"
+                for cause, s in c.by_cause.items()
+            ],
+            "",
+            f"Stable customers: {c.stable_customers}; false alarms: {c.false_alarms}.",
+            "",
+        ]
+    if e.stages is not None and e.stages.weeks:
+        last = len(e.stages.weeks) - 1
+        out += [
+            "## Stages at the end of the period",
+            "",
+            "| stage | customers |",
+            "|---|---|",
+            *[f"| {stage} | {e.stages.counts[stage][last]} |" for stage in STAGES],
+            "",
+        ]
+    for name, section in (("Referral", e.referral), ("Rewards", e.rewards), ("Notify", e.notify)):
+        out += [f"## {name}", ""]
+        if not section.running:
+            out += [section.note, ""]
+            continue
+        out += ["| figure | value |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in section.figures.items()]
+        out.append("")
+    d = e.dead_letters
+    out += [
+        "## Dead letters",
+        "",
+        f"Expected per consuming service: {d.expected}",
+        "",
+        *[
+            f"- {service}: {reasons} ({'as expected' if d.matches[service] else 'DIFFERENT'})"
+            for service, reasons in sorted(d.by_service.items())
+        ],
+        "",
+        "## Outputs read",
+        "",
+        *[f"- {topic}: {n}" for topic, n in e.outputs.items()],
+        "",
+    ]
+    if charts:
+        out += ["## Charts", "", *[f"![{c}]({c})" for c in charts], ""]
+    return "\n".join(out)
+
+
+def _stage_chart(evaluation: Evaluation, path: Path) -> bool:
+    stages = evaluation.stages
+    if stages is None or not stages.weeks:
+        return False
+    fig, ax = plt.subplots(figsize=(10, 5))
+    x = range(len(stages.weeks))
+    ax.stackplot(
+        x,
+        *[stages.counts[s] for s in STAGES],
+        labels=STAGES,
+        colors=[STAGE_COLOURS[s] for s in STAGES],
+    )
+    step = max(len(stages.weeks) // 12, 1)
+    ax.set_xticks(list(x)[::step], stages.weeks[::step], rotation=45, ha="right")
+    ax.set_ylabel("customers")
+    ax.set_title("Customers by lifecycle stage, end of each week")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _lead_time_chart(evaluation: Evaluation, path: Path) -> bool:
+    churn = evaluation.churn
+    if churn is None or not churn.lead_times_days:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.hist(churn.lead_times_days, bins=20, color="#fd8d3c")
+    ax.set_xlabel("days from the first at-risk flag to closure")
+    ax.set_ylabel("churners")
+    ax.set_title("Churn warning lead time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _funnel_chart(evaluation: Evaluation, path: Path) -> bool:
+    referral = evaluation.referral
+    if not referral.running:
+        return False
+    by_type = referral.figures.get("events_by_type", {})
+    steps = ["lead.detected", "referral.attributed", "referral.qualified"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(steps, [by_type.get(s, 0) for s in steps], color="#3182bd")
+    ax.set_title("Referral funnel")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write(evaluation: Evaluation, directory: Path) -> Path:
+    """Writes the report files; returns the Markdown file's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    charts = [
+        name
+        for name, draw in (
+            ("stage-flow.png", _stage_chart),
+            ("lead-time.png", _lead_time_chart),
+            ("referral-funnel.png", _funnel_chart),
+        )
+        if draw(evaluation, directory / name)
+    ]
+    (directory / "report.json").write_text(evaluation.model_dump_json(indent=1))
+    path = directory / "report.md"
+    path.write_text(markdown(evaluation, charts))
+    return path

@@ -1,0 +1,97 @@
+"""What really happened in a simulated population: the answers the evaluator scores against.
+
+Written next to the events as JSON (`rapport simulate --truth FILE`). Counterparty accounts are
+synthetic, so the truth may name them; the services themselves only ever see keyed hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class SyntheticCounterparty(BaseModel):
+    """An account at another bank that customers pay or are paid by."""
+
+    bank_code: str
+    account: str
+    name: str
+    kind: Literal["person", "business"]
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class ChurnTruth(BaseModel):
+    """A churner's cause, when the behaviour changed, and when the last account closed
+    (`churned_at` is None when that falls after the simulated period)."""
+
+    cause: str
+    onset: datetime
+    churned_at: datetime | None
+    planned_at: datetime
+
+
+class CustomerTruth(BaseModel):
+    persona: str
+    # Stable customers never leave and never change behaviour: an at-risk alarm on one is false.
+    stable: bool
+    opened_at: datetime | None = None
+    churn: ChurnTruth | None = None
+    referred_by: str | None = None
+    win_back: bool = False
+
+
+class Conversion(BaseModel):
+    """A counterparty that opened an account, and who introduced it."""
+
+    counterparty: SyntheticCounterparty
+    customer_id: str
+    opened_at: datetime
+    introduced_by: str
+    via: Literal["code", "chain"]
+    code: str | None = None
+
+
+class FraudCase(BaseModel):
+    pattern: Literal["self_referral", "ring", "velocity"]
+    referrer: str
+    referees: list[str]
+
+
+class Noise(BaseModel):
+    duplicates: int = 0
+    late: int = 0
+    max_lateness_hours: float = 0.0
+    expected_dead_letters: dict[str, int] = Field(default_factory=dict)
+
+
+class Truth(BaseModel):
+    seed: int
+    population: int = Field(description="customers asked for; conversions and fraud add more")
+    days: int
+    start: datetime
+    end: datetime
+    # Outputs dated before this are the initial load's (see services/simulator/population.py).
+    evaluate_from: datetime
+    own_bank: str
+    events: int = 0
+    valid_by_type: dict[str, int] = Field(default_factory=dict)
+    noise: Noise = Field(default_factory=Noise)
+    customers: dict[str, CustomerTruth] = Field(default_factory=dict)
+    conversions: list[Conversion] = Field(default_factory=list)
+    codes: dict[str, str] = Field(default_factory=dict, description="referral code -> referrer")
+    fraud: list[FraudCase] = Field(default_factory=list)
+    # Where each evaluated topic ended when the feed was produced: the evaluator reads on from
+    # there, so earlier runs on the same broker do not count.
+    output_offsets: dict[str, dict[int, int]] = Field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=1))
+
+    @classmethod
+    def read(cls, path: Path) -> Truth:
+        return cls.model_validate_json(path.read_text())

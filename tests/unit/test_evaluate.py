@@ -1,0 +1,219 @@
+"""The evaluator's figures on hand-made outputs whose right answers are known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.topics import DLQ_HEADER_REASON, DLQ_HEADER_SERVICE, STAGE_CHANGED
+from services.simulator.evaluate import INPUT_DLQ, decode_outputs, evaluate, stage_series
+from services.simulator.report import write
+from services.simulator.truth import (
+    ChurnTruth,
+    Conversion,
+    CustomerTruth,
+    FraudCase,
+    SyntheticCounterparty,
+    Truth,
+)
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def day(n: float) -> datetime:
+    return START + timedelta(days=n)
+
+
+def churner(cause: str, onset: float, churned: float | None) -> CustomerTruth:
+    return CustomerTruth(
+        persona=f"churn_{cause}",
+        stable=False,
+        churn=ChurnTruth(
+            cause=cause,
+            onset=day(onset),
+            churned_at=day(churned) if churned is not None else None,
+            planned_at=day(churned if churned is not None else 400),
+        ),
+    )
+
+
+@pytest.fixture
+def truth() -> Truth:
+    return Truth(
+        seed=1,
+        population=6,
+        days=365,
+        start=START,
+        end=day(365),
+        evaluate_from=day(30),
+        own_bank="RAPPORTBANK",
+        customers={
+            "S1": CustomerTruth(persona="stable_saver", stable=True),
+            "S2": CustomerTruth(persona="salaried", stable=True),
+            "X": churner("competitor_attraction", 100, 150),
+            "Y": churner("financial_distress", 100, 160),
+            "Z": churner("disengagement", 100, 200),
+            "W": churner("disengagement", 300, None),
+        },
+        noise={"expected_dead_letters": {"malformed_json": 2, "wrong_type": 1}},
+    )
+
+
+def stage(
+    customer: str, at: float, stage: str, cause: str | None = None, n: int = 0
+) -> dict[str, Any]:
+    return {
+        "event_id": f"{customer}-{at}-{stage}-{n}",
+        "type": "stage.changed",
+        "occurred_at": day(at).isoformat(),
+        "customer_id": customer,
+        "stage": stage,
+        "probable_cause": cause,
+    }
+
+
+def test_churn_detection_figures(truth: Truth) -> None:
+    events = [
+        stage("S1", 0, "growth"),
+        stage("S1", 200, "at_risk", "disengagement"),  # false alarm on a stable customer
+        stage("S2", 0, "growth"),
+        stage("S2", 10, "at_risk", "disengagement"),  # before evaluate_from: the initial load
+        stage("X", 0, "growth"),
+        stage("X", 120, "at_risk", "competitor_attraction"),  # detected 30 days ahead, right cause
+        stage("X", 120, "at_risk", "competitor_attraction"),  # the same event again
+        stage("X", 150, "churned"),
+        stage("Y", 0, "growth"),
+        stage(
+            "Y", 90, "at_risk", "competitor_attraction"
+        ),  # 10 days before onset: counts; wrong cause
+        stage("Y", 160, "churned"),
+        stage("Z", 0, "growth"),
+        stage("Z", 200, "churned"),  # missed
+    ]
+    churn = evaluate(truth, {STAGE_CHANGED.name: events}, {}).churn
+    assert churn is not None
+    assert (churn.churners, churn.detected, churn.recall) == (3, 2, 0.6667)
+    assert (churn.flags, churn.right_flags, churn.precision) == (3, 2, 0.6667)
+    assert churn.cause_accuracy == 0.5
+    assert churn.lead_times_days == [30.0, 70.0]
+    assert churn.lead_time_days_median == 50.0
+    assert churn.lead_time_days_p10 == 30.0
+    assert (churn.stable_customers, churn.false_alarms, churn.false_alarms_per_1000_stable) == (
+        2,
+        1,
+        500.0,
+    )
+    competitor = churn.by_cause["competitor_attraction"]
+    assert (competitor.churners, competitor.detected, competitor.flagged_with_cause) == (1, 1, 2)
+    assert competitor.precision == 1.0  # both competitor flags were followed by a churn
+    assert churn.by_cause["disengagement"].flagged_with_cause == 1
+    assert churn.by_cause["disengagement"].precision == 0.0
+    assert churn.by_cause["disengagement"].recall == 0.0
+
+
+def test_stage_series_counts_each_customer_once_per_week(truth: Truth) -> None:
+    series = stage_series(
+        truth,
+        [
+            stage("X", 0, "acquisition"),
+            stage("X", 8, "growth"),
+            stage("Y", 9, "growth"),
+            stage("Y", 15, "at_risk"),
+        ],
+    )
+    assert series.weeks[:3] == ["2025-01-08", "2025-01-15", "2025-01-22"]
+    assert [series.counts["acquisition"][i] for i in range(3)] == [1, 0, 0]
+    assert [series.counts["growth"][i] for i in range(3)] == [0, 2, 1]
+    assert [series.counts["at_risk"][i] for i in range(3)] == [0, 0, 1]
+
+
+def test_dead_letters_and_sections_of_services_not_running(truth: Truth) -> None:
+    result = evaluate(
+        truth,
+        {},
+        {"lifecycle": {"malformed_json": 2, "wrong_type": 1}, "referral": {"malformed_json": 2}},
+    )
+    assert result.dead_letters.matches == {"lifecycle": True, "referral": False}
+    assert result.churn is None and result.stages is None
+    assert not result.referral.running and "rapport.referral.events.v1" in result.referral.note
+    assert not result.rewards.running and not result.notify.running
+
+
+def test_referral_attribution_and_fraud(truth: Truth) -> None:
+    landlord = SyntheticCounterparty(bank_code="ICBC", account="6200001", name="L", kind="person")
+    truth.conversions = [
+        Conversion(
+            counterparty=landlord,
+            customer_id="N1",
+            opened_at=day(100),
+            introduced_by="S1",
+            via="chain",
+        ),
+        Conversion(
+            counterparty=landlord,
+            customer_id="N2",
+            opened_at=day(120),
+            introduced_by="S2",
+            via="code",
+            code="ABCD2345",
+        ),
+    ]
+    truth.fraud = [FraudCase(pattern="velocity", referrer="S2", referees=["F1", "F2"])]
+    events = [
+        {"type": "referral.attributed", "referee": "N1", "referrer": "S1"},
+        {"type": "referral.attributed", "referee": "N2", "referrer": "S1"},
+        {"type": "referral.held", "referee": "F1", "referrer": "S2"},
+    ]
+    section = evaluate(truth, {"rapport.referral.events.v1": events}, {}).referral
+    assert section.running
+    assert section.figures["attribution_accuracy"] == 0.5
+    assert section.figures["fraud_referees_caught"] == {"velocity": 1}
+
+
+@dataclass(frozen=True)
+class Rec:
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def test_decode_outputs_reads_on_from_the_marks() -> None:
+    records = {
+        STAGE_CHANGED.name: [
+            Rec(0, 4, orjson.dumps({"n": "old"}), {}),
+            Rec(0, 5, orjson.dumps({"n": "new"}), {}),
+            Rec(1, 0, orjson.dumps({"n": "other partition"}), {}),
+        ],
+        INPUT_DLQ: [
+            Rec(
+                0, 0, b"x", {DLQ_HEADER_SERVICE: b"lifecycle", DLQ_HEADER_REASON: b"malformed_json"}
+            ),
+            Rec(
+                0, 1, b"y", {DLQ_HEADER_SERVICE: b"lifecycle", DLQ_HEADER_REASON: b"malformed_json"}
+            ),
+        ],
+    }
+    outputs, dead = decode_outputs(records, {STAGE_CHANGED.name: {0: 5}, INPUT_DLQ: {0: 1}})
+    assert [o["n"] for o in outputs[STAGE_CHANGED.name]] == ["new", "other partition"]
+    assert dead == {"lifecycle": {"malformed_json": 1}}
+
+
+def test_report_files(truth: Truth, tmp_path: Path) -> None:
+    events = [
+        stage("X", 0, "growth"),
+        stage("X", 120, "at_risk", "competitor_attraction"),
+        stage("X", 150, "churned"),
+    ]
+    path = write(evaluate(truth, {STAGE_CHANGED.name: events}, {}), tmp_path)
+    text = path.read_text()
+    assert "churners detected (recall) | 1/3" in text
+    assert "not running" in text
+    assert (tmp_path / "stage-flow.png").stat().st_size > 1000
+    assert (tmp_path / "lead-time.png").exists() and not (tmp_path / "referral-funnel.png").exists()
+    assert orjson.loads((tmp_path / "report.json").read_bytes())["churn"]["detected"] == 1

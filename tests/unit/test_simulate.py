@@ -1,0 +1,161 @@
+"""The simulator is deterministic, its invalid share is exact, and its truth agrees with the
+events it wrote."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from services.runtime.codec import Rejection, decode_account_event
+from services.runtime.produce import records_from_lines
+from services.simulator.simulate import Simulation, simulate
+
+
+@pytest.fixture(scope="module")
+def simulation() -> Simulation:
+    return simulate(300, 365, seed=5, invalid_share=0.02)
+
+
+def events_of(simulation: Simulation) -> list[dict[str, Any]]:
+    out = []
+    for line in simulation.lines:
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and str(event.get("event_id", "")).startswith("C"):
+            out.append(event)
+    return out
+
+
+def test_same_seed_same_bytes_and_truth() -> None:
+    a, b = simulate(40, 120, seed=3), simulate(40, 120, seed=3)
+    assert a.lines == b.lines
+    assert a.truth == b.truth
+    assert simulate(40, 120, seed=4).lines != a.lines
+
+
+def test_codec_agrees_with_what_the_simulation_says_is_invalid(simulation: Simulation) -> None:
+    reasons: Counter[str] = Counter()
+    accepted: Counter[str] = Counter()
+    for record in records_from_lines(simulation.lines):
+        result = decode_account_event(record.key, record.value)
+        if isinstance(result, Rejection):
+            reasons[result.reason.value] += 1
+        else:
+            accepted[result.event_type] += 1
+    assert (
+        dict(reasons)
+        == simulation.invalid_by_reason
+        == simulation.truth.noise.expected_dead_letters
+    )
+    assert dict(accepted) == simulation.valid_by_type
+    assert simulation.invalid > 0
+
+
+def test_every_persona_and_cause_is_present(simulation: Simulation) -> None:
+    personas = Counter(t.persona for t in simulation.truth.customers.values())
+    for persona in (
+        "stable_saver",
+        "salaried",
+        "growing",
+        "high_net_worth",
+        "late_joiner",
+        "never_active",
+        "converted_counterparty",
+    ):
+        assert personas[persona] > 0, persona
+    causes = Counter(t.churn.cause for t in simulation.truth.customers.values() if t.churn)
+    assert set(causes) == {
+        "competitor_attraction",
+        "service_dissatisfaction",
+        "financial_distress",
+        "disengagement",
+    }
+    assert {f.pattern for f in simulation.truth.fraud} == {"self_referral", "ring", "velocity"}
+
+
+def test_churn_dates_rederived_from_the_events(simulation: Simulation) -> None:
+    """A churner's true churn date is when their last open account closed, in the events."""
+    open_accounts: dict[str, set[str]] = defaultdict(set)
+    emptied_at: dict[str, datetime] = {}
+    for event in sorted(events_of(simulation), key=lambda e: e["occurred_at"]):
+        customer = event["customer_id"]
+        if event["event_type"] == "account.opened":
+            open_accounts[customer].add(event["account_id"])
+            emptied_at.pop(customer, None)
+        elif event["event_type"] == "account.closed":
+            open_accounts[customer].discard(event["account_id"])
+            if not open_accounts[customer]:
+                emptied_at[customer] = datetime.fromisoformat(event["occurred_at"])
+    churners = {c: t.churn for c, t in simulation.truth.customers.items() if t.churn}
+    assert churners
+    for customer, churn in churners.items():
+        assert churn is not None
+        if churn.churned_at is None:
+            assert customer not in emptied_at and churn.planned_at >= simulation.truth.end
+        else:
+            # closing several accounts takes a minute each
+            assert emptied_at[customer] - churn.churned_at < timedelta(minutes=5), customer
+            assert churn.onset < churn.churned_at
+    stable_closed = [
+        c for c, t in simulation.truth.customers.items() if t.stable and c in emptied_at
+    ]
+    assert stable_closed == []
+
+
+def test_conversions_and_fraud_are_in_the_events(simulation: Simulation) -> None:
+    events = events_of(simulation)
+    first: dict[str, dict[str, Any]] = {}
+    by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in sorted(events, key=lambda e: e["occurred_at"]):
+        first.setdefault(event["customer_id"], event)
+        by_customer[event["customer_id"]].append(event)
+    truth = simulation.truth
+    assert {c.via for c in truth.conversions} == {"code", "chain"}
+    for conversion in truth.conversions:
+        opened = first[conversion.customer_id]
+        assert opened["event_type"] == "account.opened"
+        assert opened.get("referral_code") == conversion.code
+        if conversion.code:
+            assert truth.codes[conversion.code] == conversion.introduced_by
+        funded = [
+            e
+            for e in by_customer[conversion.customer_id]
+            if e["event_type"] == "transfer.in"
+            and e["counterparty"]["account"] == conversion.counterparty.account
+        ]
+        assert (
+            funded
+            and funded[0]["occurred_at"] < (conversion.opened_at + timedelta(days=30)).isoformat()
+        )
+        # the introducer really paid or was paid by that counterparty
+        assert any(
+            e.get("counterparty", {}).get("account") == conversion.counterparty.account
+            for e in by_customer[conversion.introduced_by]
+        )
+    phones = {
+        e["customer_id"]: e["profile"]["phone_hash"]
+        for e in events
+        if e["event_type"] == "customer.updated"
+    }
+    self_referral = next(f for f in truth.fraud if f.pattern == "self_referral")
+    assert phones[self_referral.referees[0]] == phones[self_referral.referrer]
+    velocity = next(f for f in truth.fraud if f.pattern == "velocity")
+    assert len(velocity.referees) > 10
+    code = next(c for c, owner in truth.codes.items() if owner == velocity.referrer)
+    assert all(first[r].get("referral_code") == code for r in velocity.referees)
+
+
+def test_noise_is_counted(simulation: Simulation) -> None:
+    events = events_of(simulation)
+    ids = Counter(e["event_id"] for e in events)
+    assert sum(n - 1 for n in ids.values()) == simulation.truth.noise.duplicates > 0
+    published = [e["occurred_at"] for e in events]
+    out_of_order = sum(1 for a, b in itertools.pairwise(published) if b < a)
+    assert out_of_order > 0 and simulation.truth.noise.late > 0
