@@ -354,6 +354,73 @@ def cmd_status(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     return 0
 
 
+def _drain_with_progress(
+    settings: RuntimeSettings, expected: dict[str, int], before: dict[str, int], timeout: float
+) -> list[WorkerCounts]:
+    """Wait for the workers, with a bar per worker: records finished and the rate."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.runtime.observe import wait_until_drained
+
+    progress = Progress(
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>6.0f} events/s"),
+        TimeElapsedColumn(),
+    )
+    started = time.monotonic()
+    tasks = {
+        service: progress.add_task(service, total=total - before.get(service, 0), rate=0.0)
+        for service, total in expected.items()
+    }
+
+    def show(counts: list[WorkerCounts]) -> None:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        for c in counts:
+            if c.service in tasks:
+                done = c.total - before.get(c.service, 0)
+                progress.update(tasks[c.service], completed=done, rate=done / elapsed)
+
+    with progress:
+        return wait_until_drained(settings, expected, timeout=timeout, on_progress=show)
+
+
+def clean_slate(settings: RuntimeSettings) -> None:
+    """The demo starts from nothing, so that its figures depend only on its own feed: stop what
+    runs in this home, then remove the local broker's data, the workers' state, the embedded
+    database and earlier reports. An external cluster is left alone."""
+    import shutil
+
+    from services.runtime import supervisor
+
+    if _external_cluster(settings):
+        console.print(
+            "external cluster: earlier data on it stays, and the evaluation reads only this "
+            "run's outputs, but the workers' state may hold earlier customers"
+        )
+        return
+    supervisor.stop(settings)
+    _broker(settings).stop()
+    removed = []
+    for path in (
+        _broker(settings).directory,
+        settings.home / "state",
+        settings.home / "simulation",
+        settings.home / "report",
+    ):
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(path.name)
+    if settings.database_url is None:
+        sqlite = settings.home / "rapport.db"
+        if sqlite.exists():
+            sqlite.unlink()
+            removed.append(sqlite.name)
+    if removed:
+        console.print(f"clean slate: removed {', '.join(removed)} from {settings.home}")
+
+
 def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport demo: the whole stack on the local broker with a simulated population, then the
     evaluation of what the services concluded."""
@@ -362,6 +429,7 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     from services.simulator.simulate import simulate
 
     console.rule("Rapport demo")
+    clean_slate(settings)
     start_stack(settings)
     try:
         simulation = simulate(customers=args.customers, days=args.days, seed=args.seed)
@@ -385,7 +453,7 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
             for service in ("lifecycle", "referral", "notify")
         }
         started = time.monotonic()
-        counts = wait_until_drained(settings, expected, timeout=args.timeout)
+        counts = _drain_with_progress(settings, expected, before, args.timeout)
         console.print(f"workers drained the input in {time.monotonic() - started:.1f} s")
         _counts_table(counts)
         _stage_tier_table(settings)

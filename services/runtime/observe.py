@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -62,12 +63,17 @@ def read_workers(settings: RuntimeSettings) -> list[WorkerCounts]:
 
 
 def wait_until_drained(
-    settings: RuntimeSettings, expected: dict[str, int], timeout: float = 300.0
+    settings: RuntimeSettings,
+    expected: dict[str, int],
+    timeout: float = 300.0,
+    on_progress: Callable[[list[WorkerCounts]], None] | None = None,
 ) -> list[WorkerCounts]:
     """Wait until each named worker has finished `expected[service]` records, or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
         counts = read_workers(settings)
+        if on_progress is not None:
+            on_progress(counts)
         done = all(c.total >= expected.get(c.service, 0) for c in counts)
         if done or time.monotonic() > deadline:
             return counts

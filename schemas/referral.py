@@ -1,0 +1,97 @@
+"""Outputs of the referral service on `rapport.referral.events.v1` (issue 5).
+
+Two families share the topic, told apart by `type`: lead events (keyed by the counterparty's
+keyed hash) and referral events (keyed by the referral id). Counterparties appear only as keyed
+hashes (HMAC-SHA256), never as account numbers or names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.account_events import EventTime, Money
+from schemas.envelope import RapportEvent
+
+
+class LeadType(StrEnum):
+    """Who follows the lead up: a retail branch or a corporate relationship manager."""
+
+    RETAIL = "retail"
+    CORPORATE = "corporate"
+
+
+class Direction(StrEnum):
+    """Whether our customers pay the counterparty, are paid by it, or both."""
+
+    PAID_TO = "paid_to"
+    PAID_BY = "paid_by"
+    BOTH = "both"
+
+
+class LeadStrength(BaseModel):
+    """The tie between our customers and the counterparty over the lead window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    transactions: int
+    customers: int
+    amount: Money
+    direction: Direction
+    window_days: int
+
+
+class LeadChanged(RapportEvent):
+    """`lead.detected` (once per counterparty and lead period) or `lead.updated` (at most once
+    a day, when the suggested referrer or the strength changed)."""
+
+    type: Literal["lead.detected", "lead.updated"]
+    lead_id: str
+    counterparty_key: str
+    lead_type: LeadType
+    suggested_referrer: str
+    strength: LeadStrength
+    last_transaction_at: EventTime
+    # No transaction until then and the lead lapses; a later tie makes a new lead.
+    expires_at: EventTime
+    evidence_event_ids: Annotated[list[str], Field(max_length=10)] = []
+
+
+class ReferralReason(StrEnum):
+    """Machine-readable reasons of rejections, holds and reversals."""
+
+    SELF_REFERRAL = "self_referral"
+    SHARED_PHONE_OR_DEVICE = "shared_phone_or_device"
+    REFERRAL_RING = "referral_ring"
+    VELOCITY = "velocity"
+    CODE_UNKNOWN = "code_unknown"
+    CODE_EXPIRED = "code_expired"
+    EARLY_EXIT = "early_exit"
+    REVIEW_REJECTED = "review_rejected"
+
+
+class ReferralChanged(RapportEvent):
+    """A referral's life: attributed, then qualified, or rejected, held (and released or
+    rejected on review), or reversed."""
+
+    type: Literal[
+        "referral.attributed",
+        "referral.qualified",
+        "referral.rejected",
+        "referral.held",
+        "referral.released",
+        "referral.reversed",
+    ]
+    referral_id: str
+    referrer: str | None
+    referee: str
+    via: Literal["code", "chain"]
+    lead_type: LeadType
+    channel: str | None = None
+    counterparty_key: str | None = None
+    reason_code: ReferralReason | None = None
+    reason: str | None = None
+    qualifying_amount: Money | None = None
+    qualifying_transactions: int | None = None

@@ -1,0 +1,683 @@
+"""Referral rules, pure: state and event in, state and events out; no faust, no I/O.
+
+Three keyed steps, because the facts a decision needs live with different keys:
+
+1. per counterparty (`CounterpartyState`, keyed by the counterparty's keyed hash): the ties of our
+   customers to an external account over the lead window, the lead it becomes, and whether a
+   new customer's first funding came from a lead's account (a chain conversion);
+2. per referee (`CustomerReferralState`, keyed by customer): the new customer's opening, the
+   candidate referrer (by code, else by chain), qualification, early exit;
+3. per referrer (the same `CustomerReferralState`, as a referrer): the fraud guards that need
+   the referrer's own facts (phone and device hashes, its upline, its recent referrals).
+
+The adapter moves `Link`, `Candidate` and `Decision` records between the steps through internal
+topics keyed by the next step's key, so any number of workers gives the same answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.referral import (
+    Direction,
+    LeadChanged,
+    LeadStrength,
+    LeadType,
+    ReferralChanged,
+    ReferralReason,
+)
+
+_NAMESPACE = uuid.UUID("6f1c2a3e-0d4b-5c6e-9f70-8a1b2c3d4e5f")
+
+
+class ReferralRules(BaseModel):
+    """Every threshold of the referral policy; defaults as in docs/referral.md."""
+
+    model_config = ConfigDict(frozen=True)
+
+    own_bank_code: str = "RAPPORTBANK"
+    lead_window_days: int = Field(90, ge=1)
+    lead_min_transactions: int = Field(3, ge=1)
+    lead_min_customers: int = Field(2, ge=1)
+    corporate_min_customers: int = Field(3, ge=1)
+    lead_expiry_days: int = Field(180, ge=1)
+    code_validity_days: int = Field(365, ge=1)
+    chain_funding_days: int = Field(30, ge=1)
+    qualify_within_days: int = Field(30, ge=1)
+    qualify_deposit: Decimal = Decimal("1000")
+    qualify_transactions: int = Field(3, ge=1)
+    velocity_limit: int = Field(10, ge=1)
+    velocity_window_days: int = Field(30, ge=1)
+    early_exit_days: int = Field(90, ge=1)
+
+
+def _id(*parts: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, "|".join(parts)))
+
+
+def referral_id(referee: str, opened_at: datetime) -> str:
+    """One referral per referee and opening: the same input always gives the same id."""
+    return _id("referral", referee, opened_at.isoformat())
+
+
+# -- 1. counterparties and leads ---------------------------------------------------------------
+
+
+class Link(BaseModel):
+    """A transfer between one of our customers and an external account, sent to the
+    counterparty's key. `funding` marks a transfer in to a new customer in their first days who
+    has no referrer yet: a possible chain conversion, not a tie."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    occurred_at: datetime
+    customer_id: str
+    counterparty_key: str
+    business: bool
+    direction: Literal["in", "out"]
+    amount: Decimal
+    funding: bool = False
+
+
+class Tie(BaseModel):
+    at: datetime
+    customer_id: str
+    amount: Decimal
+    direction: Literal["in", "out"]
+    event_id: str
+
+
+class Lead(BaseModel):
+    lead_id: str
+    detected_at: datetime
+    referrer: str
+    lead_type: LeadType
+    strength: tuple[int, int]
+    updated_day: int
+
+
+class CounterpartyState(BaseModel):
+    key: str
+    business: bool = False
+    ties: list[Tie] = []
+    lead: Lead | None = None
+    last_at: datetime | None = None
+    seen: list[str] = []  # recent event ids: duplicates change nothing
+
+
+class ChainMatch(BaseModel):
+    """A new customer funded from a lead's account: attribute to the lead's referrer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    referee: str
+    referrer: str
+    counterparty_key: str
+    lead_type: LeadType
+    occurred_at: datetime
+
+
+@dataclass
+class CounterpartyOutcome:
+    state: CounterpartyState
+    leads: list[LeadChanged] = field(default_factory=list)
+    matches: list[ChainMatch] = field(default_factory=list)
+
+
+def _strongest(ties: list[Tie]) -> str:
+    """Most transactions, then the larger amount, then the smaller id (for a stable answer)."""
+    totals: dict[str, tuple[int, Decimal]] = {}
+    for tie in ties:
+        count, amount = totals.get(tie.customer_id, (0, Decimal(0)))
+        totals[tie.customer_id] = (count + 1, amount + tie.amount)
+    return min(totals, key=lambda c: (-totals[c][0], -totals[c][1], c))
+
+
+def _direction(ties: list[Tie]) -> Direction:
+    kinds = {t.direction for t in ties}
+    if kinds == {"in"}:
+        return Direction.PAID_BY
+    if kinds == {"out"}:
+        return Direction.PAID_TO
+    return Direction.BOTH
+
+
+def link(state: CounterpartyState | None, event: Link, rules: ReferralRules) -> CounterpartyOutcome:
+    """Apply one transfer to a counterparty: update the ties, detect or update its lead, or
+    match a funding transfer to it."""
+    state = (state or CounterpartyState(key=event.counterparty_key)).model_copy(deep=True)
+    out = CounterpartyOutcome(state)
+    if event.event_id in state.seen:
+        return out
+    state.seen = [*state.seen, event.event_id][-20:]
+    t = event.occurred_at
+    lead_alive = (
+        state.lead is not None
+        and state.last_at is not None
+        and t - state.last_at <= timedelta(days=rules.lead_expiry_days)
+    )
+    if not lead_alive:
+        state.lead = None
+    if event.funding:
+        if state.lead is not None:
+            out.matches.append(
+                ChainMatch(
+                    referee=event.customer_id,
+                    referrer=state.lead.referrer,
+                    counterparty_key=state.key,
+                    lead_type=state.lead.lead_type,
+                    occurred_at=t,
+                )
+            )
+        return out
+
+    state.business = state.business or event.business
+    since = t - timedelta(days=rules.lead_window_days)
+    state.ties = [x for x in state.ties if x.at > since] + [
+        Tie(
+            at=t,
+            customer_id=event.customer_id,
+            amount=event.amount,
+            direction=event.direction,
+            event_id=event.event_id,
+        )
+    ]
+    state.ties.sort(key=lambda x: (x.at, x.event_id))
+    state.last_at = max(state.last_at or t, t)
+    customers = len({x.customer_id for x in state.ties})
+    transactions = len(state.ties)
+    if transactions < rules.lead_min_transactions and customers < rules.lead_min_customers:
+        return out
+    lead_type = (
+        LeadType.CORPORATE
+        if state.business or customers >= rules.corporate_min_customers
+        else LeadType.RETAIL
+    )
+    referrer = _strongest(state.ties)
+    strength = (transactions, customers)
+    day = t.toordinal()
+    if state.lead is None:
+        state.lead = Lead(
+            lead_id=_id("lead", state.key, t.isoformat()),
+            detected_at=t,
+            referrer=referrer,
+            lead_type=lead_type,
+            strength=strength,
+            updated_day=day,
+        )
+        out.leads.append(_lead_event("lead.detected", state, t, rules))
+    elif (referrer, strength, lead_type) != (
+        state.lead.referrer,
+        state.lead.strength,
+        state.lead.lead_type,
+    ) and day > state.lead.updated_day:
+        state.lead = state.lead.model_copy(
+            update={
+                "referrer": referrer,
+                "strength": strength,
+                "lead_type": lead_type,
+                "updated_day": day,
+            }
+        )
+        out.leads.append(_lead_event("lead.updated", state, t, rules))
+    return out
+
+
+def _lead_event(
+    kind: Literal["lead.detected", "lead.updated"],
+    state: CounterpartyState,
+    t: datetime,
+    rules: ReferralRules,
+) -> LeadChanged:
+    lead = state.lead
+    assert lead is not None and state.last_at is not None
+    return LeadChanged(
+        event_id=_id(kind, lead.lead_id, t.isoformat()),
+        type=kind,
+        occurred_at=t,
+        lead_id=lead.lead_id,
+        counterparty_key=state.key,
+        lead_type=lead.lead_type,
+        suggested_referrer=lead.referrer,
+        strength=LeadStrength(
+            transactions=lead.strength[0],
+            customers=lead.strength[1],
+            amount=sum((x.amount for x in state.ties), Decimal(0)),
+            direction=_direction(state.ties),
+            window_days=rules.lead_window_days,
+        ),
+        last_transaction_at=state.last_at,
+        expires_at=state.last_at + timedelta(days=rules.lead_expiry_days),
+        evidence_event_ids=[x.event_id for x in state.ties[-10:]],
+    )
+
+
+# -- 2. referees -------------------------------------------------------------------------------
+
+
+class Candidate(BaseModel):
+    """A referral to decide, sent to the referrer's key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    referral_id: str
+    referrer: str
+    referee: str
+    via: Literal["code", "chain"]
+    lead_type: LeadType
+    occurred_at: datetime
+    channel: str | None = None
+    counterparty_key: str | None = None
+    referee_hashes: tuple[str, ...] = ()
+
+
+class Decision(BaseModel):
+    """The referrer side's answer, sent back to the referee's key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate: Candidate
+    outcome: Literal["attributed", "held", "rejected"]
+    reason_code: ReferralReason | None = None
+    reason: str | None = None
+    # The referrer's own referrer chain, so the referee can carry its upline on (ring checks).
+    upline: tuple[str, ...] = ()
+    # Money from these sources does not count toward the referee's qualifying deposit.
+    referrer_accounts: tuple[str, ...] = ()
+    referrer_counterparties: tuple[str, ...] = ()
+
+
+def referral_event(
+    kind: str,
+    candidate: Candidate,
+    t: datetime,
+    **fields: object,
+) -> ReferralChanged:
+    return ReferralChanged(
+        event_id=_id(kind, candidate.referral_id),
+        type=kind,
+        occurred_at=t,
+        referral_id=candidate.referral_id,
+        referrer=candidate.referrer,
+        referee=candidate.referee,
+        via=candidate.via,
+        lead_type=candidate.lead_type,
+        channel=candidate.channel,
+        counterparty_key=candidate.counterparty_key,
+        **fields,
+    )
+
+
+# -- 3. referrers ------------------------------------------------------------------------------
+
+
+def decide(
+    state: CustomerReferralState | None, candidate: Candidate, rules: ReferralRules
+) -> tuple[CustomerReferralState, Decision | None]:
+    """The fraud guards that need the referrer's facts. Returns None for a candidate decided
+    before (a redelivery)."""
+    state = (state or CustomerReferralState(customer_id=candidate.referrer)).model_copy(deep=True)
+    if candidate.referral_id in state.decided:
+        return state, None
+    state.decided = [*state.decided, candidate.referral_id][-200:]
+    t = candidate.occurred_at
+
+    def answer(
+        outcome: Literal["attributed", "held", "rejected"],
+        code: ReferralReason | None = None,
+        reason: str | None = None,
+    ) -> Decision:
+        return Decision(
+            candidate=candidate,
+            outcome=outcome,
+            reason_code=code,
+            reason=reason,
+            upline=(candidate.referrer, *state.upline[:1]),
+            referrer_accounts=tuple(state.accounts),
+            referrer_counterparties=tuple(state.counterparties),
+        )
+
+    if candidate.referee == candidate.referrer:
+        return state, answer(
+            "rejected", ReferralReason.SELF_REFERRAL, "the referee is the referrer"
+        )
+    shared = set(candidate.referee_hashes) & set(state.hashes)
+    if shared:
+        return state, answer(
+            "rejected",
+            ReferralReason.SHARED_PHONE_OR_DEVICE,
+            "the referee shares a phone number or device with the referrer",
+        )
+    if candidate.referee in state.upline:
+        return state, answer(
+            "rejected",
+            ReferralReason.REFERRAL_RING,
+            f"{candidate.referee} is already in {candidate.referrer}'s referral chain, so "
+            "the two would refer each other",
+        )
+    since = t - timedelta(days=rules.velocity_window_days)
+    recent = [r for r in state.referred if r[0] > since]
+    state.referred = [*recent, (t, candidate.referee)]
+    if len(recent) >= rules.velocity_limit:
+        return state, answer(
+            "held",
+            ReferralReason.VELOCITY,
+            f"{len(recent) + 1} referrals by {candidate.referrer} within "
+            f"{rules.velocity_window_days} days, more than {rules.velocity_limit}: held for review",
+        )
+    return state, answer("attributed")
+
+
+# -- 2. referees (continued) -------------------------------------------------------------------
+
+
+class CodeGrant(BaseModel):
+    """What the code registry knows of a referral code."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    issued_at: datetime
+
+
+class CustomerReferralState(BaseModel):
+    """One customer, as a referee (the opening, its referral, qualification) and as a referrer
+    (the facts the fraud guards need)."""
+
+    customer_id: str
+    opened_at: datetime | None = None
+    open_accounts: list[str] = []
+    hashes: list[str] = []  # phone and device hashes from customer.updated
+    accounts: list[str] = []  # every account ever opened here
+    counterparties: list[str] = []  # recent external accounts, keyed hashes
+    upline: list[str] = []  # who referred this customer, and who referred them
+    referred: list[tuple[datetime, str]] = []  # (attributed at, referee), as a referrer
+    decided: list[str] = []  # referral ids decided as a referrer: redeliveries change nothing
+    channel: str | None = None
+    candidate: Candidate | None = None
+    status: Literal["pending", "attributed", "held", "rejected", "qualified", "reversed"] | None = (
+        None
+    )
+    qualified_at: datetime | None = None
+    # Money in during the qualifying window, with its source: whether the referrer funded it
+    # is known only once the decision arrives, which may be after the money.
+    inflows: list[tuple[Decimal, str | None, str | None]] = []
+    transactions: int = 0
+    excluded_accounts: list[str] = []
+    excluded_counterparties: list[str] = []
+    seen: list[str] = []
+
+
+@dataclass
+class RefereeOutcome:
+    state: CustomerReferralState
+    events: list[ReferralChanged] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Movement:
+    """What the referee step needs of an account event; the adapter builds it from the
+    contract, keying the counterparty (it never sees account numbers of other banks)."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    account_id: str | None = None
+    amount: Decimal = Decimal(0)
+    channel: str | None = None
+    referral_code: str | None = None
+    counterparty_key: str | None = None
+    counterparty_own_bank_account: str | None = None  # a transfer within the bank
+    counterparty_business: bool = False
+    hashes: tuple[str, ...] = ()
+
+
+CUSTOMER_INITIATED = frozenset({"deposit", "withdrawal", "transfer.out", "card.payment"})
+MONEY_IN = frozenset({"deposit", "transfer.in"})
+
+
+def on_account_event(
+    state: CustomerReferralState | None,
+    customer_id: str,
+    event: Movement,
+    code: CodeGrant | None,
+    rules: ReferralRules,
+) -> RefereeOutcome:
+    """One account event of a customer, as a possible referee (and as a referrer's tie)."""
+    state = (state or CustomerReferralState(customer_id=customer_id)).model_copy(deep=True)
+    out = RefereeOutcome(state)
+    if event.event_id in state.seen:
+        return out
+    state.seen = [*state.seen, event.event_id][-50:]
+    t = event.occurred_at
+    kind = event.event_type
+
+    if kind == "customer.updated":
+        state.hashes = sorted({*state.hashes, *event.hashes})[-21:]
+        return out
+    if kind == "account.opened":
+        if not state.open_accounts:
+            _new_relationship(state, out, customer_id, event, code, rules)
+        if event.account_id and event.account_id not in state.open_accounts:
+            state.open_accounts.append(event.account_id)
+        if event.account_id and event.account_id not in state.accounts:
+            state.accounts = [*state.accounts, event.account_id][-20:]
+        return out
+    if kind == "account.closed":
+        if event.account_id in state.open_accounts:
+            state.open_accounts.remove(event.account_id)
+        if (
+            not state.open_accounts
+            and state.status == "qualified"
+            and state.candidate is not None
+            and state.qualified_at is not None
+            and t - state.qualified_at <= timedelta(days=rules.early_exit_days)
+        ):
+            state.status = "reversed"
+            out.events.append(
+                referral_event(
+                    "referral.reversed",
+                    state.candidate,
+                    t,
+                    reason_code=ReferralReason.EARLY_EXIT,
+                    reason=f"the referee closed the last account within {rules.early_exit_days} "
+                    "days of qualifying",
+                )
+            )
+        return out
+
+    if event.counterparty_key is not None and kind in ("transfer.in", "transfer.out"):
+        state.counterparties = [
+            *[c for c in state.counterparties if c != event.counterparty_key],
+            event.counterparty_key,
+        ][-20:]
+        funding = (
+            kind == "transfer.in"
+            and state.candidate is None
+            and state.opened_at is not None
+            and t - state.opened_at <= timedelta(days=rules.chain_funding_days)
+        )
+        out.links.append(
+            Link(
+                event_id=event.event_id,
+                occurred_at=t,
+                customer_id=customer_id,
+                counterparty_key=event.counterparty_key,
+                business=event.counterparty_business,
+                direction="in" if kind == "transfer.in" else "out",
+                amount=event.amount,
+                funding=funding,
+            )
+        )
+    if state.opened_at is None or t - state.opened_at > timedelta(days=rules.qualify_within_days):
+        return out
+    if kind in MONEY_IN:
+        state.inflows = [
+            *state.inflows,
+            (event.amount, event.counterparty_own_bank_account, event.counterparty_key),
+        ][-100:]
+    if kind in CUSTOMER_INITIATED:
+        state.transactions += 1
+    _qualify(state, out, t, rules)
+    return out
+
+
+def _new_relationship(
+    state: CustomerReferralState,
+    out: RefereeOutcome,
+    customer_id: str,
+    event: Movement,
+    code: CodeGrant | None,
+    rules: ReferralRules,
+) -> None:
+    """A first opening (or a return after closing every account): a possible referee."""
+    t = event.occurred_at
+    state.opened_at = t
+    state.channel = event.channel
+    state.candidate = None
+    state.status = None
+    state.qualified_at = None
+    state.inflows = []
+    state.transactions = 0
+    if not event.referral_code:
+        return
+    candidate = Candidate(
+        referral_id=referral_id(customer_id, t),
+        referrer=code.owner if code else "",
+        referee=customer_id,
+        via="code",
+        lead_type=LeadType.RETAIL,
+        occurred_at=t,
+        channel=event.channel,
+        referee_hashes=tuple(state.hashes),
+    )
+    state.candidate = candidate
+    if code is None:
+        state.status = "rejected"
+        out.events.append(
+            referral_event(
+                "referral.rejected",
+                candidate.model_copy(update={"referrer": None}),
+                t,
+                reason_code=ReferralReason.CODE_UNKNOWN,
+                reason="the referral code given at opening was never issued",
+            )
+        )
+    elif t - code.issued_at > timedelta(days=rules.code_validity_days) or t < code.issued_at:
+        state.status = "rejected"
+        out.events.append(
+            referral_event(
+                "referral.rejected",
+                candidate,
+                t,
+                reason_code=ReferralReason.CODE_EXPIRED,
+                reason=f"the referral code was issued on {code.issued_at.date()} and is valid "
+                f"for {rules.code_validity_days} days",
+            )
+        )
+    else:
+        state.status = "pending"
+        out.candidates.append(candidate)
+
+
+def on_chain_match(state: CustomerReferralState | None, match: ChainMatch) -> RefereeOutcome:
+    """A funding transfer matched a lead: the lead's referrer is the candidate, unless a code
+    came first (an explicit code wins over a chain tie)."""
+    state = (state or CustomerReferralState(customer_id=match.referee)).model_copy(deep=True)
+    out = RefereeOutcome(state)
+    if state.candidate is not None or state.opened_at is None:
+        return out
+    candidate = Candidate(
+        referral_id=referral_id(match.referee, state.opened_at),
+        referrer=match.referrer,
+        referee=match.referee,
+        via="chain",
+        lead_type=match.lead_type,
+        occurred_at=match.occurred_at,
+        channel=state.channel,
+        counterparty_key=match.counterparty_key,
+        referee_hashes=tuple(state.hashes),
+    )
+    state.candidate = candidate
+    state.status = "pending"
+    # The prospect's own money from the lead's account is what the chain saw, not a deposit
+    # the referrer can be rewarded for.
+    state.excluded_counterparties = [match.counterparty_key]
+    out.candidates.append(candidate)
+    return out
+
+
+def on_decision(
+    state: CustomerReferralState | None, decision: Decision, rules: ReferralRules
+) -> RefereeOutcome:
+    """The referrer side's answer: publish it, and check qualification at once (money may have
+    arrived while the decision travelled)."""
+    candidate = decision.candidate
+    state = (state or CustomerReferralState(customer_id=candidate.referee)).model_copy(deep=True)
+    out = RefereeOutcome(state)
+    if state.candidate is None or state.candidate.referral_id != candidate.referral_id:
+        return out
+    if state.status != "pending":
+        return out
+    state.status = decision.outcome
+    out.events.append(
+        referral_event(
+            f"referral.{decision.outcome}",
+            candidate,
+            candidate.occurred_at,
+            reason_code=decision.reason_code,
+            reason=decision.reason,
+        )
+    )
+    state.excluded_accounts = list(decision.referrer_accounts)
+    state.excluded_counterparties = sorted(
+        {*state.excluded_counterparties, *decision.referrer_counterparties}
+    )
+    if decision.outcome == "attributed":
+        state.upline = list(decision.upline)
+        _qualify(state, out, candidate.occurred_at, rules)
+    return out
+
+
+def qualifying_deposits(state: CustomerReferralState) -> Decimal:
+    """Money in during the window, except what came from the referrer, directly or through an
+    external account the referrer uses."""
+    return sum(
+        (
+            amount
+            for amount, account, counterparty in state.inflows
+            if (account is None or account not in state.excluded_accounts)
+            and (counterparty is None or counterparty not in state.excluded_counterparties)
+        ),
+        Decimal(0),
+    )
+
+
+def _qualify(
+    state: CustomerReferralState, out: RefereeOutcome, t: datetime, rules: ReferralRules
+) -> None:
+    if state.status != "attributed" or state.candidate is None:
+        return
+    deposits = qualifying_deposits(state)
+    if deposits < rules.qualify_deposit and state.transactions < rules.qualify_transactions:
+        return
+    state.status = "qualified"
+    state.qualified_at = t
+    out.events.append(
+        referral_event(
+            "referral.qualified",
+            state.candidate,
+            t,
+            qualifying_amount=deposits,
+            qualifying_transactions=state.transactions,
+        )
+    )

@@ -1,0 +1,345 @@
+"""Referral rules, step by step: leads, attribution precedence, qualification paths, each fraud
+guard and expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from schemas.referral import LeadType, ReferralReason
+from services.referral.domain import (
+    Candidate,
+    ChainMatch,
+    CodeGrant,
+    CounterpartyState,
+    CustomerReferralState,
+    Link,
+    Movement,
+    RefereeOutcome,
+    ReferralRules,
+    decide,
+    link,
+    on_account_event,
+    on_chain_match,
+    on_decision,
+    referral_id,
+)
+
+RULES = ReferralRules()
+T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+class Counterparty:
+    def __init__(self, key: str = "cp1") -> None:
+        self.key = key
+        self.state: CounterpartyState | None = None
+        self.leads: list[tuple[str, str, LeadType]] = []
+        self.matches: list[ChainMatch] = []
+        self.n = 0
+
+    def pay(
+        self,
+        customer: str,
+        at: float,
+        amount: str = "100",
+        business: bool = False,
+        funding: bool = False,
+        event_id: str | None = None,
+    ) -> None:
+        self.n += 1
+        outcome = link(
+            self.state,
+            Link(
+                event_id=event_id or f"e{self.n}",
+                occurred_at=day(at),
+                customer_id=customer,
+                counterparty_key=self.key,
+                business=business,
+                direction="out",
+                amount=Decimal(amount),
+                funding=funding,
+            ),
+            RULES,
+        )
+        self.state = outcome.state
+        self.leads += [(e.type, e.suggested_referrer, e.lead_type) for e in outcome.leads]
+        self.matches += outcome.matches
+
+
+def test_three_transactions_by_one_customer_make_a_retail_lead() -> None:
+    cp = Counterparty()
+    cp.pay("A", 0)
+    cp.pay("A", 10)
+    assert cp.leads == []
+    cp.pay("A", 20)
+    assert cp.leads == [("lead.detected", "A", LeadType.RETAIL)]
+
+
+def test_two_customers_make_a_lead_and_three_make_it_corporate() -> None:
+    cp = Counterparty()
+    cp.pay("A", 0)
+    cp.pay("B", 1, amount="500")
+    assert cp.leads == [("lead.detected", "B", LeadType.RETAIL)]  # same count, larger amount
+    cp.pay("C", 3)
+    assert cp.leads[-1] == ("lead.updated", "B", LeadType.CORPORATE)
+
+
+def test_a_business_counterparty_is_a_corporate_lead() -> None:
+    cp = Counterparty()
+    for n in range(3):
+        cp.pay("A", n, business=True)
+    assert cp.leads == [("lead.detected", "A", LeadType.CORPORATE)]
+
+
+def test_lead_updates_at_most_once_a_day() -> None:
+    cp = Counterparty()
+    cp.pay("A", 0)
+    cp.pay("B", 0.1)
+    cp.pay("B", 0.2)  # referrer changes to B, but the same day as detection
+    cp.pay("B", 0.3)
+    assert [k for k, *_ in cp.leads] == ["lead.detected"]
+    cp.pay("B", 1.5)
+    assert cp.leads[-1][:2] == ("lead.updated", "B")
+
+
+def test_ties_older_than_the_window_do_not_count_and_duplicates_change_nothing() -> None:
+    cp = Counterparty()
+    cp.pay("A", 0, event_id="x")
+    cp.pay("A", 0, event_id="x")
+    cp.pay("A", 0, event_id="x")
+    assert cp.leads == []
+    cp.pay("A", 95)
+    cp.pay("A", 96)
+    assert cp.leads == []  # the day-0 tie fell out of the 90-day window
+
+
+def test_funding_from_a_lead_matches_and_is_not_a_tie_but_an_expired_lead_does_not() -> None:
+    cp = Counterparty()
+    for n in range(3):
+        cp.pay("A", n)
+    cp.pay("NEW", 10, funding=True)
+    assert [(m.referee, m.referrer) for m in cp.matches] == [("NEW", "A")]
+    assert cp.state is not None and all(t.customer_id == "A" for t in cp.state.ties)
+    cp.pay("NEW2", 2 + 181, funding=True)  # 181 days after the last transaction
+    assert len(cp.matches) == 1
+
+
+# -- referees -----------------------------------------------------------------------------------
+
+
+class Customer:
+    def __init__(self, customer_id: str) -> None:
+        self.id = customer_id
+        self.state: CustomerReferralState | None = None
+        self.events: list[tuple[str, ReferralReason | None]] = []
+        self.candidates: list[Candidate] = []
+        self.links: list[Link] = []
+        self.n = 0
+
+    def send(self, kind: str, at: float, code: CodeGrant | None = None, **fields: Any) -> None:
+        self.n += 1
+        movement = Movement(
+            event_id=f"{self.id}-{self.n}", event_type=kind, occurred_at=day(at), **fields
+        )
+        outcome = on_account_event(self.state, self.id, movement, code, RULES)
+        self._take(outcome)
+
+    def _take(self, outcome: RefereeOutcome) -> None:
+        self.state = outcome.state
+        self.events += [(e.type, e.reason_code) for e in outcome.events]
+        self.candidates += outcome.candidates
+        self.links += outcome.links
+
+    def chain(self, referrer: str, at: float) -> None:
+        match = ChainMatch(
+            referee=self.id,
+            referrer=referrer,
+            counterparty_key="cp1",
+            lead_type=LeadType.RETAIL,
+            occurred_at=day(at),
+        )
+        self._take(on_chain_match(self.state, match))
+
+    def decided_by(self, referrer: CustomerReferralState | None) -> CustomerReferralState:
+        candidate = self.candidates[-1]
+        referrer_state, decision = decide(referrer, candidate, RULES)
+        assert decision is not None
+        self._take(on_decision(self.state, decision, RULES))
+        return referrer_state
+
+
+GRANT = CodeGrant(owner="R", issued_at=day(-10))
+
+
+def test_a_valid_code_makes_a_candidate_and_the_referrer_side_attributes() -> None:
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="AN", referral_code="ABCD1234")
+    assert [(x.referrer, x.via) for x in c.candidates] == [("R", "code")]
+    c.decided_by(None)
+    assert c.events == [("referral.attributed", None)]
+
+
+def test_unknown_and_expired_codes_are_rejected() -> None:
+    unknown = Customer("N1")
+    unknown.send("account.opened", 0, code=None, account_id="A", referral_code="ZZZZ9999")
+    assert unknown.events == [("referral.rejected", ReferralReason.CODE_UNKNOWN)]
+    expired = Customer("N2")
+    old = CodeGrant(owner="R", issued_at=day(-400))
+    expired.send("account.opened", 0, code=old, account_id="A", referral_code="ABCD1234")
+    assert expired.events == [("referral.rejected", ReferralReason.CODE_EXPIRED)]
+    assert unknown.candidates == expired.candidates == []
+
+
+def test_an_explicit_code_wins_over_a_chain_tie() -> None:
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="AN", referral_code="ABCD1234")
+    c.chain("OTHER", 3)
+    assert [x.referrer for x in c.candidates] == ["R"]
+
+
+def test_funding_within_30_days_is_flagged_for_the_chain_and_makes_a_chain_candidate() -> None:
+    c = Customer("N")
+    c.send("account.opened", 0, account_id="AN")
+    c.send("transfer.in", 5, account_id="AN", amount=Decimal(5000), counterparty_key="cp1")
+    c.send("transfer.in", 35, account_id="AN", amount=Decimal(10), counterparty_key="cp2")
+    assert [(x.counterparty_key, x.funding) for x in c.links] == [("cp1", True), ("cp2", False)]
+    c.chain("A", 5)
+    assert [(x.referrer, x.via, x.referral_id) for x in c.candidates] == [
+        ("A", "chain", referral_id("N", day(0)))
+    ]
+
+
+def test_self_referral_shared_device_ring_and_velocity() -> None:
+    referrer = CustomerReferralState(customer_id="R", hashes=["phoneR"], upline=["X"])
+    # the referee is the referrer
+    self_ref = Candidate(
+        referral_id="r0",
+        referrer="R",
+        referee="R",
+        via="code",
+        lead_type=LeadType.RETAIL,
+        occurred_at=day(0),
+    )
+    _, d = decide(referrer, self_ref, RULES)
+    assert d is not None and d.reason_code is ReferralReason.SELF_REFERRAL
+    shared = self_ref.model_copy(
+        update={"referral_id": "r1", "referee": "S", "referee_hashes": ("phoneR",)}
+    )
+    _, d = decide(referrer, shared, RULES)
+    assert d is not None and (d.outcome, d.reason_code) == (
+        "rejected",
+        ReferralReason.SHARED_PHONE_OR_DEVICE,
+    )
+    ring = self_ref.model_copy(update={"referral_id": "r2", "referee": "X"})  # X referred R
+    _, d = decide(referrer, ring, RULES)
+    assert d is not None and d.reason_code is ReferralReason.REFERRAL_RING
+    state: CustomerReferralState | None = referrer
+    outcomes = []
+    for n in range(11):
+        candidate = self_ref.model_copy(
+            update={"referral_id": f"v{n}", "referee": f"N{n}", "occurred_at": day(n)}
+        )
+        state, d = decide(state, candidate, RULES)
+        assert d is not None
+        outcomes.append(d.outcome)
+    assert outcomes == ["attributed"] * 10 + ["held"]
+    _, d = decide(state, candidate, RULES)
+    assert d is None  # the same candidate again changes nothing
+
+
+def test_ring_of_three_through_the_upline() -> None:
+    """A referred B, B referred C; C's code given by A (returning) closes the ring."""
+    b = Customer("B")
+    b.send(
+        "account.opened",
+        0,
+        code=CodeGrant(owner="A", issued_at=day(-1)),
+        account_id="B1",
+        referral_code="CODEA123",
+    )
+    a_state = b.decided_by(None)
+    c = Customer("C")
+    c.send(
+        "account.opened",
+        5,
+        code=CodeGrant(owner="B", issued_at=day(1)),
+        account_id="C1",
+        referral_code="CODEB123",
+    )
+    b_as_referrer = b.state
+    c.decided_by(b_as_referrer)
+    assert c.state is not None and c.state.upline == ["B", "A"]
+    a = Customer("A")
+    a.state = a_state
+    a.send(
+        "account.opened",
+        9,
+        code=CodeGrant(owner="C", issued_at=day(6)),
+        account_id="A9",
+        referral_code="CODEC123",
+    )
+    a.decided_by(c.state)
+    assert a.events == [("referral.rejected", ReferralReason.REFERRAL_RING)]
+
+
+def test_qualifies_by_deposit_or_by_transactions_once() -> None:
+    by_deposit = Customer("N1")
+    by_deposit.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    by_deposit.send("deposit", 1, account_id="A", amount=Decimal(600))  # before the decision
+    by_deposit.decided_by(None)
+    by_deposit.send("deposit", 2, account_id="A", amount=Decimal(400))
+    by_deposit.send("deposit", 3, account_id="A", amount=Decimal(400))
+    assert [e for e, _ in by_deposit.events] == ["referral.attributed", "referral.qualified"]
+
+    by_count = Customer("N2")
+    by_count.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    by_count.decided_by(None)
+    for n in range(3):
+        by_count.send("card.payment", n + 1, account_id="A", amount=Decimal(5))
+    assert [e for e, _ in by_count.events] == ["referral.attributed", "referral.qualified"]
+
+
+def test_after_30_days_nothing_qualifies() -> None:
+    late = Customer("N")
+    late.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    late.decided_by(None)
+    late.send("deposit", 31, account_id="A", amount=Decimal(5000))
+    assert [e for e, _ in late.events] == ["referral.attributed"]
+
+
+def test_money_from_the_referrer_does_not_qualify() -> None:
+    referrer = CustomerReferralState(customer_id="R", accounts=["R-ACC"], counterparties=["cpR"])
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    c.send(
+        "transfer.in",
+        1,
+        account_id="A",
+        amount=Decimal(2000),
+        counterparty_own_bank_account="R-ACC",
+    )
+    c.send("transfer.in", 2, account_id="A", amount=Decimal(2000), counterparty_key="cpR")
+    c.decided_by(referrer)
+    assert [e for e, _ in c.events] == ["referral.attributed"]
+    c.send("deposit", 3, account_id="A", amount=Decimal(1000))
+    assert [e for e, _ in c.events] == ["referral.attributed", "referral.qualified"]
+
+
+def test_closing_within_90_days_of_qualifying_reverses() -> None:
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    c.decided_by(None)
+    c.send("deposit", 1, account_id="A", amount=Decimal(1000))
+    c.send("account.closed", 60, account_id="A")
+    assert c.events[-1] == ("referral.reversed", ReferralReason.EARLY_EXIT)
+    kept = Customer("K")
+    kept.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    kept.decided_by(None)
+    kept.send("deposit", 1, account_id="A", amount=Decimal(1000))
+    kept.send("account.closed", 95, account_id="A")
+    assert kept.events[-1][0] == "referral.qualified"
