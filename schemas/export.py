@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 from schemas.account_events import ACCOUNT_EVENT_ADAPTER
 from schemas.envelope import RAPPORT_EVENT_ADAPTER
 from schemas.lifecycle import ChurnSignalChanged, StageChanged
+from schemas.referral import REFERRAL_EVENT_ADAPTER
 from schemas.topics import (
     ALL_TOPICS,
     DLQ_HEADER_ERROR,
@@ -39,6 +40,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "rapport-event-envelope.v1.json": (RAPPORT_EVENT_ADAPTER, "Rapport output event envelope"),
         "stage-changed.v1.json": (TypeAdapter(StageChanged), "Lifecycle stage or tier changed"),
         "churn-signal.v1.json": (TypeAdapter(ChurnSignalChanged), "Churn signal changed"),
+        "referral-event.v1.json": (REFERRAL_EVENT_ADAPTER, "Referral lead or referral changed"),
     }
     out: dict[str, dict[str, Any]] = {}
     for filename, (adapter, title) in schemas.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.account_events import EventTime, Money
 from schemas.envelope import RapportEvent
@@ -95,3 +95,7 @@ class ReferralChanged(RapportEvent):
     reason: str | None = None
     qualifying_amount: Money | None = None
     qualifying_transactions: int | None = None
+
+
+ReferralEvent = Annotated[LeadChanged | ReferralChanged, Field(discriminator="type")]
+REFERRAL_EVENT_ADAPTER: TypeAdapter[LeadChanged | ReferralChanged] = TypeAdapter(ReferralEvent)
