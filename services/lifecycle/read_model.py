@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import JSON, Column, DateTime, Index, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 
 from schemas.lifecycle import ChurnCause, SignalKind, Stage, Strategy, Tier
 from services.lifecycle.domain import CustomerState, average_balance, churn_score
+from services.runtime import db
 from services.runtime.db import get_engine
 
 _TIME = DateTime(timezone=True)
@@ -141,22 +141,9 @@ def profile_row(state: CustomerState) -> LifecycleProfileRow:
 
 
 def write(url: str, rows: list[LifecycleProfileRow]) -> None:
-    """Upsert rows, keeping whichever version of a customer is newest (writes may race when
-    partitions move between workers)."""
-    if not rows:
-        return
-    engine = get_engine(url)
+    """Upsert rows, keeping whichever version of a customer is newest."""
     table = LifecycleProfileRow.__table__  # type: ignore[attr-defined]
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    columns = [c.name for c in table.columns if c.name != "customer_id"]
-    statement = statement.on_conflict_do_update(
-        index_elements=["customer_id"],
-        set_={c: statement.excluded[c] for c in columns},
-        where=table.c.version < statement.excluded.version,
-    )
-    with engine.begin() as connection:
-        connection.execute(statement, [row.model_dump() for row in rows])
+    db.upsert(url, table, [row.model_dump() for row in rows], "customer_id", "version")
 
 
 # -- queries ---------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ one. The order of writes within an event is chosen so that any prefix replays co
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +26,7 @@ from services.lifecycle.domain import (
     apply_event,
     next_deadline,
 )
+from services.runtime.pseudonym import counterparty_key
 
 Store = MutableMapping[str, bytes]
 Publish = Callable[[list[Output]], Awaitable[None]]
@@ -42,13 +41,11 @@ def is_customer_key(key: str) -> bool:
     return not key.startswith("#")
 
 
-def counterparty_key(event: AccountEvent, secret: bytes) -> str | None:
+def transfer_counterparty_key(event: AccountEvent, secret: bytes) -> str | None:
     """A keyed pseudonym of a transfer's counterparty (never its raw account number)."""
     if not isinstance(event, TransferIn | TransferOut):
         return None
-    cp = event.counterparty
-    normalised = f"{cp.bank_code.strip().upper()}:{cp.account.replace(' ', '')}"
-    return hmac.new(secret, normalised.encode(), hashlib.sha256).hexdigest()[:32]
+    return counterparty_key(event.counterparty.bank_code, event.counterparty.account, secret)
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ class LifecycleService:
             event,
             now,
             self.rules,
-            counterparty_key(event, self.secret),
+            transfer_counterparty_key(event, self.secret),
         )
         if outcome.duplicate:
             # Its state may have been stored just before a crash and its deadline not: schedule

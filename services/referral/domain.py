@@ -110,6 +110,9 @@ class CounterpartyState(BaseModel):
     lead: Lead | None = None
     last_at: datetime | None = None
     seen: list[str] = []  # recent event ids: duplicates change nothing
+    # Links received but not yet applied: the service applies them in event-time order once
+    # every input partition has passed their day.
+    pending: list[Link] = []
 
 
 class ChainMatch(BaseModel):
@@ -167,10 +170,13 @@ def link(state: CounterpartyState | None, event: Link, rules: ReferralRules) -> 
         state.lead = None
     if event.funding:
         if state.lead is not None:
+            # The strongest tie over the window ending now; the lead's own referrer when every
+            # tie is older than the window (the lead is still alive for 180 days).
+            window = [x for x in state.ties if x.at > t - timedelta(days=rules.lead_window_days)]
             out.matches.append(
                 ChainMatch(
                     referee=event.customer_id,
-                    referrer=state.lead.referrer,
+                    referrer=_strongest(window) if window else state.lead.referrer,
                     counterparty_key=state.key,
                     lead_type=state.lead.lead_type,
                     occurred_at=t,
@@ -276,6 +282,9 @@ class Candidate(BaseModel):
     channel: str | None = None
     counterparty_key: str | None = None
     referee_hashes: tuple[str, ...] = ()
+    # Sent again when the referee's phone or device hashes arrive after the opening (they come
+    # with a later customer.updated): only the shared-hash guard is checked again.
+    recheck: bool = False
 
 
 class Decision(BaseModel):
@@ -324,9 +333,12 @@ def decide(
     """The fraud guards that need the referrer's facts. Returns None for a candidate decided
     before (a redelivery)."""
     state = (state or CustomerReferralState(customer_id=candidate.referrer)).model_copy(deep=True)
-    if candidate.referral_id in state.decided:
+    decided_as = candidate.referral_id
+    if candidate.recheck:
+        decided_as += ":" + ",".join(sorted(candidate.referee_hashes))
+    if decided_as in state.decided:
         return state, None
-    state.decided = [*state.decided, candidate.referral_id][-200:]
+    state.decided = [*state.decided, decided_as][-200:]
     t = candidate.occurred_at
 
     def answer(
@@ -355,6 +367,8 @@ def decide(
             ReferralReason.SHARED_PHONE_OR_DEVICE,
             "the referee shares a phone number or device with the referrer",
         )
+    if candidate.recheck:
+        return state, answer("attributed")  # confirmed: the referee may qualify now
     if candidate.referee in state.upline:
         return state, answer(
             "rejected",
@@ -402,6 +416,8 @@ class CustomerReferralState(BaseModel):
     decided: list[str] = []  # referral ids decided as a referrer: redeliveries change nothing
     channel: str | None = None
     candidate: Candidate | None = None
+    # A recheck of new phone or device hashes is on its way: no qualifying until it is back.
+    rechecking: bool = False
     status: Literal["pending", "attributed", "held", "rejected", "qualified", "reversed"] | None = (
         None
     )
@@ -463,6 +479,15 @@ def on_account_event(
 
     if kind == "customer.updated":
         state.hashes = sorted({*state.hashes, *event.hashes})[-21:]
+        candidate = state.candidate
+        if (
+            candidate is not None
+            and state.status in ("pending", "attributed")
+            and set(state.hashes) - set(candidate.referee_hashes)
+        ):
+            state.candidate = candidate.model_copy(update={"referee_hashes": tuple(state.hashes)})
+            state.rechecking = True
+            out.candidates.append(state.candidate.model_copy(update={"recheck": True}))
         return out
     if kind == "account.opened":
         if not state.open_accounts:
@@ -626,7 +651,12 @@ def on_decision(
     out = RefereeOutcome(state)
     if state.candidate is None or state.candidate.referral_id != candidate.referral_id:
         return out
-    if state.status != "pending":
+    if candidate.recheck:
+        state.rechecking = False
+        if decision.outcome == "attributed" or state.status not in ("pending", "attributed"):
+            _qualify(state, out, candidate.occurred_at, rules)
+            return out
+    elif state.status != "pending":
         return out
     state.status = decision.outcome
     out.events.append(
@@ -665,7 +695,7 @@ def qualifying_deposits(state: CustomerReferralState) -> Decimal:
 def _qualify(
     state: CustomerReferralState, out: RefereeOutcome, t: datetime, rules: ReferralRules
 ) -> None:
-    if state.status != "attributed" or state.candidate is None:
+    if state.status != "attributed" or state.candidate is None or state.rechecking:
         return
     deposits = qualifying_deposits(state)
     if deposits < rules.qualify_deposit and state.transactions < rules.qualify_transactions:
@@ -681,3 +711,34 @@ def _qualify(
             qualifying_transactions=state.transactions,
         )
     )
+
+
+def on_review(
+    state: CustomerReferralState | None,
+    referral_id: str,
+    approve: bool,
+    t: datetime,
+    rules: ReferralRules,
+) -> RefereeOutcome:
+    """A held referral reviewed by the bank: released (then it may qualify) or rejected."""
+    state = (state or CustomerReferralState(customer_id="")).model_copy(deep=True)
+    out = RefereeOutcome(state)
+    candidate = state.candidate
+    if candidate is None or candidate.referral_id != referral_id or state.status != "held":
+        return out
+    if approve:
+        state.status = "attributed"
+        out.events.append(referral_event("referral.released", candidate, t))
+        _qualify(state, out, t, rules)
+    else:
+        state.status = "rejected"
+        out.events.append(
+            referral_event(
+                "referral.rejected",
+                candidate,
+                t,
+                reason_code=ReferralReason.REVIEW_REJECTED,
+                reason="rejected on review by the bank",
+            )
+        )
+    return out

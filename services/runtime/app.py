@@ -74,9 +74,11 @@ def consume(
     handle: Callable[[T, Any], Awaitable[None]] | None = None,
     *,
     label: Callable[[T], str],
+    topic: Any = None,
 ) -> Any:
     """Register an agent that decodes each record of `spec`, dead-letters what is invalid and
-    hands valid events to `handle` with their message (for its topic, partition and offset)."""
+    hands valid events to `handle` with their message (for its topic, partition and offset).
+    `topic`: the faust topic to read, when it is not a plain one of `spec` (internal topics)."""
     dead_letters = DeadLetters(app, service)
     consumed = EVENTS_CONSUMED
     handled: HandledOffsets = app.rapport_handled  # type: ignore[attr-defined]
@@ -109,7 +111,8 @@ def consume(
         consumed.labels(service, spec.name, label(result)).inc()
 
     agent.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"
-    return app.agent(raw_topic(app, spec), name=f"{service}.{spec.name}")(agent)
+    source = topic if topic is not None else raw_topic(app, spec)
+    return app.agent(source, name=f"{service}.{spec.name}")(agent)
 
 
 async def _tables_recovered(app: faust.App) -> None:
@@ -119,9 +122,18 @@ async def _tables_recovered(app: faust.App) -> None:
     uninterrupted worker never made (tests/integration/test_worker_restart.py). Held events are
     applied once recovery is complete: they are still due, and duplicates are ignored by id."""
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # the concrete TableManager has it
-    while recovery.in_recovery or not recovery.completed.is_set():  # noqa: ASYNC110
+    waited = 0
+    while recovery.in_recovery or not recovery.completed.is_set():
         # faust offers no event for "recovered again after a rebalance"; poll briefly.
         await asyncio.sleep(0.05)
+        waited += 1
+        if waited % 200 == 0:
+            log.warning(
+                "events held for %.0f s while tables recover (in_recovery=%s, completed=%s)",
+                waited * 0.05,
+                recovery.in_recovery,
+                recovery.completed.is_set(),
+            )
 
 
 # Failures of the infrastructure, not of the event: retried until they pass, because a valid event

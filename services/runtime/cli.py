@@ -7,12 +7,16 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from services.runtime.observe import WorkerCounts
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings, get_settings
+
+if TYPE_CHECKING:
+    from services.simulator.truth import Truth
 
 console = Console()
 
@@ -210,6 +214,7 @@ def cmd_simulate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         console.print(f"events: {args.out}")
     else:
         truth.output_offsets = asyncio.run(output_offsets(settings))
+        register_codes(settings, truth)
         asyncio.run(
             produce_records(
                 settings,
@@ -223,6 +228,22 @@ def cmd_simulate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     truth.write(truth_path)
     console.print(f"truth: {truth_path}")
     return 0
+
+
+def register_codes(settings: RuntimeSettings, truth: Truth) -> None:
+    """The simulated customers' referral codes, issued the day before the simulated period, so
+    the referral service knows them when the feed gives them at account opening."""
+    from datetime import timedelta
+
+    from services.referral import read_model
+    from services.referral.config import ReferralSettings
+    from services.runtime import db
+
+    url = settings.resolved_database_url
+    db.upgrade(url)
+    validity = timedelta(days=ReferralSettings().code_validity_days)
+    read_model.register_codes(url, truth.codes, truth.start - timedelta(days=1), validity)
+    console.print(f"referral codes: {len(truth.codes)} registered")
 
 
 def default_truth_path(args: argparse.Namespace, settings: RuntimeSettings) -> Path:
@@ -266,6 +287,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
 
 def evaluate_outputs(settings: RuntimeSettings, truth_path: Path, out: Path | None) -> Path:
     """Read the output topics, score them, print the headline; returns the report's path."""
+    from services.referral.config import ReferralSettings
+    from services.runtime.pseudonym import counterparty_key
     from services.runtime.readback import read_topics
     from services.simulator.evaluate import EVALUATED_TOPICS, decode_outputs, evaluate
     from services.simulator.report import headline, write
@@ -274,7 +297,10 @@ def evaluate_outputs(settings: RuntimeSettings, truth_path: Path, out: Path | No
     truth = Truth.read(truth_path)
     records = asyncio.run(read_topics(settings.bootstrap_list, list(EVALUATED_TOPICS)))
     outputs, dead_letters = decode_outputs(records, truth.output_offsets)
-    evaluation = evaluate(truth, outputs, dead_letters)
+    secret = ReferralSettings().pseudonym_key.encode()
+    evaluation = evaluate(
+        truth, outputs, dead_letters, lambda bank, account: counterparty_key(bank, account, secret)
+    )
     table = Table(title="evaluation against the simulator's truth")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -439,6 +465,7 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
             f"{simulation.valid} valid events and {simulation.invalid} invalid ones"
         )
         truth.output_offsets = asyncio.run(output_offsets(settings))
+        register_codes(settings, truth)
         truth_path = settings.home / "simulation" / "truth.json"
         truth_path.parent.mkdir(parents=True, exist_ok=True)
         truth.write(truth_path)

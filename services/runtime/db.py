@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -96,3 +98,21 @@ def check_ready(url: str) -> str | None:
     if current != head:
         return f"database schema at {current}, code expects {head}: run `rapport db upgrade`"
     return None
+
+
+def upsert(url: str, table: Any, rows: list[dict[str, Any]], key: str, newer: str) -> None:
+    """Insert rows, or update the existing row of the same `key` when the new row's `newer`
+    column is greater: writes may race or repeat (partitions move between workers, a restarted
+    worker writes again), and an older row must never overwrite a newer one."""
+    if not rows:
+        return
+    engine = get_engine(url)
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[key],
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name != key},
+        where=table.c[newer] < statement.excluded[newer],
+    )
+    with engine.begin() as connection:
+        connection.execute(statement, rows)

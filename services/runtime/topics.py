@@ -28,16 +28,19 @@ def every_topic() -> tuple[TopicSpec, ...]:
 
 
 async def create_topics(
-    settings: RuntimeSettings, partitions: int | None = None
+    settings: RuntimeSettings,
+    partitions: int | None = None,
+    specs: tuple[TopicSpec, ...] | None = None,
 ) -> list[TopicResult]:
-    """Create every topic that does not exist yet; existing ones are left as they are."""
+    """Create every topic (or those of `specs`) that does not exist yet; existing ones are left
+    as they are."""
     count = partitions or settings.topic_partitions
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list, request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         results = []
-        for spec in every_topic():
+        for spec in specs if specs is not None else every_topic():
             if spec.name in existing:
                 results.append(TopicResult(spec.name, False, count, spec.config()))
                 continue

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -64,4 +66,27 @@ def run_worker(service: str, settings: RuntimeSettings) -> None:
     serve_metrics(settings.metrics_port(service), settings.metrics_host)
     level = _FAUST_LOG_LEVELS.get(settings.log_level.lower(), "info")
     worker = faust.Worker(app, loglevel=level, quiet=True)
+    app.task(_dump_on_sigquit)
     sys.exit(worker.execute_from_commandline())
+
+
+async def _dump_on_sigquit() -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, _dump_tasks)
+
+
+def _dump_tasks() -> None:
+    """`kill -QUIT <pid>`: print where each asyncio task of the worker waits, to the log, the
+    whole chain of awaits of each (faust's own dump on SIGUSR1 truncates it). For a worker that
+    is alive but makes no progress."""
+    tasks = asyncio.all_tasks()
+    print(f"--- {len(tasks)} asyncio tasks ---", file=sys.stderr)
+    for task in tasks:
+        chain = []
+        awaited: object = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        print(f"{task.get_name()}:\n    " + "\n    ".join(chain), file=sys.stderr)
+    sys.stderr.flush()

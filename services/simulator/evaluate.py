@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -303,7 +303,14 @@ def _not_running(topic: str) -> Section:
     )
 
 
-def referral_section(truth: Truth, events: list[Mapping[str, Any]]) -> Section:
+def referral_section(
+    truth: Truth,
+    events: Sequence[Mapping[str, Any]],
+    key_of: Callable[[str, str], str] | None = None,
+) -> Section:
+    """Leads found against the counterparties that really converted (`key_of` pseudonymises a
+    bank code and account as the referral service does), attribution against the true
+    introducer, and the planted fraud caught."""
     if not events:
         return _not_running(REFERRAL_EVENTS.name)
     types = Counter(str(e.get("type")) for e in events)
@@ -313,27 +320,46 @@ def referral_section(truth: Truth, events: list[Mapping[str, Any]]) -> Section:
         if e.get("type") == "referral.attributed"
     }
     conversions = truth.conversions
-    right = sum(1 for c in conversions if attributed.get(c.customer_id) == c.introduced_by)
+    right = [c for c in conversions if attributed.get(c.customer_id) == c.introduced_by]
     flagged = {
         str(e.get("referee"))
         for e in events
         if e.get("type") in ("referral.rejected", "referral.held")
     }
-    fraud_caught = {
-        case.pattern: sum(1 for r in case.referees if r in flagged) for case in truth.fraud
-    }
-    fraud_total = {case.pattern: len(case.referees) for case in truth.fraud}
-    return Section(
-        running=True,
-        figures={
-            "events_by_type": dict(sorted(types.items())),
-            "true_conversions": len(conversions),
-            "conversions_attributed_to_the_true_introducer": right,
-            "attribution_accuracy": _ratio(right, len(conversions)),
-            "fraud_referees_caught": fraud_caught,
-            "fraud_referees": fraud_total,
+    figures: dict[str, Any] = {
+        "events_by_type": dict(sorted(types.items())),
+        "true_conversions": len(conversions),
+        "conversions_attributed_to_the_true_introducer": len(right),
+        "attribution_accuracy": _ratio(len(right), len(conversions)),
+        "attribution_accuracy_by_path": {
+            via: _ratio(
+                sum(1 for c in right if c.via == via),
+                sum(1 for c in conversions if c.via == via),
+            )
+            for via in ("code", "chain")
         },
-    )
+        "fraud_referees_caught": {
+            case.pattern: sum(1 for r in case.referees if r in flagged) for case in truth.fraud
+        },
+        "fraud_referees": {case.pattern: len(case.referees) for case in truth.fraud},
+    }
+    if key_of is not None:
+        first_lead: dict[str, datetime] = {}
+        for e in events:
+            if e.get("type") == "lead.detected":
+                key, at = str(e.get("counterparty_key")), _at(e)
+                first_lead[key] = min(first_lead.get(key, at), at)
+        never = datetime.max.replace(tzinfo=truth.start.tzinfo)
+        found = [
+            c
+            for c in conversions
+            if first_lead.get(key_of(c.counterparty.bank_code, c.counterparty.account), never)
+            <= c.opened_at
+        ]
+        figures["converted_counterparties_that_were_leads_before"] = len(found)
+        figures["lead_recall"] = _ratio(len(found), len(conversions))
+        figures["leads_detected"] = types.get("lead.detected", 0)
+    return Section(running=True, figures=figures)
 
 
 def rewards_section(entries: list[Mapping[str, Any]]) -> Section:
@@ -369,6 +395,7 @@ def evaluate(
     truth: Truth,
     outputs: Mapping[str, Sequence[Mapping[str, Any]]],
     dlq: Mapping[str, Mapping[str, int]],
+    counterparty_key: Callable[[str, str], str] | None = None,
 ) -> Evaluation:
     """`outputs`: decoded events per output topic name (missing topics count as empty)."""
 
@@ -384,7 +411,7 @@ def evaluate(
         outputs={topic: len(events) for topic, events in sorted(outputs.items())},
         churn=churn_detection(truth, stage_events) if stage_events else None,
         stages=stage_series(truth, stage_events) if stage_events else None,
-        referral=referral_section(truth, of(REFERRAL_EVENTS.name)),
+        referral=referral_section(truth, of(REFERRAL_EVENTS.name), counterparty_key),
         rewards=rewards_section(of(REWARDS_LEDGER.name)),
         notify=notify_section(of(NOTIFICATIONS.name), of(RM_TASKS.name)),
         dead_letters=dead_letters(truth, dlq),

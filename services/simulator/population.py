@@ -573,7 +573,9 @@ class Simulator:
                     days=rng.randrange(WARM_UP_DAYS + 60, max(self.days - 25, WARM_UP_DAYS + 61))
                 )
             )
-            introducer = self._strongest_tie(chain.get(counterparty.account, []), opened)
+            funded_at = self._at(opened + timedelta(days=rng.randrange(2, 20)))
+            # Who introduced the prospect: the strongest tie when its money moved over.
+            introducer = self._strongest_tie(chain.get(counterparty.account, []), funded_at)
             if introducer is None:
                 continue
             via_code = rng.random() < 0.5
@@ -583,7 +585,7 @@ class Simulator:
             self._onboard(book, opened, Decimal(rng.randrange(100, 800)), code=code)
             book.move(
                 "transfer.in",
-                self._at(opened + timedelta(days=rng.randrange(2, 20))),
+                funded_at,
                 Decimal(rng.randrange(2_000, 30_000)),
                 "online",
                 counterparty,

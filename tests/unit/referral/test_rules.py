@@ -343,3 +343,38 @@ def test_closing_within_90_days_of_qualifying_reverses() -> None:
     kept.send("deposit", 1, account_id="A", amount=Decimal(1000))
     kept.send("account.closed", 95, account_id="A")
     assert kept.events[-1][0] == "referral.qualified"
+
+
+def test_a_phone_shared_with_the_referrer_found_after_attribution_rejects() -> None:
+    referrer = CustomerReferralState(customer_id="R", hashes=["phoneR"])
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    referrer = c.decided_by(referrer)
+    c.send("customer.updated", 0.01, hashes=("phoneR",))
+    assert c.candidates[-1].recheck
+    c.decided_by(referrer)
+    assert c.events == [
+        ("referral.attributed", None),
+        ("referral.rejected", ReferralReason.SHARED_PHONE_OR_DEVICE),
+    ]
+    c.send("deposit", 1, account_id="A", amount=Decimal(5000))
+    assert c.events[-1][0] == "referral.rejected"  # a rejected referral never qualifies
+
+
+def test_no_qualifying_while_a_recheck_is_on_its_way() -> None:
+    referrer = CustomerReferralState(customer_id="R", hashes=["phoneR"])
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    referrer = c.decided_by(referrer)
+    c.send("customer.updated", 0.01, hashes=("phoneR",))
+    c.send("deposit", 0.02, account_id="A", amount=Decimal(5000))  # before the recheck is back
+    assert [e for e, _ in c.events] == ["referral.attributed"]
+    c.decided_by(referrer)
+    assert c.events[-1] == ("referral.rejected", ReferralReason.SHARED_PHONE_OR_DEVICE)
+    clean = Customer("M")
+    clean.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    other = clean.decided_by(CustomerReferralState(customer_id="R", hashes=["phoneR"]))
+    clean.send("customer.updated", 0.01, hashes=("phoneM",))
+    clean.send("deposit", 0.02, account_id="A", amount=Decimal(5000))
+    clean.decided_by(other)  # confirmed: now it qualifies
+    assert [e for e, _ in clean.events] == ["referral.attributed", "referral.qualified"]

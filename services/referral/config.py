@@ -1,0 +1,27 @@
+"""Referral settings: every rule threshold, overridable by RAPPORT_REFERRAL_* variables."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.referral.domain import ReferralRules
+
+
+class ReferralSettings(BaseSettings, ReferralRules):
+    """The rules with their defaults (inherited from `ReferralRules`), plus how the worker runs
+    them. `RAPPORT_REFERRAL_LEAD_MIN_TRANSACTIONS=5` overrides one rule."""
+
+    model_config = SettingsConfigDict(env_prefix="RAPPORT_REFERRAL_", extra="ignore", frozen=True)
+
+    # Links are applied in event-time order once every input partition is this far past them.
+    allowed_lateness_hours: int = 24
+    # Keys counterparty hashes (HMAC-SHA256); raw counterparty accounts are never stored.
+    pseudonym_key: str = "development-only-pseudonym-key"
+    # How often the worker writes changed referrals and leads to the read model.
+    read_model_interval_seconds: float = 1.0
+    # Reviews of held referrals need this token in X-Rapport-Admin-Token; none set, none taken.
+    admin_token: str | None = None
+
+    def rules(self) -> ReferralRules:
+        """The domain's rule object, without the worker's own settings."""
+        return ReferralRules(**self.model_dump(include=set(ReferralRules.model_fields)))

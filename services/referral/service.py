@@ -1,0 +1,332 @@
+"""The referral service layer: account events and the internal steps (links, chain matches,
+candidates, decisions) through the rules, over plain key-value stores (changelogged faust tables
+in the worker, dicts in the tests) and async callbacks for publishing and code lookups.
+
+Write order, as in the lifecycle service: every output and every internal step is acknowledged
+before the state that records it is written, so a crash at any point replays into the same
+outputs (their ids are derived from their content) and the same steps (deduplicated by the
+receiving state). A customer's state is changed by two streams (account events and steps); a
+per-customer lock keeps their read-modify-write cycles apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel
+
+from schemas.account_events import AccountEvent, CustomerUpdated, TransferIn, TransferOut
+from schemas.referral import LeadChanged, ReferralChanged
+from services.referral.domain import (
+    Candidate,
+    ChainMatch,
+    CodeGrant,
+    CounterpartyState,
+    CustomerReferralState,
+    Decision,
+    Link,
+    Movement,
+    RefereeOutcome,
+    ReferralRules,
+    decide,
+    link,
+    on_account_event,
+    on_chain_match,
+    on_decision,
+    on_review,
+)
+from services.runtime.pseudonym import counterparty_key
+
+Store = MutableMapping[str, bytes]
+ReferralOutput = LeadChanged | ReferralChanged
+
+
+class Watermark(BaseModel):
+    """From one input partition to every links partition: every link of that partition with
+    an event time before the start of `day` (an ordinal) has been sent."""
+
+    source: int
+    day: int
+
+
+class LinkRecord(BaseModel):
+    """What travels on the links topic: a link (keyed by counterparty) or a watermark."""
+
+    link: Link | None = None
+    watermark: Watermark | None = None
+
+
+class Review(BaseModel):
+    """The bank's verdict on a held referral, sent by the API."""
+
+    referral_id: str
+    referee: str
+    approve: bool
+    reviewed_at: datetime
+
+
+class Step(BaseModel):
+    """An internal record between the keyed steps, on the steps topic (keyed by customer)."""
+
+    kind: Literal["chain_match", "candidate", "decision", "review"]
+    chain_match: ChainMatch | None = None
+    candidate: Candidate | None = None
+    decision: Decision | None = None
+    review: Review | None = None
+
+    @property
+    def customer_id(self) -> str:
+        """The key it travels under: the customer whose state it changes."""
+        if self.chain_match is not None:
+            return self.chain_match.referee
+        if self.candidate is not None:
+            return self.candidate.referrer
+        if self.review is not None:
+            return self.review.referee
+        assert self.decision is not None
+        return self.decision.candidate.referee
+
+
+@dataclass
+class Ports:
+    """Where the service's effects go; each returns once the broker has the record."""
+
+    publish: Callable[[list[ReferralOutput]], Awaitable[None]]
+    send_links: Callable[[list[Link]], Awaitable[None]]
+    # To every partition of the links topic.
+    broadcast_watermark: Callable[[Watermark], Awaitable[None]]
+    send_steps: Callable[[list[Step]], Awaitable[None]]
+    lookup_code: Callable[[str], Awaitable[CodeGrant | None]]
+
+
+@dataclass
+class _Locks:
+    """One asyncio lock per customer being handled, dropped when no task holds or awaits it."""
+
+    held: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+
+    async def run(self, key: str, work: Callable[[], Awaitable[None]]) -> None:
+        lock, users = self.held.get(key, (asyncio.Lock(), 0))
+        self.held[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await work()
+        finally:
+            lock, users = self.held[key]
+            if users == 1:
+                del self.held[key]
+            else:
+                self.held[key] = (lock, users - 1)
+
+
+class ReferralService:
+    """The three keyed steps of the referral rules over two stores."""
+
+    def __init__(
+        self,
+        customers: Store,
+        counterparties: Store,
+        ports: Ports,
+        rules: ReferralRules,
+        secret: bytes,
+        *,
+        sources: int,
+        lateness: timedelta,
+    ) -> None:
+        self.sources = sources
+        self.lateness = lateness
+        self.customers = customers
+        self.counterparties = counterparties
+        self.ports = ports
+        self.rules = rules
+        self.secret = secret
+        self.locks = _Locks()
+        # Referrals and leads changed since the read model last took them.
+        self.changed: list[ReferralOutput] = []
+
+    def customer(self, customer_id: str) -> CustomerReferralState | None:
+        raw = self.customers.get(customer_id)
+        return None if raw is None else CustomerReferralState.model_validate_json(raw)
+
+    def counterparty(self, key: str) -> CounterpartyState | None:
+        raw = self.counterparties.get(key)
+        return None if raw is None else CounterpartyState.model_validate_json(raw)
+
+    def movement(self, event: AccountEvent) -> Movement:
+        """What the rules need of an account event, with counterparties keyed: the raw
+        account number of another bank goes no further than this function."""
+        key = own_account = None
+        business = False
+        if isinstance(event, TransferIn | TransferOut):
+            cp = event.counterparty
+            business = cp.kind == "business"
+            if cp.bank_code.strip().upper() == self.rules.own_bank_code:
+                own_account = cp.account.strip()
+            else:
+                key = counterparty_key(cp.bank_code, cp.account, self.secret)
+        hashes: tuple[str, ...] = ()
+        if isinstance(event, CustomerUpdated):
+            profile = event.profile
+            hashes = tuple(h for h in (profile.phone_hash, *profile.device_hashes) if h)
+        return Movement(
+            event_id=event.event_id,
+            event_type=str(event.event_type),
+            occurred_at=event.occurred_at,
+            account_id=event.account_id,
+            amount=getattr(event, "amount", None) or Decimal(0),
+            channel=str(event.channel) if event.channel else None,
+            referral_code=getattr(event, "referral_code", None),
+            counterparty_key=key,
+            counterparty_own_bank_account=own_account,
+            counterparty_business=business,
+            hashes=hashes,
+        )
+
+    async def handle_account_event(self, event: AccountEvent, partition: int) -> None:
+        movement = self.movement(event)
+
+        async def work() -> None:
+            code = None
+            if movement.event_type == "account.opened" and movement.referral_code:
+                code = await self.ports.lookup_code(movement.referral_code)
+            outcome = on_account_event(
+                self.customer(event.customer_id), event.customer_id, movement, code, self.rules
+            )
+            await self._commit(outcome)
+
+        await self.locks.run(event.customer_id, work)
+        await self._advance_source(partition, event.occurred_at)
+
+    async def _advance_source(self, partition: int, occurred_at: datetime) -> None:
+        """Tell the links partitions how far this input partition has got, once a day of event
+        time (less the allowed lateness): they apply links in event-time order up to there."""
+        key = f"#source:{partition}"
+        clock = orjson.loads(self.customers.get(key) or b"{}")
+        newest = occurred_at
+        if "max" in clock:
+            newest = max(newest, datetime.fromisoformat(clock["max"]))
+        day = (newest - self.lateness).toordinal()
+        if day > clock.get("sent", 0):
+            await self.ports.broadcast_watermark(Watermark(source=partition, day=day))
+            clock["sent"] = day
+        clock["max"] = newest.isoformat()
+        self.customers[key] = orjson.dumps(clock)
+
+    async def handle_link_record(self, record: LinkRecord, partition: int) -> None:
+        """Links wait in their counterparty's state until every input partition has passed
+        their day, then apply in event-time order: the leads and chain matches then do not
+        depend on how the input partitions interleave, nor on how many workers there are."""
+        if record.link is not None:
+            item = record.link
+            index_key = f"#pending:{partition}"
+            index = orjson.loads(self.counterparties.get(index_key) or b"[]")
+            if item.counterparty_key not in index:
+                # The index is written before the state: an indexed key without pending links
+                # is harmless, a pending link that no index names would wait forever.
+                self.counterparties[index_key] = orjson.dumps([*index, item.counterparty_key])
+            state = self.counterparty(item.counterparty_key) or CounterpartyState(
+                key=item.counterparty_key
+            )
+            if item.event_id in state.seen or any(
+                p.event_id == item.event_id for p in state.pending
+            ):
+                return
+            state.pending.append(item)
+            self.counterparties[item.counterparty_key] = state.model_dump_json().encode()
+        elif record.watermark is not None:
+            await self._watermark(record.watermark, partition)
+
+    async def _watermark(self, mark: Watermark, partition: int) -> None:
+        marks_key = f"#marks:{partition}"
+        marks = orjson.loads(self.counterparties.get(marks_key) or b"{}")
+        sources = marks.setdefault("sources", {})
+        sources[str(mark.source)] = max(sources.get(str(mark.source), 0), mark.day)
+        if len(sources) < self.sources:
+            self.counterparties[marks_key] = orjson.dumps(marks)
+            return
+        low = min(sources.values())
+        if low > marks.get("released", 0):
+            await self._release(partition, low)
+            marks["released"] = low
+        self.counterparties[marks_key] = orjson.dumps(marks)
+
+    async def _release(self, partition: int, day: int) -> None:
+        """Apply, in event-time order, every pending link dated before `day`."""
+        index_key = f"#pending:{partition}"
+        still: list[str] = []
+        for key in orjson.loads(self.counterparties.get(index_key) or b"[]"):
+            state = self.counterparty(key)
+            if state is None:
+                continue
+            ready = sorted(
+                (p for p in state.pending if p.occurred_at.toordinal() < day),
+                key=lambda p: (p.occurred_at, p.event_id),
+            )
+            rest = [p for p in state.pending if p.occurred_at.toordinal() >= day]
+            leads: list[ReferralOutput] = []
+            matches: list[ChainMatch] = []
+            for item in ready:
+                outcome = link(state, item, self.rules)
+                state = outcome.state
+                leads += outcome.leads
+                matches += outcome.matches
+            await self._publish(leads)
+            await self.ports.send_steps([Step(kind="chain_match", chain_match=m) for m in matches])
+            state.pending = rest
+            self.counterparties[key] = state.model_dump_json().encode()
+            if rest:
+                still.append(key)
+        self.counterparties[index_key] = orjson.dumps(still)
+
+    async def handle_step(self, step: Step) -> None:
+        async def work() -> None:
+            if step.chain_match is not None:
+                await self._commit(
+                    on_chain_match(self.customer(step.customer_id), step.chain_match)
+                )
+            elif step.candidate is not None:
+                state, decision = decide(
+                    self.customer(step.customer_id), step.candidate, self.rules
+                )
+                if decision is not None:
+                    await self.ports.send_steps([Step(kind="decision", decision=decision)])
+                self._save(state)
+            elif step.decision is not None:
+                await self._commit(
+                    on_decision(self.customer(step.customer_id), step.decision, self.rules)
+                )
+            elif step.review is not None:
+                review = step.review
+                await self._commit(
+                    on_review(
+                        self.customer(review.referee),
+                        review.referral_id,
+                        review.approve,
+                        review.reviewed_at,
+                        self.rules,
+                    )
+                )
+
+        await self.locks.run(step.customer_id, work)
+
+    async def _commit(self, outcome: RefereeOutcome) -> None:
+        await self._publish(list(outcome.events))
+        await self.ports.send_links(outcome.links)
+        await self.ports.send_steps(
+            [Step(kind="candidate", candidate=c) for c in outcome.candidates]
+        )
+        self._save(outcome.state)
+
+    async def _publish(self, outputs: list[ReferralOutput]) -> None:
+        if outputs:
+            await self.ports.publish(outputs)
+            self.changed.extend(outputs)
+
+    def _save(self, state: CustomerReferralState) -> None:
+        self.customers[state.customer_id] = state.model_dump_json().encode()

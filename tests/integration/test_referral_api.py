@@ -1,0 +1,112 @@
+"""The referral API over the read model: codes, a customer's referrals, the funnel, and the
+review of held referrals with its errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from schemas.referral import LeadChanged, LeadStrength, LeadType, ReferralChanged, ReferralReason
+from services.referral import read_model
+from services.runtime import db
+from services.runtime.api import load_api
+from services.runtime.broker import LocalBroker
+from services.runtime.settings import RuntimeSettings
+
+T = datetime(2025, 5, 1, tzinfo=UTC)
+
+
+def referral(kind: str, rid: str, referee: str, **fields: object) -> ReferralChanged:
+    return ReferralChanged(
+        event_id=f"{kind}-{rid}",
+        type=kind,  # type: ignore[arg-type]
+        occurred_at=T,
+        referral_id=rid,
+        referrer="R1",
+        referee=referee,
+        via="code",
+        lead_type=LeadType.RETAIL,
+        channel="mobile",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def client(kafka: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    monkeypatch.setenv("RAPPORT_REFERRAL_ADMIN_TOKEN", "s3cret")
+    settings = RuntimeSettings(kafka_bootstrap_servers=kafka.bootstrap, home=tmp_path)
+    url = settings.resolved_database_url
+    db.upgrade(url)
+    lead = LeadChanged(
+        event_id="lead-1",
+        type="lead.detected",
+        occurred_at=T,
+        lead_id="L1",
+        counterparty_key="cp1",
+        lead_type=LeadType.RETAIL,
+        suggested_referrer="R1",
+        strength=LeadStrength(
+            transactions=3, customers=1, amount="300", direction="paid_to", window_days=90
+        ),  # type: ignore[arg-type]
+        last_transaction_at=T,
+        expires_at=T,
+    )
+    read_model.write(
+        url,
+        [
+            lead,
+            referral("referral.attributed", "r1", "N1"),
+            referral("referral.qualified", "r1", "N1"),
+            referral("referral.attributed", "r2", "N2"),  # a replayed older stage never wins:
+            referral(
+                "referral.rejected",
+                "r2",
+                "N2",
+                reason_code=ReferralReason.SELF_REFERRAL,
+                reason="x",
+            ),
+            referral("referral.held", "r3", "N3", reason_code=ReferralReason.VELOCITY, reason="y"),
+        ],
+    )
+    read_model.write(url, [referral("referral.attributed", "r2", "N2")])
+    return TestClient(load_api("referral", settings))
+
+
+def test_codes_referrals_and_funnel(client: TestClient) -> None:
+    issued = client.post("/customers/R1/referral-codes")
+    assert issued.status_code == 201
+    code = issued.json()["code"]
+    assert len(code) == 8 and code.isalnum() and code.isupper()
+    assert client.post("/customers/not a customer/referral-codes").status_code == 422
+
+    mine = client.get("/customers/R1/referrals").json()
+    assert mine["codes"] == [code]
+    assert {r["referral_id"]: r["status"] for r in mine["referrals"]} == {
+        "r1": "qualified",
+        "r2": "rejected",
+        "r3": "held",
+    }
+    assert mine["leads_suggested"] == 1
+
+    retail = client.get("/referrals/funnel").json()["by_lead_type"]["retail"]
+    assert (retail["leads"], retail["attributed"], retail["qualified"]) == (1, 1, 1)
+    assert (retail["rejected"], retail["held"]) == (1, 1)
+
+
+def test_review_needs_the_token_and_a_held_referral(client: TestClient) -> None:
+    body = {"decision": "release"}
+    assert client.post("/referrals/r3/review", json=body).status_code == 403
+    wrong = {"X-Rapport-Admin-Token": "nope"}
+    assert client.post("/referrals/r3/review", json=body, headers=wrong).status_code == 403
+    token = {"X-Rapport-Admin-Token": "s3cret"}
+    missing = client.post("/referrals/zzz/review", json=body, headers=token)
+    assert missing.status_code == 404 and "zzz" in missing.json()["detail"]
+    not_held = client.post("/referrals/r1/review", json=body, headers=token)
+    assert not_held.status_code == 409 and "qualified" in not_held.json()["detail"]
+    bad = client.post("/referrals/r3/review", json={"decision": "maybe"}, headers=token)
+    assert bad.status_code == 422
+    accepted = client.post("/referrals/r3/review", json=body, headers=token)
+    assert accepted.status_code == 202 and accepted.json()["decision"] == "release"

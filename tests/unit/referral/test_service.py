@@ -1,0 +1,212 @@
+"""The referral service over dict stores, with the internal topics replaced by in-memory queues:
+a simulated population's referrals come out as the truth says, whatever the order in which the
+steps arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from schemas.referral import LeadChanged
+from services.referral.domain import CodeGrant, Link, ReferralRules
+from services.referral.service import (
+    LinkRecord,
+    Ports,
+    ReferralOutput,
+    ReferralService,
+    Step,
+    Watermark,
+)
+from services.runtime.codec import Rejection, decode_account_event
+from services.runtime.produce import records_from_lines
+from services.simulator.simulate import Simulation, simulate
+from services.simulator.truth import Truth
+
+
+class Router:
+    """The service with its effects captured: outputs kept, links and steps queued."""
+
+    def __init__(self, truth: Truth, shuffle: int | None = None) -> None:
+        self.outputs: list[ReferralOutput] = []
+        self.links: list[LinkRecord] = []
+        self.steps: list[Step] = []
+        self.rng = random.Random(shuffle) if shuffle is not None else None
+        issued = truth.start - timedelta(days=1)
+        self.codes = {
+            code: CodeGrant(owner=owner, issued_at=issued) for code, owner in truth.codes.items()
+        }
+        self.service = ReferralService(
+            {},
+            {},
+            Ports(self._publish, self._links, self._watermark, self._steps, self._code),
+            ReferralRules(),
+            b"k",
+            sources=1,
+            lateness=timedelta(hours=24),
+        )
+
+    async def _publish(self, outputs: list[ReferralOutput]) -> None:
+        self.outputs += outputs
+
+    async def _links(self, links: list[Link]) -> None:
+        self.links += [LinkRecord(link=item) for item in links]
+
+    async def _watermark(self, mark: Watermark) -> None:
+        self.links.append(LinkRecord(watermark=mark))
+
+    async def _steps(self, steps: list[Step]) -> None:
+        self.steps += steps
+
+    async def _code(self, code: str) -> CodeGrant | None:
+        return self.codes.get(code)
+
+    async def pump(self) -> None:
+        """Deliver queued links and steps (in a shuffled order when asked) until none is left."""
+        while self.links or self.steps:
+            if self.rng is not None and self.links and self.steps and self.rng.random() < 0.5:
+                await self.service.handle_step(self.steps.pop(0))
+            elif self.links:
+                await self.service.handle_link_record(self.links.pop(0), 0)
+            else:
+                await self.service.handle_step(self.steps.pop(0))
+
+    def run(self, simulation: Simulation) -> Router:
+        async def go() -> None:
+            for record in records_from_lines(simulation.lines):
+                event = decode_account_event(record.key, record.value)
+                if isinstance(event, Rejection):
+                    continue
+                await self.service.handle_account_event(event, 0)
+                await self.pump()
+
+        asyncio.run(go())
+        return self
+
+
+@pytest.fixture(scope="module")
+def simulation() -> Simulation:
+    return simulate(400, 365, seed=21)
+
+
+def referrals(outputs: list[ReferralOutput]) -> dict[str, list[tuple[str, str | None]]]:
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    seen = set()
+    for o in outputs:
+        if o.event_id in seen or o.type.startswith("lead."):
+            continue
+        seen.add(o.event_id)
+        found.setdefault(o.referee, []).append((o.type, o.referrer))  # type: ignore[union-attr]
+    return found
+
+
+def test_conversions_are_attributed_to_the_true_introducer(simulation: Simulation) -> None:
+    router = Router(simulation.truth).run(simulation)
+    found = referrals(router.outputs)
+    truth = simulation.truth
+    right = [
+        c
+        for c in truth.conversions
+        if ("referral.attributed", c.introduced_by) in found.get(c.customer_id, [])
+    ]
+    by_via = Counter(c.via for c in right)
+    assert len(right) == len(truth.conversions), [
+        (c.customer_id, c.via, c.introduced_by, found.get(c.customer_id))
+        for c in truth.conversions
+        if c not in right
+    ]
+    assert by_via["code"] > 0 and by_via["chain"] > 0
+    leads = [o for o in router.outputs if o.type == "lead.detected"]
+    assert leads, "landlords and employers paid by customers become leads"
+
+
+def test_fraud_is_caught(simulation: Simulation) -> None:
+    found = referrals(Router(simulation.truth).run(simulation).outputs)
+    for case in simulation.truth.fraud:
+        if case.pattern == "self_referral":
+            # attributed at opening, rejected once the shared phone arrives with the profile
+            assert found[case.referees[0]][-1][0] == "referral.rejected"
+            assert "referral.qualified" not in [kind for kind, _ in found[case.referees[0]]]
+        elif case.pattern == "ring":
+            assert (
+                found[case.referees[1]][-1][0] == "referral.rejected"
+            )  # A coming back with B's code
+        else:
+            held = [r for r in case.referees if found[r][0][0] == "referral.held"]
+            assert len(held) == len(case.referees) - ReferralRules().velocity_limit
+
+
+def test_the_order_of_internal_steps_does_not_change_the_outcome(simulation: Simulation) -> None:
+    straight = {o.event_id for o in Router(simulation.truth).run(simulation).outputs}
+    shuffled = {o.event_id for o in Router(simulation.truth, shuffle=3).run(simulation).outputs}
+    assert straight == shuffled
+
+
+def test_links_apply_in_event_time_order_whatever_the_interleaving_of_sources() -> None:
+    """Two input partitions' links reach a counterparty in different interleavings; the
+    watermarks make the lead's referrer and the chain match come out the same."""
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+    def a_link(n: int, customer: str, day: float, funding: bool = False) -> Link:
+        return Link(
+            event_id=f"e{n}",
+            occurred_at=t0 + timedelta(days=day),
+            customer_id=customer,
+            counterparty_key="cp",
+            business=False,
+            direction="out",
+            amount=Decimal(100),
+            funding=funding,
+        )
+
+    source0 = [a_link(1, "A", 1), a_link(2, "A", 2), a_link(3, "A", 3)]
+    source1 = [a_link(4, "B", 1.5), a_link(5, "B", 2.5), a_link(6, "NEW", 3.5, funding=True)]
+
+    def run(order: list[tuple[int, Link]]) -> list[tuple[str, str]]:
+        outputs: list[ReferralOutput] = []
+        steps: list[Step] = []
+
+        async def publish(o: list[ReferralOutput]) -> None:
+            outputs.extend(o)
+
+        async def send_steps(s: list[Step]) -> None:
+            steps.extend(s)
+
+        async def nothing(*_: object) -> None:
+            return None
+
+        async def no_code(_: str) -> None:
+            return None
+
+        service = ReferralService(
+            {},
+            {},
+            Ports(publish, nothing, nothing, send_steps, no_code),
+            ReferralRules(),
+            b"k",
+            sources=2,
+            lateness=timedelta(0),
+        )
+
+        async def go() -> None:
+            for _, item in order:
+                await service.handle_link_record(LinkRecord(link=item), 0)
+            for source in (0, 1):
+                day = (t0 + timedelta(days=10)).toordinal()
+                await service.handle_link_record(
+                    LinkRecord(watermark=Watermark(source=source, day=day)), 0
+                )
+
+        asyncio.run(go())
+        return [(o.type, o.suggested_referrer) for o in outputs if isinstance(o, LeadChanged)] + [
+            ("match", s.chain_match.referrer) for s in steps if s.chain_match is not None
+        ]
+
+    all_of_0_first = [(0, x) for x in source0] + [(1, x) for x in source1]
+    all_of_1_first = [(1, x) for x in source1] + [(0, x) for x in source0]
+    assert run(all_of_0_first) == run(all_of_1_first)
+    assert run(all_of_0_first)[-1] == ("match", "A")
