@@ -255,26 +255,10 @@ def default_truth_path(args: argparse.Namespace, settings: RuntimeSettings) -> P
 
 async def output_offsets(settings: RuntimeSettings) -> dict[str, dict[int, int]]:
     """Where each topic the evaluator reads ends now: a feed's outputs come after."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+    from services.runtime.readback import topic_ends
     from services.simulator.evaluate import EVALUATED_TOPICS
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_list)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in EVALUATED_TOPICS
-            for p in consumer.partitions_for_topic(topic) or []
-        ]
-        ends = await consumer.end_offsets(partitions) if partitions else {}
-    finally:
-        await consumer.stop()
-    found: dict[str, dict[int, int]] = {}
-    for tp, offset in ends.items():
-        found.setdefault(tp.topic, {})[tp.partition] = offset
-    return found
+    return await topic_ends(settings.bootstrap_list, list(EVALUATED_TOPICS))
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: RuntimeSettings) -> int:

@@ -21,6 +21,30 @@ class Consumed:
     headers: dict[str, bytes]
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    await consumer._client.force_metadata_update()
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or [])
+    ]
+
+
+async def topic_ends(bootstrap: list[str] | str, topics: list[str]) -> dict[str, dict[int, int]]:
+    """The next offset of every partition of each topic (topics that do not exist: none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topics)
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+    finally:
+        await consumer.stop()
+    found: dict[str, dict[int, int]] = {}
+    for tp, offset in ends.items():
+        found.setdefault(tp.topic, {})[tp.partition] = offset
+    return found
+
+
 async def read_topics(
     bootstrap: list[str] | str, topics: list[str], limit_seconds: float = 60
 ) -> dict[str, list[Consumed]]:
@@ -28,12 +52,7 @@ async def read_topics(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or [])
-        ]
+        partitions = await _partitions(consumer, topics)
         out: dict[str, list[Consumed]] = {topic: [] for topic in topics}
         if not partitions:
             return out

@@ -161,21 +161,21 @@ class Book:
 class Simulator:
     """Generates one population. Use `run()`; the object holds the shared counterparty pools."""
 
-    def __init__(self, customers: int, days: int, seed: int) -> None:
+    def __init__(self, customers: int, days: int, seed: int, start: datetime = START) -> None:
         self.rng = random.Random(seed)
         self.customers = customers
         self.days = days
         self.seed = seed
-        self.start = START
-        self.end = START + timedelta(days=days)
+        self.start = start
+        self.end = start + timedelta(days=days)
         self.books: dict[str, Book] = {}
         self.truth = Truth(
             seed=seed,
             population=customers,
             days=days,
-            start=START,
+            start=start,
             end=self.end,
-            evaluate_from=START + timedelta(days=WARM_UP_DAYS),
+            evaluate_from=start + timedelta(days=WARM_UP_DAYS),
             own_bank=OWN_BANK,
         )
         n_employers = max(customers // 25, 3)

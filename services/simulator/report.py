@@ -4,6 +4,7 @@ charts (stage flow over time, lead-time histogram, referral funnel)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -143,6 +144,13 @@ def markdown(evaluation: Evaluation, charts: list[str]) -> str:
     return "\n".join(out)
 
 
+def _save(fig: Any, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def _stage_chart(evaluation: Evaluation, path: Path) -> bool:
     stages = evaluation.stages
     if stages is None or not stages.weeks:
@@ -160,10 +168,7 @@ def _stage_chart(evaluation: Evaluation, path: Path) -> bool:
     ax.set_ylabel("customers")
     ax.set_title("Customers by lifecycle stage, end of each week")
     ax.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _lead_time_chart(evaluation: Evaluation, path: Path) -> bool:
@@ -175,10 +180,7 @@ def _lead_time_chart(evaluation: Evaluation, path: Path) -> bool:
     ax.set_xlabel("days from the first at-risk flag to closure")
     ax.set_ylabel("churners")
     ax.set_title("Churn warning lead time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _funnel_chart(evaluation: Evaluation, path: Path) -> bool:
@@ -190,10 +192,7 @@ def _funnel_chart(evaluation: Evaluation, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar(steps, [by_type.get(s, 0) for s in steps], color="#3182bd")
     ax.set_title("Referral funnel")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def write(evaluation: Evaluation, directory: Path) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from services.simulator.noise import invalid_record
-from services.simulator.population import Simulator
+from services.simulator.population import START, Simulator
 from services.simulator.truth import Truth
 
 MAX_LATENESS = timedelta(hours=23)
@@ -44,9 +44,11 @@ def simulate(
     invalid_share: float = 0.005,
     duplicate_share: float = 0.003,
     late_share: float = 0.005,
+    start: datetime = START,
 ) -> Simulation:
-    """Deterministic: the same arguments always give the same bytes and the same truth."""
-    events, truth = Simulator(customers, days, seed).run()
+    """Deterministic: the same arguments always give the same bytes and the same truth.
+    `start`: the first day of the simulated period (midnight UTC)."""
+    events, truth = Simulator(customers, days, seed, start).run()
     noise_rng = random.Random(seed * 7919 + 1)
     # Each record is published at its event time, except the late ones and the duplicates.
     published: list[tuple[datetime, str, int, dict[str, Any]]] = []

@@ -3,14 +3,16 @@ to their true introducers, the planted fraud is caught, and two workers give exa
 referral events as one (leads aggregate by counterparty through an internal topic, so the
 answer does not depend on which worker holds which customer).
 
-Runs after test_worker_ingest (whose counts assume it is the only producer so far)."""
+Runs after test_worker_ingest (whose counts assume it is the only producer so far). Input that
+is out of event-time order by more than the allowed lateness within a partition is applied as
+it comes, so this feed starts after every event written before it."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -74,7 +76,9 @@ def referral_events_of_a_run(
 
 @pytest.fixture(scope="module")
 def feed(topics: LocalBroker, rapport_home: Path) -> Simulation:
-    simulation = simulate(customers=150, days=365, seed=8)
+    # After every event test_worker_ingest wrote (up to 2027): each input partition then moves
+    # forward in event time, as a core bank's feed does, and the watermarks can order the links.
+    simulation = simulate(customers=150, days=365, seed=8, start=datetime(2028, 1, 1, tzinfo=UTC))
     truth = simulation.truth
     url = RuntimeSettings(home=rapport_home).resolved_database_url
     db.upgrade(url)

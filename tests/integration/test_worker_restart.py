@@ -7,6 +7,7 @@ assume it is the only producer so far) and adds its own population first."""
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 import uuid
 from pathlib import Path
 
@@ -54,7 +55,14 @@ def outputs_of_one_run(
 def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
     topics: LocalBroker, rapport_home: Path, tmp_path: Path
 ) -> None:
-    sample = simulate(customers=150, days=400, seed=11, invalid_share=0.005)
+    # After the feeds of the earlier modules, so that each partition moves forward in time.
+    sample = simulate(
+        customers=150,
+        days=400,
+        seed=11,
+        invalid_share=0.005,
+        start=datetime(2029, 6, 1, tzinfo=UTC),
+    )
     produce(
         topics.bootstrap,
         ACCOUNT_EVENTS.name,
