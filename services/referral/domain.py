@@ -157,7 +157,7 @@ def link(state: CounterpartyState | None, event: Link, rules: ReferralRules) -> 
     match a funding transfer to it."""
     state = (state or CounterpartyState(key=event.counterparty_key)).model_copy(deep=True)
     out = CounterpartyOutcome(state)
-    if event.event_id in state.seen:
+    if event.event_id in state.seen or any(x.event_id == event.event_id for x in state.ties):
         return out
     state.seen = [*state.seen, event.event_id][-20:]
     t = event.occurred_at

@@ -7,8 +7,8 @@ assume it is the only producer so far) and adds its own population first."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
