@@ -342,6 +342,13 @@ def referral_section(
             case.pattern: sum(1 for r in case.referees if r in flagged) for case in truth.fraud
         },
         "fraud_referees": {case.pattern: len(case.referees) for case in truth.fraud},
+        # Attributed referees the truth knows no referrer for (e.g. a new employee whose first
+        # salary comes from an employer that is a lead): the rule's false positives.
+        "attributions_without_a_true_referrer": len(
+            set(attributed)
+            - {c.customer_id for c in conversions}
+            - {r for case in truth.fraud for r in case.referees}
+        ),
     }
     if key_of is not None:
         first_lead: dict[str, datetime] = {}

@@ -55,11 +55,27 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
             ),
             ("false alarms per 1,000 stable customers", _num(churn.false_alarms_per_1000_stable)),
         ]
-    for name, section in (
-        ("referral", evaluation.referral),
-        ("rewards", evaluation.rewards),
-        ("notify", evaluation.notify),
-    ):
+    referral = evaluation.referral
+    if referral.running:
+        f = referral.figures
+        rows += [
+            (
+                "conversions attributed to the true introducer",
+                f"{f['conversions_attributed_to_the_true_introducer']}/{f['true_conversions']}",
+            ),
+            ("converted counterparties found as leads first", _pct(f.get("lead_recall"))),
+            ("attributions with no true referrer", str(f["attributions_without_a_true_referrer"])),
+            (
+                "planted fraud referees rejected or held",
+                ", ".join(
+                    f"{k} {v}/{f['fraud_referees'][k]}"
+                    for k, v in f["fraud_referees_caught"].items()
+                ),
+            ),
+        ]
+    else:
+        rows.append(("referral", "not running yet"))
+    for name, section in (("rewards", evaluation.rewards), ("notify", evaluation.notify)):
         rows.append((name, "scored" if section.running else "not running yet"))
     matches = evaluation.dead_letters.matches
     rows.append(

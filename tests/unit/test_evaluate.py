@@ -12,7 +12,7 @@ import pytest
 
 from schemas.topics import DLQ_HEADER_REASON, DLQ_HEADER_SERVICE, STAGE_CHANGED
 from services.simulator.evaluate import INPUT_DLQ, decode_outputs, evaluate, stage_series
-from services.simulator.report import write
+from services.simulator.report import headline, write
 from services.simulator.truth import (
     ChurnTruth,
     Conversion,
@@ -173,6 +173,10 @@ def test_referral_attribution_and_fraud(truth: Truth) -> None:
     assert section.running
     assert section.figures["attribution_accuracy"] == 0.5
     assert section.figures["fraud_referees_caught"] == {"velocity": 1}
+    assert section.figures["attributions_without_a_true_referrer"] == 0
+    rows = dict(headline(evaluate(truth, {"rapport.referral.events.v1": events}, {})))
+    assert rows["conversions attributed to the true introducer"] == "1/2"
+    assert rows["planted fraud referees rejected or held"] == "velocity 1/2"
 
 
 @dataclass(frozen=True)
