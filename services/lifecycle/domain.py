@@ -634,14 +634,18 @@ def apply_event(
     now: datetime,
     rules: LifecycleRules,
     counterparty_key: str | None = None,
+    *,
+    owned: bool = False,
 ) -> Outcome:
     """Apply one account event. `now` is the stream's clock (highest event time seen less the
-    allowed lateness); time rules due by then fire first, each dated at its own deadline."""
-    state = (
-        state.model_copy(deep=True)
-        if state is not None
-        else CustomerState(customer_id=event.customer_id)
-    )
+    allowed lateness); time rules due by then fire first, each dated at its own deadline.
+    The given state is left as it was, unless the caller says it `owned` it (a state freshly
+    loaded for this call): then it is changed in place, saving a deep copy per event (a third
+    of the rules' time)."""
+    if state is None:
+        state = CustomerState(customer_id=event.customer_id)
+    elif not owned:
+        state = state.model_copy(deep=True)
     if not _remember(state, event):
         return Outcome(state, duplicate=True)
     outputs: list[Output] = []

@@ -118,6 +118,7 @@ class LifecycleService:
             now,
             self.rules,
             transfer_counterparty_key(event, self.secret),
+            owned=True,
         )
         if outcome.duplicate:
             # Its state may have been stored just before a crash and its deadline not: schedule

@@ -152,10 +152,16 @@ def _direction(ties: list[Tie]) -> Direction:
     return Direction.BOTH
 
 
-def link(state: CounterpartyState | None, event: Link, rules: ReferralRules) -> CounterpartyOutcome:
+def link(
+    state: CounterpartyState | None, event: Link, rules: ReferralRules, *, owned: bool = False
+) -> CounterpartyOutcome:
     """Apply one transfer to a counterparty: update the ties, detect or update its lead, or
-    match a funding transfer to it."""
-    state = (state or CounterpartyState(key=event.counterparty_key)).model_copy(deep=True)
+    match a funding transfer to it. `owned`: the caller will not use `state` again, so it may
+    be changed in place instead of copied."""
+    if state is None:
+        state = CounterpartyState(key=event.counterparty_key)
+    elif not owned:
+        state = state.model_copy(deep=True)
     out = CounterpartyOutcome(state)
     if event.event_id in state.seen or any(x.event_id == event.event_id for x in state.ties):
         return out
@@ -467,9 +473,15 @@ def on_account_event(
     event: Movement,
     code: CodeGrant | None,
     rules: ReferralRules,
+    *,
+    owned: bool = False,
 ) -> RefereeOutcome:
-    """One account event of a customer, as a possible referee (and as a referrer's tie)."""
-    state = (state or CustomerReferralState(customer_id=customer_id)).model_copy(deep=True)
+    """One account event of a customer, as a possible referee (and as a referrer's tie).
+    `owned`: the caller will not use `state` again, so it may be changed in place."""
+    if state is None:
+        state = CustomerReferralState(customer_id=customer_id)
+    elif not owned:
+        state = state.model_copy(deep=True)
     out = RefereeOutcome(state)
     if event.event_id in state.seen:
         return out

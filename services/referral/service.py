@@ -196,7 +196,12 @@ class ReferralService:
             if movement.event_type == "account.opened" and movement.referral_code:
                 code = await self.ports.lookup_code(movement.referral_code)
             outcome = on_account_event(
-                self.customer(event.customer_id), event.customer_id, movement, code, self.rules
+                self.customer(event.customer_id),
+                event.customer_id,
+                movement,
+                code,
+                self.rules,
+                owned=True,
             )
             await self._commit(outcome)
 
@@ -272,7 +277,7 @@ class ReferralService:
             leads: list[ReferralOutput] = []
             matches: list[ChainMatch] = []
             for item in ready:
-                outcome = link(state, item, self.rules)
+                outcome = link(state, item, self.rules, owned=True)
                 state = outcome.state
                 leads += outcome.leads
                 matches += outcome.matches
