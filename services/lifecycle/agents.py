@@ -18,7 +18,7 @@ from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
 from services.lifecycle.service import LifecycleService
-from services.runtime.app import consume, create_app
+from services.runtime.app import consume, create_app, send_all
 from services.runtime.codec import decode_account_event, encode
 from services.runtime.settings import RuntimeSettings
 
@@ -51,9 +51,16 @@ class Lifecycle:
         self.database_url = database_url
 
     async def _publish(self, outputs: list[Output]) -> None:
+        await send_all(
+            (
+                self.stage_topic if isinstance(output, StageChanged) else self.signal_topic,
+                output.customer_id.encode(),
+                encode(output),
+                None,
+            )
+            for output in outputs
+        )
         for output in outputs:
-            topic = self.stage_topic if isinstance(output, StageChanged) else self.signal_topic
-            await (await topic.send(key=output.customer_id.encode(), value=encode(output)))
             metrics.record(output)
 
     async def handle(self, event: AccountEvent, message: Any) -> None:

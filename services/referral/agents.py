@@ -13,9 +13,10 @@ import faust
 from pydantic import BaseModel, TypeAdapter
 
 from schemas.account_events import AccountEvent
-from schemas.topics import ACCOUNT_EVENTS, REFERRAL_EVENTS, TopicSpec
+from schemas.referral import LeadChanged
+from schemas.topics import ACCOUNT_EVENTS, REFERRAL_EVENTS
 from services.referral import metrics, read_model
-from services.referral.config import ReferralSettings
+from services.referral.config import SERVICE, ReferralSettings, internal_topics
 from services.referral.domain import CodeGrant, Link
 from services.referral.service import (
     LinkRecord,
@@ -25,12 +26,11 @@ from services.referral.service import (
     Step,
     Watermark,
 )
-from services.runtime.app import consume, create_app, raw_topic
+from services.runtime.app import consume, create_app, raw_topic, send_all
 from services.runtime.codec import Rejection, decode_account_event, decode_model, encode
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
 
-SERVICE = "referral"
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,39 +42,6 @@ def _decoder(model: type[M]) -> Any:
         return decode_model(adapter, value)
 
     return decode
-
-
-def internal_topics(settings: RuntimeSettings) -> tuple[TopicSpec, TopicSpec]:
-    """The service's own topics between its keyed steps, named after the app (so two stacks on
-    one cluster never share them), with the input's partition count (so the customer-keyed one
-    is co-partitioned with the input). The worker creates them at start."""
-    app_id = settings.app_id(SERVICE)
-    links = TopicSpec(
-        name=f"{app_id}-links",
-        description="Transfers with external accounts, keyed by the counterparty's keyed hash.",
-        key="counterparty hash (UTF-8)",
-        payload=None,
-        producers=(SERVICE,),
-        consumers=(SERVICE,),
-    )
-    steps = TopicSpec(
-        name=f"{app_id}-steps",
-        description="Chain matches, candidates, decisions and reviews, keyed by customer.",
-        key="customer id (UTF-8)",
-        payload=None,
-        producers=(SERVICE, f"{SERVICE} API (reviews)"),
-        consumers=(SERVICE,),
-    )
-    return links, steps
-
-
-def _internal_topic(app: faust.App, spec: TopicSpec, partitions: int) -> Any:
-    return app.topic(
-        spec.name,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
 
 
 class Referral:
@@ -94,8 +61,8 @@ class Referral:
         )
         self.links_spec, self.steps_spec = internal_topics(settings)
         self.output_topic = raw_topic(app, REFERRAL_EVENTS)
-        self.links_topic = _internal_topic(app, self.links_spec, settings.topic_partitions)
-        self.steps_topic = _internal_topic(app, self.steps_spec, settings.topic_partitions)
+        self.links_topic = raw_topic(app, self.links_spec)
+        self.steps_topic = raw_topic(app, self.steps_spec)
         self.database_url = settings.resolved_database_url
         self.service = ReferralService(
             self.customers,
@@ -115,24 +82,35 @@ class Referral:
         self.partitions = settings.topic_partitions
 
     async def _publish(self, outputs: list[ReferralOutput]) -> None:
+        await send_all(
+            (
+                self.output_topic,
+                (o.counterparty_key if isinstance(o, LeadChanged) else o.referral_id).encode(),
+                encode(o),
+                None,
+            )
+            for o in outputs
+        )
         for output in outputs:
-            key = output.counterparty_key if output.type.startswith("lead.") else output.referral_id  # type: ignore[union-attr]
-            await (await self.output_topic.send(key=str(key).encode(), value=encode(output)))
             metrics.record(output)
 
     async def _send_links(self, links: list[Link]) -> None:
-        for item in links:
-            value = encode(LinkRecord(link=item))
-            await (await self.links_topic.send(key=item.counterparty_key.encode(), value=value))
+        await send_all(
+            (self.links_topic, item.counterparty_key.encode(), encode(LinkRecord(link=item)), None)
+            for item in links
+        )
 
     async def _broadcast_watermark(self, mark: Watermark) -> None:
         value = encode(LinkRecord(watermark=mark))
-        for partition in range(self.partitions):
-            await (await self.links_topic.send(key=b"#watermark", value=value, partition=partition))
+        await send_all(
+            (self.links_topic, b"#watermark", value, partition)
+            for partition in range(self.partitions)
+        )
 
     async def _send_steps(self, steps: list[Step]) -> None:
-        for step in steps:
-            await (await self.steps_topic.send(key=step.customer_id.encode(), value=encode(step)))
+        await send_all(
+            (self.steps_topic, step.customer_id.encode(), encode(step), None) for step in steps
+        )
 
     async def _lookup_code(self, code: str) -> CodeGrant | None:
         return await asyncio.to_thread(read_model.find_code, self.database_url, code)
@@ -184,7 +162,6 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         _decoder(LinkRecord),
         referral.on_link,
         label=lambda r: "link" if r.link is not None else "watermark",
-        topic=referral.links_topic,
     )
     consume(
         app,
@@ -193,7 +170,6 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         _decoder(Step),
         referral.on_step,
         label=_step_kind,
-        topic=referral.steps_topic,
     )
     app.timer(interval=config.read_model_interval_seconds)(referral.write_read_model)
     return app

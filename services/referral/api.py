@@ -14,8 +14,7 @@ from pydantic import BaseModel
 
 from schemas.account_events import ID_PATTERN
 from services.referral import read_model
-from services.referral.agents import internal_topics
-from services.referral.config import ReferralSettings
+from services.referral.config import ReferralSettings, internal_topics
 from services.referral.read_model import CustomerReferrals, Funnel
 from services.referral.service import Review, Step
 from services.runtime.codec import encode
@@ -108,7 +107,6 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 detail=f"referral {referral_id!r} is {found.status}, not held: nothing to review",
             )
         step = Step(
-            kind="review",
             review=Review(
                 referral_id=referral_id,
                 referee=found.referee,

@@ -1,10 +1,15 @@
-"""Referral settings: every rule threshold, overridable by RAPPORT_REFERRAL_* variables."""
+"""Referral settings: every rule threshold, overridable by RAPPORT_REFERRAL_* variables, and the
+names of the service's internal topics (the worker and the review API both need them)."""
 
 from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.topics import TopicSpec
 from services.referral.domain import ReferralRules
+from services.runtime.settings import RuntimeSettings
+
+SERVICE = "referral"
 
 
 class ReferralSettings(BaseSettings, ReferralRules):
@@ -25,3 +30,27 @@ class ReferralSettings(BaseSettings, ReferralRules):
     def rules(self) -> ReferralRules:
         """The domain's rule object, without the worker's own settings."""
         return ReferralRules(**self.model_dump(include=set(ReferralRules.model_fields)))
+
+
+def internal_topics(settings: RuntimeSettings) -> tuple[TopicSpec, TopicSpec]:
+    """The service's own topics between its keyed steps, named after the app (so two stacks on
+    one cluster never share them), with the input's partition count (so the customer-keyed one
+    is co-partitioned with the input). The worker creates them at start."""
+    app_id = settings.app_id(SERVICE)
+    links = TopicSpec(
+        name=f"{app_id}-links",
+        description="Transfers with external accounts, keyed by the counterparty's keyed hash.",
+        key="counterparty hash (UTF-8)",
+        payload=None,
+        producers=(SERVICE,),
+        consumers=(SERVICE,),
+    )
+    steps = TopicSpec(
+        name=f"{app_id}-steps",
+        description="Chain matches, candidates, decisions and reviews, keyed by customer.",
+        key="customer id (UTF-8)",
+        payload=None,
+        producers=(SERVICE, f"{SERVICE} API (reviews)"),
+        consumers=(SERVICE,),
+    )
+    return links, steps

@@ -17,13 +17,15 @@ topics keyed by the next step's key, so any number of workers gives the same ans
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.account_events import CUSTOMER_INITIATED
 from schemas.referral import (
     Direction,
     LeadChanged,
@@ -55,6 +57,17 @@ class ReferralRules(BaseModel):
     velocity_limit: int = Field(10, ge=1)
     velocity_window_days: int = Field(30, ge=1)
     early_exit_days: int = Field(90, ge=1)
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def _working(state: S | None, new: Callable[[], S], owned: bool) -> S:
+    """The state a rule changes: a new one, the caller's own (`owned`: a state loaded for this
+    call, changed in place), or a deep copy that leaves the caller's as it was."""
+    if state is None:
+        return new()
+    return state if owned else state.model_copy(deep=True)
 
 
 def _id(*parts: str) -> str:
@@ -158,10 +171,7 @@ def link(
     """Apply one transfer to a counterparty: update the ties, detect or update its lead, or
     match a funding transfer to it. `owned`: the caller will not use `state` again, so it may
     be changed in place instead of copied."""
-    if state is None:
-        state = CounterpartyState(key=event.counterparty_key)
-    elif not owned:
-        state = state.model_copy(deep=True)
+    state = _working(state, lambda: CounterpartyState(key=event.counterparty_key), owned)
     out = CounterpartyOutcome(state)
     if event.event_id in state.seen or any(x.event_id == event.event_id for x in state.ties):
         return out
@@ -330,74 +340,6 @@ def referral_event(
     )
 
 
-# -- 3. referrers ------------------------------------------------------------------------------
-
-
-def decide(
-    state: CustomerReferralState | None, candidate: Candidate, rules: ReferralRules
-) -> tuple[CustomerReferralState, Decision | None]:
-    """The fraud guards that need the referrer's facts. Returns None for a candidate decided
-    before (a redelivery)."""
-    state = (state or CustomerReferralState(customer_id=candidate.referrer)).model_copy(deep=True)
-    decided_as = candidate.referral_id
-    if candidate.recheck:
-        decided_as += ":" + ",".join(sorted(candidate.referee_hashes))
-    if decided_as in state.decided:
-        return state, None
-    state.decided = [*state.decided, decided_as][-200:]
-    t = candidate.occurred_at
-
-    def answer(
-        outcome: Literal["attributed", "held", "rejected"],
-        code: ReferralReason | None = None,
-        reason: str | None = None,
-    ) -> Decision:
-        return Decision(
-            candidate=candidate,
-            outcome=outcome,
-            reason_code=code,
-            reason=reason,
-            upline=(candidate.referrer, *state.upline[:1]),
-            referrer_accounts=tuple(state.accounts),
-            referrer_counterparties=tuple(state.counterparties),
-        )
-
-    if candidate.referee == candidate.referrer:
-        return state, answer(
-            "rejected", ReferralReason.SELF_REFERRAL, "the referee is the referrer"
-        )
-    shared = set(candidate.referee_hashes) & set(state.hashes)
-    if shared:
-        return state, answer(
-            "rejected",
-            ReferralReason.SHARED_PHONE_OR_DEVICE,
-            "the referee shares a phone number or device with the referrer",
-        )
-    if candidate.recheck:
-        return state, answer("attributed")  # confirmed: the referee may qualify now
-    if candidate.referee in state.upline:
-        return state, answer(
-            "rejected",
-            ReferralReason.REFERRAL_RING,
-            f"{candidate.referee} is already in {candidate.referrer}'s referral chain, so "
-            "the two would refer each other",
-        )
-    since = t - timedelta(days=rules.velocity_window_days)
-    recent = [r for r in state.referred if r[0] > since]
-    state.referred = [*recent, (t, candidate.referee)]
-    if len(recent) >= rules.velocity_limit:
-        return state, answer(
-            "held",
-            ReferralReason.VELOCITY,
-            f"{len(recent) + 1} referrals by {candidate.referrer} within "
-            f"{rules.velocity_window_days} days, more than {rules.velocity_limit}: held for review",
-        )
-    return state, answer("attributed")
-
-
-# -- 2. referees (continued) -------------------------------------------------------------------
-
-
 class CodeGrant(BaseModel):
     """What the code registry knows of a referral code."""
 
@@ -463,7 +405,6 @@ class Movement:
     hashes: tuple[str, ...] = ()
 
 
-CUSTOMER_INITIATED = frozenset({"deposit", "withdrawal", "transfer.out", "card.payment"})
 MONEY_IN = frozenset({"deposit", "transfer.in"})
 
 
@@ -478,10 +419,7 @@ def on_account_event(
 ) -> RefereeOutcome:
     """One account event of a customer, as a possible referee (and as a referrer's tie).
     `owned`: the caller will not use `state` again, so it may be changed in place."""
-    if state is None:
-        state = CustomerReferralState(customer_id=customer_id)
-    elif not owned:
-        state = state.model_copy(deep=True)
+    state = _working(state, lambda: CustomerReferralState(customer_id=customer_id), owned)
     out = RefereeOutcome(state)
     if event.event_id in state.seen:
         return out
@@ -629,7 +567,7 @@ def _new_relationship(
 def on_chain_match(state: CustomerReferralState | None, match: ChainMatch) -> RefereeOutcome:
     """A funding transfer matched a lead: the lead's referrer is the candidate, unless a code
     came first (an explicit code wins over a chain tie)."""
-    state = (state or CustomerReferralState(customer_id=match.referee)).model_copy(deep=True)
+    state = _working(state, lambda: CustomerReferralState(customer_id=match.referee), False)
     out = RefereeOutcome(state)
     if state.candidate is not None or state.opened_at is None:
         return out
@@ -659,7 +597,7 @@ def on_decision(
     """The referrer side's answer: publish it, and check qualification at once (money may have
     arrived while the decision travelled)."""
     candidate = decision.candidate
-    state = (state or CustomerReferralState(customer_id=candidate.referee)).model_copy(deep=True)
+    state = _working(state, lambda: CustomerReferralState(customer_id=candidate.referee), False)
     out = RefereeOutcome(state)
     if state.candidate is None or state.candidate.referral_id != candidate.referral_id:
         return out
@@ -727,13 +665,14 @@ def _qualify(
 
 def on_review(
     state: CustomerReferralState | None,
+    referee: str,
     referral_id: str,
     approve: bool,
     t: datetime,
     rules: ReferralRules,
 ) -> RefereeOutcome:
     """A held referral reviewed by the bank: released (then it may qualify) or rejected."""
-    state = (state or CustomerReferralState(customer_id="")).model_copy(deep=True)
+    state = _working(state, lambda: CustomerReferralState(customer_id=referee), False)
     out = RefereeOutcome(state)
     candidate = state.candidate
     if candidate is None or candidate.referral_id != referral_id or state.status != "held":
@@ -754,3 +693,68 @@ def on_review(
             )
         )
     return out
+
+
+# -- 3. referrers ------------------------------------------------------------------------------
+
+
+def decide(
+    state: CustomerReferralState | None, candidate: Candidate, rules: ReferralRules
+) -> tuple[CustomerReferralState, Decision | None]:
+    """The fraud guards that need the referrer's facts. Returns None for a candidate decided
+    before (a redelivery)."""
+    state = _working(state, lambda: CustomerReferralState(customer_id=candidate.referrer), False)
+    decided_as = candidate.referral_id
+    if candidate.recheck:
+        decided_as += ":" + ",".join(sorted(candidate.referee_hashes))
+    if decided_as in state.decided:
+        return state, None
+    state.decided = [*state.decided, decided_as][-200:]
+    t = candidate.occurred_at
+
+    def answer(
+        outcome: Literal["attributed", "held", "rejected"],
+        code: ReferralReason | None = None,
+        reason: str | None = None,
+    ) -> Decision:
+        return Decision(
+            candidate=candidate,
+            outcome=outcome,
+            reason_code=code,
+            reason=reason,
+            upline=(candidate.referrer, *state.upline[:1]),
+            referrer_accounts=tuple(state.accounts),
+            referrer_counterparties=tuple(state.counterparties),
+        )
+
+    if candidate.referee == candidate.referrer:
+        return state, answer(
+            "rejected", ReferralReason.SELF_REFERRAL, "the referee is the referrer"
+        )
+    shared = set(candidate.referee_hashes) & set(state.hashes)
+    if shared:
+        return state, answer(
+            "rejected",
+            ReferralReason.SHARED_PHONE_OR_DEVICE,
+            "the referee shares a phone number or device with the referrer",
+        )
+    if candidate.recheck:
+        return state, answer("attributed")  # confirmed: the referee may qualify now
+    if candidate.referee in state.upline:
+        return state, answer(
+            "rejected",
+            ReferralReason.REFERRAL_RING,
+            f"{candidate.referee} is already in {candidate.referrer}'s referral chain, so "
+            "the two would refer each other",
+        )
+    since = t - timedelta(days=rules.velocity_window_days)
+    recent = [r for r in state.referred if r[0] > since]
+    state.referred = [*recent, (t, candidate.referee)]
+    if len(recent) >= rules.velocity_limit:
+        return state, answer(
+            "held",
+            ReferralReason.VELOCITY,
+            f"{len(recent) + 1} referrals by {candidate.referrer} within "
+            f"{rules.velocity_window_days} days, more than {rules.velocity_limit}: held for review",
+        )
+    return state, answer("attributed")

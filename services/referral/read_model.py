@@ -150,8 +150,13 @@ def write(url: str, outputs: list[LeadChanged | ReferralChanged]) -> None:
                 updated_at=o.occurred_at,
                 expires_at=o.expires_at,
             ).model_dump()
-    db.upsert(url, ReferralRow.__table__, list(referrals.values()), "referral_id", "rank")  # type: ignore[attr-defined]
-    db.upsert(url, LeadRow.__table__, list(leads.values()), "lead_id", "updated_at")  # type: ignore[attr-defined]
+    referrals_table = ReferralRow.__table__  # type: ignore[attr-defined]
+    leads_table = LeadRow.__table__  # type: ignore[attr-defined]
+    db.upsert(url, referrals_table, list(referrals.values()), "referral_id", "rank")
+    # A lead's detection time is its first row's: later updates keep it.
+    db.upsert(
+        url, leads_table, list(leads.values()), "lead_id", "updated_at", keep=("detected_at",)
+    )
 
 
 # -- the API's views ---------------------------------------------------------------------------
@@ -161,7 +166,6 @@ class ReferralView(BaseModel):
     referral_id: str
     referrer: str | None
     channel: str | None
-    rank: int
     referee: str
     via: str
     lead_type: str

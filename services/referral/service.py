@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
 
 import orjson
 from pydantic import BaseModel
@@ -72,13 +71,21 @@ class Review(BaseModel):
 
 
 class Step(BaseModel):
-    """An internal record between the keyed steps, on the steps topic (keyed by customer)."""
+    """An internal record between the keyed steps, on the steps topic (keyed by customer):
+    exactly one of its fields is set."""
 
-    kind: Literal["chain_match", "candidate", "decision", "review"]
     chain_match: ChainMatch | None = None
     candidate: Candidate | None = None
     decision: Decision | None = None
     review: Review | None = None
+
+    @property
+    def kind(self) -> str:
+        """Which step it is (a metric label)."""
+        for name in ("chain_match", "candidate", "decision", "review"):
+            if getattr(self, name) is not None:
+                return name
+        raise ValueError("a step with nothing in it")
 
     @property
     def customer_id(self) -> str:
@@ -210,18 +217,14 @@ class ReferralService:
 
     async def _advance_source(self, partition: int, occurred_at: datetime) -> None:
         """Tell the links partitions how far this input partition has got, once a day of event
-        time (less the allowed lateness): they apply links in event-time order up to there."""
+        time (less the allowed lateness): they apply links in event-time order up to there.
+        Only the last day sent is stored, so the store is written once a day, not per event."""
         key = f"#source:{partition}"
-        clock = orjson.loads(self.customers.get(key) or b"{}")
-        newest = occurred_at
-        if "max" in clock:
-            newest = max(newest, datetime.fromisoformat(clock["max"]))
-        day = (newest - self.lateness).toordinal()
-        if day > clock.get("sent", 0):
+        day = (occurred_at - self.lateness).toordinal()
+        sent = int(self.customers.get(key) or b"0")
+        if day > sent:
             await self.ports.broadcast_watermark(Watermark(source=partition, day=day))
-            clock["sent"] = day
-        clock["max"] = newest.isoformat()
-        self.customers[key] = orjson.dumps(clock)
+            self.customers[key] = str(day).encode()
 
     async def handle_link_record(self, record: LinkRecord, partition: int) -> None:
         """Links wait in their counterparty's state until every input partition has passed
@@ -229,12 +232,6 @@ class ReferralService:
         depend on how the input partitions interleave, nor on how many workers there are."""
         if record.link is not None:
             item = record.link
-            index_key = f"#pending:{partition}"
-            index = orjson.loads(self.counterparties.get(index_key) or b"[]")
-            if item.counterparty_key not in index:
-                # The index is written before the state: an indexed key without pending links
-                # is harmless, a pending link that no index names would wait forever.
-                self.counterparties[index_key] = orjson.dumps([*index, item.counterparty_key])
             state = self.counterparty(item.counterparty_key) or CounterpartyState(
                 key=item.counterparty_key
             )
@@ -242,6 +239,14 @@ class ReferralService:
                 p.event_id == item.event_id for p in state.pending
             ):
                 return
+            if not state.pending:
+                # Its first pending link: index the counterparty, before the state, so that no
+                # pending link is ever left out of the index (an indexed key with nothing
+                # pending is harmless).
+                index_key = f"#pending:{partition}"
+                index = orjson.loads(self.counterparties.get(index_key) or b"[]")
+                if item.counterparty_key not in index:
+                    self.counterparties[index_key] = orjson.dumps([*index, item.counterparty_key])
             state.pending.append(item)
             self.counterparties[item.counterparty_key] = state.model_dump_json().encode()
         elif record.watermark is not None:
@@ -282,7 +287,7 @@ class ReferralService:
                 leads += outcome.leads
                 matches += outcome.matches
             await self._publish(leads)
-            await self.ports.send_steps([Step(kind="chain_match", chain_match=m) for m in matches])
+            await self.ports.send_steps([Step(chain_match=m) for m in matches])
             state.pending = rest
             self.counterparties[key] = state.model_dump_json().encode()
             if rest:
@@ -300,7 +305,7 @@ class ReferralService:
                     self.customer(step.customer_id), step.candidate, self.rules
                 )
                 if decision is not None:
-                    await self.ports.send_steps([Step(kind="decision", decision=decision)])
+                    await self.ports.send_steps([Step(decision=decision)])
                 self._save(state)
             elif step.decision is not None:
                 await self._commit(
@@ -311,6 +316,7 @@ class ReferralService:
                 await self._commit(
                     on_review(
                         self.customer(review.referee),
+                        review.referee,
                         review.referral_id,
                         review.approve,
                         review.reviewed_at,
@@ -323,9 +329,7 @@ class ReferralService:
     async def _commit(self, outcome: RefereeOutcome) -> None:
         await self._publish(list(outcome.events))
         await self.ports.send_links(outcome.links)
-        await self.ports.send_steps(
-            [Step(kind="candidate", candidate=c) for c in outcome.candidates]
-        )
+        await self.ports.send_steps([Step(candidate=c) for c in outcome.candidates])
         self._save(outcome.state)
 
     async def _publish(self, outputs: list[ReferralOutput]) -> None:

@@ -16,6 +16,7 @@ from services.runtime.observe import WorkerCounts
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings, get_settings
 
 if TYPE_CHECKING:
+    from services.simulator.simulate import Simulation
     from services.simulator.truth import Truth
 
 console = Console()
@@ -195,9 +196,8 @@ def cmd_produce(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
-    """rapport simulate: a population with the truth behind it, to a file or the input topic."""
-    from services.runtime.produce import produce_records, records_from_lines
+def _simulate(args: argparse.Namespace) -> Simulation:
+    """The population the arguments ask for, with a line saying what it holds."""
     from services.simulator.simulate import simulate
 
     started = time.monotonic()
@@ -209,24 +209,43 @@ def cmd_simulate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         f"({truth.noise.duplicates} duplicates, {truth.noise.late} late) and "
         f"{simulation.invalid} invalid ones"
     )
+    return simulation
+
+
+def feed(
+    settings: RuntimeSettings, simulation: Simulation, truth_path: Path, rate: float | None
+) -> None:
+    """Into the input topic: note where the evaluated topics end (the outputs of this feed come
+    after), register the simulated referral codes, write the truth, then produce the events."""
+    from services.runtime.produce import produce_records, records_from_lines
+
+    truth = simulation.truth
+    truth.output_offsets = asyncio.run(output_offsets(settings))
+    register_codes(settings, truth)
+    write_truth(truth, truth_path)
+    asyncio.run(
+        produce_records(
+            settings, records_from_lines(simulation.lines), rate=rate, total=len(simulation.lines)
+        )
+    )
+
+
+def write_truth(truth: Truth, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    truth.write(path)
+    console.print(f"truth: {path}")
+
+
+def cmd_simulate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport simulate: a population with the truth behind it, to a file or the input topic."""
+    simulation = _simulate(args)
+    truth_path = Path(args.truth) if args.truth else default_truth_path(args, settings)
     if args.out:
         Path(args.out).write_bytes(b"\n".join(simulation.lines) + b"\n")
         console.print(f"events: {args.out}")
+        write_truth(simulation.truth, truth_path)
     else:
-        truth.output_offsets = asyncio.run(output_offsets(settings))
-        register_codes(settings, truth)
-        asyncio.run(
-            produce_records(
-                settings,
-                records_from_lines(simulation.lines),
-                rate=args.rate,
-                total=len(simulation.lines),
-            )
-        )
-    truth_path = Path(args.truth) if args.truth else default_truth_path(args, settings)
-    truth_path.parent.mkdir(parents=True, exist_ok=True)
-    truth.write(truth_path)
-    console.print(f"truth: {truth_path}")
+        feed(settings, simulation, truth_path, args.rate)
     return 0
 
 
@@ -434,37 +453,23 @@ def clean_slate(settings: RuntimeSettings) -> None:
 def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport demo: the whole stack on the local broker with a simulated population, then the
     evaluation of what the services concluded."""
-    from services.runtime.observe import wait_until_drained
-    from services.runtime.produce import produce_records, records_from_lines
-    from services.simulator.simulate import simulate
+    from services.runtime.observe import wait_until_drained, wait_until_quiet
 
     console.rule("Rapport demo")
     clean_slate(settings)
     start_stack(settings)
     try:
-        simulation = simulate(customers=args.customers, days=args.days, seed=args.seed)
-        truth = simulation.truth
-        console.print(
-            f"simulated {len(truth.customers)} customers over {args.days} days: "
-            f"{simulation.valid} valid events and {simulation.invalid} invalid ones"
-        )
-        truth.output_offsets = asyncio.run(output_offsets(settings))
-        register_codes(settings, truth)
+        simulation = _simulate(args)
         truth_path = settings.home / "simulation" / "truth.json"
-        truth_path.parent.mkdir(parents=True, exist_ok=True)
-        truth.write(truth_path)
         before = {c.service: c.total for c in wait_until_drained(settings, {}, 0)}
-        asyncio.run(
-            produce_records(
-                settings, records_from_lines(simulation.lines), total=len(simulation.lines)
-            )
-        )
+        feed(settings, simulation, truth_path, rate=None)
         expected = {
             service: len(simulation.lines) + before.get(service, 0)
             for service in ("lifecycle", "referral", "notify")
         }
         started = time.monotonic()
         counts = _drain_with_progress(settings, expected, before, args.timeout)
+        wait_until_quiet(settings)
         console.print(f"workers drained the input in {time.monotonic() - started:.1f} s")
         _counts_table(counts)
         _stage_tier_table(settings)

@@ -100,10 +100,18 @@ def check_ready(url: str) -> str | None:
     return None
 
 
-def upsert(url: str, table: Any, rows: list[dict[str, Any]], key: str, newer: str) -> None:
+def upsert(
+    url: str,
+    table: Any,
+    rows: list[dict[str, Any]],
+    key: str,
+    newer: str,
+    keep: tuple[str, ...] = (),
+) -> None:
     """Insert rows, or update the existing row of the same `key` when the new row's `newer`
     column is greater: writes may race or repeat (partitions move between workers, a restarted
-    worker writes again), and an older row must never overwrite a newer one."""
+    worker writes again), and an older row must never overwrite a newer one. Columns in `keep`
+    keep the value the row was inserted with."""
     if not rows:
         return
     engine = get_engine(url)
@@ -111,7 +119,11 @@ def upsert(url: str, table: Any, rows: list[dict[str, Any]], key: str, newer: st
     statement = dialect.insert(table)
     statement = statement.on_conflict_do_update(
         index_elements=[key],
-        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name != key},
+        set_={
+            c.name: statement.excluded[c.name]
+            for c in table.columns
+            if c.name != key and c.name not in keep
+        },
         where=table.c[newer] < statement.excluded[newer],
     )
     with engine.begin() as connection:

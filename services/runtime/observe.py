@@ -10,17 +10,20 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas.topics import ALL_TOPICS
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 
 
 @dataclass
 class WorkerCounts:
-    """Events one worker accepted and dead-lettered so far."""
+    """Records of the contract's topics one worker accepted and dead-lettered so far."""
 
     service: str
     reachable: bool = False
     consumed: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     dead_lettered: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Every record finished, internal topics included: it stops moving when the worker is idle.
+    all_records: int = 0
     # What the service concluded, from its business counters, as "what happened" -> count.
     outcomes: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -28,6 +31,10 @@ class WorkerCounts:
     def total(self) -> int:
         """Every record the worker has finished with, accepted or dead-lettered."""
         return int(sum(self.consumed.values()) + sum(self.dead_lettered.values()))
+
+
+_RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_lettered_total")
+_CONTRACT_TOPICS = frozenset(t.name for t in ALL_TOPICS)
 
 
 def read_worker(settings: RuntimeSettings, service: str) -> WorkerCounts:
@@ -41,6 +48,11 @@ def read_worker(settings: RuntimeSettings, service: str) -> WorkerCounts:
     counts.reachable = True
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.name in _RECORD_COUNTERS:
+                counts.all_records += int(sample.value)
+                if sample.labels["topic"] not in _CONTRACT_TOPICS:
+                    # A service's internal topics (the referral steps): not records it was given.
+                    continue
             if sample.name == "rapport_events_consumed_total":
                 counts.consumed[sample.labels["event_type"]] += sample.value
             elif sample.name == "rapport_events_dead_lettered_total":
@@ -78,3 +90,16 @@ def wait_until_drained(
         if done or time.monotonic() > deadline:
             return counts
         time.sleep(0.5)
+
+
+def wait_until_quiet(settings: RuntimeSettings, timeout: float = 120.0, still: float = 3.0) -> None:
+    """Wait until no worker finishes another record, internal topics included, for `still`
+    seconds: a service's own steps (the referral service's) go on after its input is done."""
+    deadline = time.monotonic() + timeout
+    last = [c.all_records for c in read_workers(settings)]
+    while time.monotonic() < deadline:
+        time.sleep(still)
+        now = [c.all_records for c in read_workers(settings)]
+        if now == last:
+            return
+        last = now

@@ -3,11 +3,12 @@ review of held referrals with its errors."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from schemas.referral import LeadChanged, LeadStrength, LeadType, ReferralChanged, ReferralReason
 from services.referral import read_model
@@ -72,6 +73,15 @@ def client(kafka: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ],
     )
     read_model.write(url, [referral("referral.attributed", "r2", "N2")])
+    later = lead.model_copy(
+        update={"event_id": "lead-2", "type": "lead.updated", "occurred_at": T + timedelta(days=3)}
+    )
+    read_model.write(url, [later])
+    with db.get_engine(url).connect() as connection:
+        detected, updated = connection.execute(
+            text("SELECT detected_at, updated_at FROM referral_leads WHERE lead_id = 'L1'")
+        ).one()
+    assert str(detected).startswith("2025-05-01") and str(updated).startswith("2025-05-04")
     return TestClient(load_api("referral", settings))
 
 
