@@ -15,8 +15,9 @@ from pydantic import TypeAdapter
 
 from schemas.account_events import ACCOUNT_EVENT_ADAPTER
 from schemas.envelope import RAPPORT_EVENT_ADAPTER
-from schemas.lifecycle import ChurnSignalChanged, StageChanged
+from schemas.lifecycle import ChurnSignalChanged, StageChanged, TenureAnniversary
 from schemas.referral import REFERRAL_EVENT_ADAPTER
+from schemas.rewards import LEDGER_ENTRY_ADAPTER
 from schemas.topics import (
     ALL_TOPICS,
     DLQ_HEADER_ERROR,
@@ -41,6 +42,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "stage-changed.v1.json": (TypeAdapter(StageChanged), "Lifecycle stage or tier changed"),
         "churn-signal.v1.json": (TypeAdapter(ChurnSignalChanged), "Churn signal changed"),
         "referral-event.v1.json": (REFERRAL_EVENT_ADAPTER, "Referral lead or referral changed"),
+        "tenure-anniversary.v1.json": (TypeAdapter(TenureAnniversary), "Tenure anniversary"),
+        "ledger-entry.v1.json": (LEDGER_ENTRY_ADAPTER, "Rewards ledger entry booked"),
     }
     out: dict[str, dict[str, Any]] = {}
     for filename, (adapter, title) in schemas.items():

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from schemas.account_events import SignedMoney
+from schemas.account_events import EventTime, SignedMoney
 from schemas.envelope import RapportEvent
 
 
@@ -101,6 +101,20 @@ class StageChanged(RapportEvent):
     probable_cause: ChurnCause | None = None
     strategy: Strategy
     balance_avg_30d: SignedMoney
+
+
+class TenureAnniversary(RapportEvent):
+    """`tenure.anniversary` on `rapport.lifecycle.milestones.v1`: a customer completed another
+    year with the bank, dated at the anniversary itself (event time). Only anniversaries reached
+    while the service watches are announced, never ones that passed before it first saw the
+    customer; a customer who left and came back counts from the new start."""
+
+    type: Literal["tenure.anniversary"]
+    customer_id: str
+    years: Annotated[int, Field(ge=1)]
+    relationship_start: EventTime
+    stage: Stage
+    tier: Tier
 
 
 class ChurnSignalChanged(RapportEvent):

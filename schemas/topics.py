@@ -79,6 +79,15 @@ CHURN_SIGNALS = TopicSpec(
     consumers=("notify",),
     defined_by="issue 3 (lifecycle service)",
 )
+MILESTONES = TopicSpec(
+    name="rapport.lifecycle.milestones.v1",
+    description="Customer milestones in event time: tenure anniversaries.",
+    key="customer id (UTF-8)",
+    payload="tenure-anniversary.v1.json",
+    producers=("lifecycle",),
+    consumers=("rewards", "notify"),
+    defined_by="issue 6 (loyalty rewards)",
+)
 REFERRAL_EVENTS = TopicSpec(
     name="rapport.referral.events.v1",
     description="Leads, attributions, qualifications, rejections, holds and reversals.",
@@ -92,7 +101,7 @@ REWARDS_LEDGER = TopicSpec(
     name="rapport.rewards.ledger.v1",
     description="Ledger entries as booked, published through the transactional outbox.",
     key="customer id (UTF-8)",
-    payload=None,
+    payload="ledger-entry.v1.json",
     producers=("rewards",),
     consumers=("notify",),
     defined_by="issue 6 (rewards service)",
@@ -122,6 +131,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ACCOUNT_EVENTS,
     STAGE_CHANGED,
     CHURN_SIGNALS,
+    MILESTONES,
     REFERRAL_EVENTS,
     REWARDS_LEDGER,
     NOTIFICATIONS,

@@ -12,13 +12,13 @@ from typing import Any
 import faust
 
 from schemas.account_events import AccountEvent
-from schemas.lifecycle import StageChanged
-from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, STAGE_CHANGED
+from schemas.lifecycle import StageChanged, TenureAnniversary
+from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, MILESTONES, STAGE_CHANGED
 from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
 from services.lifecycle.service import LifecycleService
-from services.runtime.app import consume, create_app, send_all
+from services.runtime.app import consume, create_app, raw_topic, send_all
 from services.runtime.codec import decode_account_event, encode
 from services.runtime.settings import RuntimeSettings
 
@@ -35,12 +35,9 @@ class Lifecycle:
         # Keys as JSON strings, values as our own JSON bytes. The types, not a schema, set the
         # serializers faust uses when it recovers the table from its changelog.
         self.table = app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes)
-        self.stage_topic = app.topic(
-            STAGE_CHANGED.name, key_serializer="raw", value_serializer="raw"
-        )
-        self.signal_topic = app.topic(
-            CHURN_SIGNALS.name, key_serializer="raw", value_serializer="raw"
-        )
+        self.stage_topic = raw_topic(app, STAGE_CHANGED)
+        self.signal_topic = raw_topic(app, CHURN_SIGNALS)
+        self.milestone_topic = raw_topic(app, MILESTONES)
         self.service = LifecycleService(
             self.table,
             self._publish,
@@ -53,7 +50,7 @@ class Lifecycle:
     async def _publish(self, outputs: list[Output]) -> None:
         await send_all(
             (
-                self.stage_topic if isinstance(output, StageChanged) else self.signal_topic,
+                self._topic_of(output),
                 output.customer_id.encode(),
                 encode(output),
                 None,
@@ -62,6 +59,13 @@ class Lifecycle:
         )
         for output in outputs:
             metrics.record(output)
+
+    def _topic_of(self, output: Output) -> Any:
+        if isinstance(output, StageChanged):
+            return self.stage_topic
+        if isinstance(output, TenureAnniversary):
+            return self.milestone_topic
+        return self.signal_topic
 
     async def handle(self, event: AccountEvent, message: Any) -> None:
         processed = await self.service.handle(event, message.partition)

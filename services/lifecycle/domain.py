@@ -33,6 +33,7 @@ from schemas.lifecycle import (
     Stage,
     StageChanged,
     Strategy,
+    TenureAnniversary,
     Tier,
 )
 
@@ -147,6 +148,9 @@ class CustomerState(BaseModel):
     tier: Tier = Tier.MASS
     win_back: bool = False
     relationship_start: datetime | None = None
+    # Anniversaries of relationship_start already behind the customer (announced, or passed
+    # before the service first saw them); None in states saved before anniversaries existed.
+    anniversaries_passed: int | None = None
     activated: bool = False
     matured_once: bool = False
     initiated_count: int = 0
@@ -171,7 +175,7 @@ class CustomerState(BaseModel):
         return sum(self.balances.values(), Decimal(0))
 
 
-Output = StageChanged | ChurnSignalChanged
+Output = StageChanged | ChurnSignalChanged | TenureAnniversary
 
 
 @dataclass
@@ -495,6 +499,51 @@ def _check_competitor_transfer(
 # -- time ------------------------------------------------------------------------------------
 
 
+def anniversary(start: datetime, years: int) -> datetime:
+    """`start` plus whole years; a 29 February start has its anniversary on 28 February."""
+    try:
+        return start.replace(year=start.year + years)
+    except ValueError:
+        return start.replace(year=start.year + years, day=28)
+
+
+def _years_completed(start: datetime, t: datetime) -> int:
+    years = max(t.year - start.year, 0)
+    while years > 0 and anniversary(start, years) > t:
+        years -= 1
+    return years
+
+
+def _next_anniversary(state: CustomerState) -> datetime | None:
+    if state.relationship_start is None or state.anniversaries_passed is None:
+        return None
+    return anniversary(state.relationship_start, state.anniversaries_passed + 1)
+
+
+def _anniversaries(state: CustomerState, t: datetime) -> list[Output]:
+    outputs: list[Output] = []
+    due = _next_anniversary(state)
+    while due is not None and due <= t and state.stage is not None:
+        assert state.relationship_start is not None and state.anniversaries_passed is not None
+        state.anniversaries_passed += 1
+        outputs.append(
+            TenureAnniversary(
+                event_id=_event_id(
+                    state.customer_id, "anniversary", state.relationship_start.isoformat(), due
+                ),
+                type="tenure.anniversary",
+                occurred_at=due,
+                customer_id=state.customer_id,
+                years=state.anniversaries_passed,
+                relationship_start=state.relationship_start,
+                stage=state.stage,
+                tier=state.tier,
+            )
+        )
+        due = _next_anniversary(state)
+    return outputs
+
+
 def _deadlines(state: CustomerState, rules: LifecycleRules) -> list[datetime]:
     """Every future moment at which a time rule could change something for this customer."""
     if state.relationship_start is None or not state.open_accounts:
@@ -505,6 +554,9 @@ def _deadlines(state: CustomerState, rules: LifecycleRules) -> list[datetime]:
         quiet_since + timedelta(days=rules.inactivity_days),
         state.relationship_start + timedelta(days=rules.maturity_tenure_days),
     ]
+    upcoming = _next_anniversary(state)
+    if upcoming is not None:
+        found.append(upcoming)
     if not state.activated:
         found.append(state.relationship_start + timedelta(days=rules.activation_window_days))
     if state.last_activity_at is not None:
@@ -536,7 +588,7 @@ def next_deadline(state: CustomerState, rules: LifecycleRules) -> datetime | Non
 
 
 def _time_rules(state: CustomerState, t: datetime, rules: LifecycleRules) -> list[Output]:
-    outputs: list[Output] = []
+    outputs = _anniversaries(state, t)
     quiet_since = state.last_activity_at or state.relationship_start
     assert quiet_since is not None
     if t - quiet_since >= timedelta(days=rules.inactivity_days):
@@ -648,6 +700,10 @@ def apply_event(
         state = state.model_copy(deep=True)
     if not _remember(state, event):
         return Outcome(state, duplicate=True)
+    if state.relationship_start is not None and state.anniversaries_passed is None:
+        state.anniversaries_passed = _years_completed(
+            state.relationship_start, min(now, event.occurred_at)
+        )
     outputs: list[Output] = []
     if state.relationship_start is not None and state.open_accounts:
         outputs += advance(state, min(now, event.occurred_at), rules)
@@ -661,6 +717,7 @@ def apply_event(
             if state.relationship_start is not None:
                 state.win_back = True
             state.relationship_start = t
+            state.anniversaries_passed = 0
             state.activated = False
             state.initiated_count = 0
             state.evaluated_until = t

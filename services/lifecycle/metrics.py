@@ -10,7 +10,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, Tier
+from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, TenureAnniversary, Tier
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ EVENT_TIME_LAG = Histogram(
     "Stream clock minus the event's time when it was processed.",
     buckets=(0, 60, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400),
 )
+ANNIVERSARIES = Counter(
+    "rapport_lifecycle_tenure_anniversaries_total",
+    "Tenure anniversaries announced, by the customer's tier at the time.",
+    ["tier"],
+)
 READ_MODEL_ROWS = Counter(
     "rapport_lifecycle_read_model_rows_written_total",
     "Customer rows written to the lifecycle read model.",
@@ -51,9 +56,11 @@ READ_MODEL_FAILURES = Counter(
 )
 
 
-def record(output: StageChanged | ChurnSignalChanged) -> None:
+def record(output: StageChanged | ChurnSignalChanged | TenureAnniversary) -> None:
     """Count one published output by its kind."""
-    if isinstance(output, ChurnSignalChanged):
+    if isinstance(output, TenureAnniversary):
+        ANNIVERSARIES.labels(output.tier.value).inc()
+    elif isinstance(output, ChurnSignalChanged):
         change = output.type.rsplit(".", 1)[1]
         CHURN_SIGNALS.labels(change, output.signal.value, output.cause.value).inc()
     elif output.type == "stage.changed":

@@ -7,12 +7,21 @@ from decimal import Decimal
 from typing import Any
 
 from schemas import parse_account_event
-from schemas.lifecycle import ChurnCause, ChurnSignalChanged, SignalKind, Stage, StageChanged, Tier
+from schemas.lifecycle import (
+    ChurnCause,
+    ChurnSignalChanged,
+    SignalKind,
+    Stage,
+    StageChanged,
+    TenureAnniversary,
+    Tier,
+)
 from services.lifecycle.domain import (
     CustomerState,
     LifecycleRules,
     Output,
     advance,
+    anniversary,
     apply_event,
     probable_cause,
     target_tier,
@@ -316,3 +325,37 @@ def test_tier_change_is_an_event_on_30_day_average_balance() -> None:
     c.wait(40)
     tiers = [o.tier for o in c.outputs if isinstance(o, StageChanged) and o.type == "tier.changed"]
     assert tiers[-1] is Tier.HNW
+
+
+def anniversaries(c: Customer) -> list[tuple[int, int, Tier]]:
+    return [
+        (o.years, (o.occurred_at - T0).days, o.tier)
+        for o in c.outputs
+        if isinstance(o, TenureAnniversary)
+    ]
+
+
+def test_each_tenure_anniversary_is_announced_on_its_day_with_the_tier_then() -> None:
+    c = active_customer()
+    for day in range(30, 800, 25):
+        c.money("card.payment", day, "1.00")
+    # 2025 and 2026 are not leap years: anniversaries on days 365 and 730.
+    assert anniversaries(c) == [(1, 365, Tier.MASS), (2, 730, Tier.MASS)]
+    # Time passing alone announces the next one.
+    c.wait(1096)
+    assert anniversaries(c)[-1] == (3, 1095, Tier.MASS)
+
+
+def test_a_29_february_start_has_its_anniversary_on_28_february() -> None:
+    start = datetime(2024, 2, 29, tzinfo=UTC)
+    assert anniversary(start, 1) == datetime(2025, 2, 28, tzinfo=UTC)
+    assert anniversary(start, 4) == datetime(2028, 2, 29, tzinfo=UTC)
+
+
+def test_a_state_saved_before_anniversaries_existed_announces_none_of_the_past() -> None:
+    c = active_customer()
+    assert c.state is not None
+    c.state.anniversaries_passed = None
+    c.money("card.payment", 500, "1.00")  # the first anniversary (day 365) is behind it
+    c.money("card.payment", 740, "1.00")
+    assert anniversaries(c) == [(2, 730, Tier.MASS)]
