@@ -14,7 +14,7 @@ from sqlmodel import Field, SQLModel
 from schemas.lifecycle import ChurnCause, SignalKind, Stage, Strategy, Tier
 from services.lifecycle.domain import CustomerState, average_balance, churn_score
 from services.runtime import db
-from services.runtime.db import get_engine
+from services.runtime.db import as_utc, get_engine
 
 _TIME = DateTime(timezone=True)
 
@@ -150,10 +150,7 @@ def write(url: str, rows: list[LifecycleProfileRow]) -> None:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def customer(url: str, customer_id: str) -> CustomerLifecycle | None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import faust
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from schemas.account_events import AccountEvent
 from schemas.referral import LeadChanged
@@ -27,21 +27,11 @@ from services.referral.service import (
     Watermark,
 )
 from services.runtime.app import consume, create_app, raw_topic, send_all
-from services.runtime.codec import Rejection, decode_account_event, decode_model, encode
+from services.runtime.codec import decode_account_event, encode, model_decoder
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
-
-
-def _decoder(model: type[M]) -> Any:
-    adapter = TypeAdapter(model)
-
-    def decode(key: bytes | None, value: bytes | None) -> M | Rejection:
-        return decode_model(adapter, value)
-
-    return decode
 
 
 class Referral:
@@ -159,7 +149,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         app,
         SERVICE,
         referral.links_spec,
-        _decoder(LinkRecord),
+        model_decoder(TypeAdapter(LinkRecord)),
         referral.on_link,
         label=lambda r: "link" if r.link is not None else "watermark",
     )
@@ -167,7 +157,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         app,
         SERVICE,
         referral.steps_spec,
-        _decoder(Step),
+        model_decoder(TypeAdapter(Step)),
         referral.on_step,
         label=_step_kind,
     )

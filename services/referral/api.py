@@ -4,7 +4,6 @@ funnel, and the review of held referrals."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -17,6 +16,7 @@ from services.referral import read_model
 from services.referral.config import ReferralSettings, internal_topics
 from services.referral.read_model import CustomerReferrals, Funnel
 from services.referral.service import Review, Step
+from services.runtime.api import require_admin
 from services.runtime.codec import encode
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
@@ -87,17 +87,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         body: ReviewRequest,
         x_rapport_admin_token: Annotated[str | None, Header()] = None,
     ) -> ReviewAccepted:
-        expected = config.admin_token
-        if (
-            not expected
-            or not x_rapport_admin_token
-            or not hmac.compare_digest(expected, x_rapport_admin_token)
-        ):
-            raise HTTPException(
-                403,
-                detail="reviews need the X-Rapport-Admin-Token header with the token set in "
-                "RAPPORT_REFERRAL_ADMIN_TOKEN (reviews are refused while none is set)",
-            )
+        require_admin(config.admin_token, x_rapport_admin_token, "RAPPORT_REFERRAL_ADMIN_TOKEN")
         found = await asyncio.to_thread(read_model.referral, url, referral_id)
         if found is None:
             raise HTTPException(404, detail=f"no referral {referral_id!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -71,11 +71,6 @@ class LeadRow(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=_TIME)
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 # -- codes -------------------------------------------------------------------------------------
 
 
@@ -110,7 +105,7 @@ def find_code(url: str, code: str) -> CodeGrant | None:
         row = session.get(ReferralCodeRow, code.strip().upper())
         if row is None:
             return None
-        return CodeGrant(owner=row.owner, issued_at=_utc(row.issued_at))
+        return CodeGrant(owner=row.owner, issued_at=db.as_utc(row.issued_at))
 
 
 # -- the worker's writes -----------------------------------------------------------------------
@@ -197,7 +192,9 @@ def customer_referrals(url: str, customer_id: str) -> CustomerReferrals:
             .where(referrals_table.c.referrer == customer_id)
             .order_by(referrals_table.c.updated_at)
         ).mappings()
-        referrals = [ReferralView(**{**row, "updated_at": _utc(row["updated_at"])}) for row in rows]
+        referrals = [
+            ReferralView(**{**row, "updated_at": db.as_utc(row["updated_at"])}) for row in rows
+        ]
         leads = connection.execute(
             select(func.count()).where(leads_table.c.suggested_referrer == customer_id)
         ).scalar_one()
@@ -217,7 +214,7 @@ def referral(url: str, referral_id: str) -> ReferralView | None:
         found = row.first()
     if found is None:
         return None
-    return ReferralView(**{**found, "updated_at": _utc(found["updated_at"])})
+    return ReferralView(**{**found, "updated_at": db.as_utc(found["updated_at"])})
 
 
 class FunnelStep(BaseModel):

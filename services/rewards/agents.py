@@ -1,17 +1,82 @@
-"""Faust adapter of the rewards service: until its rules land, it validates, counts and
-dead-letters its input."""
+"""Faust adapter of the rewards service: three agents (referral events, stage changes, tenure
+anniversaries) that hand each event to the ledger, and a timer that relays the outbox. The
+ledger (SQL) is the state: the worker keeps no table of its own."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 import faust
+from pydantic import TypeAdapter
 
-from schemas.topics import REFERRAL_EVENTS, STAGE_CHANGED
-from services.runtime.app import validating_app
+from schemas.lifecycle import StageChanged, TenureAnniversary
+from schemas.referral import REFERRAL_EVENT_ADAPTER, ReferralChanged
+from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CHANGED, TopicSpec
+from services.rewards import ledger, metrics
+from services.rewards.config import SERVICE, RewardsSettings
+from services.rewards.outbox import OutboxRelay
+from services.runtime.app import consume, create_app
+from services.runtime.codec import model_decoder
 from services.runtime.settings import RuntimeSettings
+from services.runtime.topics import create_topics
 
-SERVICE = "rewards"
+log = logging.getLogger(__name__)
+
+
+class Rewards:
+    """The handlers the runtime calls, over the ledger."""
+
+    def __init__(self, config: RewardsSettings, settings: RuntimeSettings) -> None:
+        self.rules = config.rules()
+        self.url = settings.resolved_database_url
+
+    async def on_event(self, event: Any, message: Any) -> None:
+        if not isinstance(event, ReferralChanged | StageChanged | TenureAnniversary):
+            return  # lead events: nothing to reward
+        applied = await asyncio.to_thread(
+            ledger.apply, self.url, event, self.rules, ledger.utcnow()
+        )
+        if applied.duplicate:
+            metrics.DUPLICATES.inc()
+            return
+        for entry in applied.entries or []:
+            metrics.record(entry)
+        for reason, points in applied.withheld or []:
+            metrics.WITHHELD.labels(reason).inc(points)
 
 
 def build_app(settings: RuntimeSettings) -> faust.App:
-    """The rewards worker's faust app with its agents."""
-    return validating_app(SERVICE, settings, [STAGE_CHANGED, REFERRAL_EVENTS])
+    """The rewards worker's faust app: its agents and the outbox relay."""
+    config = RewardsSettings()
+    app = create_app(SERVICE, settings)
+    # The relay asks the ledger topic for its partitions: it must exist before the first entry.
+    asyncio.run(create_topics(settings, specs=(REWARDS_LEDGER,)))
+    rewards = Rewards(config, settings)
+    inputs: list[tuple[TopicSpec, TypeAdapter[Any]]] = [
+        (REFERRAL_EVENTS, REFERRAL_EVENT_ADAPTER),
+        (STAGE_CHANGED, TypeAdapter(StageChanged)),
+        (MILESTONES, TypeAdapter(TenureAnniversary)),
+    ]
+    for spec, adapter in inputs:
+        consume(app, SERVICE, spec, model_decoder(adapter), rewards.on_event, label=_type)
+    relay = OutboxRelay(
+        settings.resolved_database_url,
+        settings.bootstrap_list,
+        REWARDS_LEDGER.name,
+        config.relay_lease_seconds,
+        config.relay_batch,
+    )
+
+    async def publish_outbox() -> None:
+        while await relay.run_once() == config.relay_batch:
+            pass  # a full batch: more may wait
+
+    app.timer(interval=config.relay_interval_seconds)(publish_outbox)
+
+    return app
+
+
+def _type(event: Any) -> str:
+    return str(event.type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -103,6 +104,18 @@ def decode_model(adapter: TypeAdapter[T], value: bytes | None) -> T | Rejection:
         return adapter.validate_python(data)
     except ValidationError as exc:
         return describe_validation_error(exc)
+
+
+def model_decoder(
+    adapter: TypeAdapter[T],
+) -> Callable[[bytes | None, bytes | None], T | Rejection]:
+    """A record decoder for `consume` that validates the value against one contract (the key
+    is the producer's business)."""
+
+    def decode(key: bytes | None, value: bytes | None) -> T | Rejection:
+        return decode_model(adapter, value)
+
+    return decode
 
 
 def decode_account_event(key: bytes | None, value: bytes | None) -> AccountEvent | Rejection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC time (SQLite hands back naive ones; all we store is UTC)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def normalise_url(url: str) -> str:
@@ -48,6 +54,50 @@ def get_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+@lru_cache(maxsize=8)
+def _serialising_sqlite_engine(url: str) -> Engine:
+    get_engine(url)  # creates the file's directory
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # pysqlite's own BEGIN handling is turned off so that ours is the one that runs.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):  # type: ignore[no-untyped-def]
+        # Take the write lock at the start, so that what the transaction reads cannot change
+        # before it writes (a deferred transaction would fail with SQLITE_BUSY instead).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def serialised_session(url: str, lock: str) -> Iterator[Session]:
+    """A session whose transaction runs alone among those taking the same `lock`: it reads and
+    writes as if no other ran. SQLite takes its database write lock at BEGIN; PostgreSQL takes
+    a transaction-scoped advisory lock named by `lock`. Committed at the end, rolled back on
+    error, like `session_scope`."""
+    url = normalise_url(url)
+    engine = _serialising_sqlite_engine(url) if url.startswith("sqlite") else get_engine(url)
+    with Session(engine) as session:
+        try:
+            if not url.startswith("sqlite"):
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": lock}
+                )
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 @contextmanager

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import inspect, text
 
 from services.runtime import db
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'rapport.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    # Start each test from an empty schema so migrations run from the first revision.
-    with db.get_engine(url).begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    return url
 
 
 def test_fresh_database_is_not_ready_until_migrated(database_url: str) -> None:

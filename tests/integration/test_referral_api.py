@@ -23,7 +23,7 @@ T = datetime(2025, 5, 1, tzinfo=UTC)
 def referral(kind: str, rid: str, referee: str, **fields: object) -> ReferralChanged:
     return ReferralChanged(
         event_id=f"{kind}-{rid}",
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         occurred_at=T,
         referral_id=rid,
         referrer="R1",
@@ -31,7 +31,7 @@ def referral(kind: str, rid: str, referee: str, **fields: object) -> ReferralCha
         via="code",
         lead_type=LeadType.RETAIL,
         channel="mobile",
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
@@ -51,7 +51,7 @@ def client(kafka: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         suggested_referrer="R1",
         strength=LeadStrength(
             transactions=3, customers=1, amount="300", direction="paid_to", window_days=90
-        ),  # type: ignore[arg-type]
+        ),
         last_transaction_at=T,
         expires_at=T,
     )

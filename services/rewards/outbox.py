@@ -1,0 +1,162 @@
+"""The outbox relay: publishes booked ledger entries to `rapport.rewards.ledger.v1`, in booking
+order, so that the ledger and the topic never disagree.
+
+Why nothing is lost and nothing is published twice:
+- An entry and its outbox row commit in one transaction (`ledger.py`): a rolled-back entry has
+  no row, a committed one has. Rows commit in increasing `seq` (handed out inside the
+  serialised transaction).
+- One relay at a time holds a lease in the database. It sends rows in `seq` order with an
+  idempotent producer (the broker drops a retried duplicate and keeps each partition's order),
+  waits for every acknowledgement, then marks the rows published.
+- A relay that dies after sending and before marking leaves rows that are on the topic but not
+  marked. Whoever takes the lease next reads the last record of each partition first: its
+  `rapport-outbox-seq` header says how far that partition got, and every unmarked row up to it
+  (and mapped to it) is marked without being sent again.
+A relay paused past its lease while another took over could still send a batch twice; consumers
+tell the copies apart by `entry_id` (the event id), which never changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from services.rewards import ledger, metrics
+
+log = logging.getLogger(__name__)
+
+SEQ_HEADER = "rapport-outbox-seq"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for a key (murmur2, as in Java)."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class OutboxRelay:
+    """Publishes the outbox while this process holds the relay lease."""
+
+    def __init__(
+        self,
+        database_url: str,
+        bootstrap: list[str],
+        topic: str,
+        lease_seconds: float,
+        batch: int,
+    ) -> None:
+        self.url = database_url
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.lease_seconds = lease_seconds
+        self.batch = batch
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.producer: AIOKafkaProducer | None = None
+        self.partitions = 0
+        # Reconciled with the topic since the lease was last taken.
+        self.reconciled = False
+
+    async def run_once(self) -> int:
+        """Publish what waits, if this process holds (or can take) the lease; returns how many
+        entries went out. A failure is logged and retried on the next call, after reconciling
+        again."""
+        try:
+            return await self._run_once()
+        except Exception:
+            self.reconciled = False
+            log.exception("outbox relay failed; retrying")
+            return 0
+
+    async def _run_once(self) -> int:
+        held = await asyncio.to_thread(
+            ledger.take_lease, self.url, self.holder, ledger.utcnow(), self.lease_seconds
+        )
+        if not held:
+            self.reconciled = False
+            return 0
+        if self.producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+            )
+            await producer.start()
+            self.producer = producer
+            self.partitions = len(await producer.partitions_for(self.topic))
+        if not self.reconciled:
+            await self._reconcile()
+            self.reconciled = True
+        rows = await asyncio.to_thread(ledger.unpublished, self.url, self.batch)
+        if not rows:
+            metrics.OUTBOX_BACKLOG.set(0)
+            return 0
+        acks = [
+            await self.producer.send(
+                self.topic,
+                row.payload,
+                key=row.key.encode(),
+                partition=partition_of(row.key, self.partitions),
+                headers=[(SEQ_HEADER, str(row.seq).encode())],
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*acks)
+        await asyncio.to_thread(
+            ledger.mark_published, self.url, [r.seq for r in rows if r.seq], ledger.utcnow()
+        )
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
+        if len(rows) == self.batch:
+            metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(ledger.outbox_backlog, self.url))
+        else:
+            metrics.OUTBOX_BACKLOG.set(0)
+        return len(rows)
+
+    async def _reconcile(self) -> None:
+        tails = await self._tail_seqs()
+        if not tails:
+            return
+        rows = await asyncio.to_thread(ledger.unpublished, self.url, 1_000_000, max(tails.values()))
+        sent = [
+            r.seq
+            for r in rows
+            if r.seq is not None and r.seq <= tails.get(partition_of(r.key, self.partitions), -1)
+        ]
+        if sent:
+            log.info("outbox: %d entries were on the topic but not marked; marked now", len(sent))
+            await asyncio.to_thread(ledger.mark_published, self.url, sent, ledger.utcnow())
+            metrics.RELAY_RECONCILED.inc(len(sent))
+
+    async def _tail_seqs(self) -> dict[int, int]:
+        """The outbox seq of the last record of each partition of the topic."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            tails: dict[int, int] = {}
+            for tp in partitions:
+                if ends[tp] == 0:
+                    continue
+                consumer.seek(tp, ends[tp] - 1)
+                for _ in range(60):
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    last = [r for r in batch.get(tp, []) if r.offset == ends[tp] - 1]
+                    if last:
+                        headers = dict(last[0].headers)
+                        tails[tp.partition] = int(headers[SEQ_HEADER])
+                        break
+                else:
+                    raise TimeoutError(f"could not read the last record of {tp}")
+            return tails
+        finally:
+            await consumer.stop()
+
+    async def stop(self) -> None:
+        """Close the producer."""
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
