@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, func, update
+from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, func, text, update
 from sqlmodel import Column, Field, Session, SQLModel, select
 
 from schemas.lifecycle import StageChanged, TenureAnniversary
@@ -731,6 +731,15 @@ def take_lease(url: str, holder: str, now: datetime, seconds: float) -> bool:
         else:
             lease.holder, lease.expires_at = holder, expires_at
         return True
+
+
+def outbox_identity(url: str) -> str:
+    """The id this database's outbox tags its records with (set by migration 0004)."""
+    with db.session_scope(url) as session:
+        found = session.execute(
+            text("SELECT value FROM rapport_installation WHERE key = 'rewards_outbox_id'")
+        ).scalar_one()
+        return str(found)
 
 
 def unpublished(url: str, limit: int, through: int | None = None) -> list[OutboxRow]:

@@ -9,9 +9,10 @@ Why nothing is lost and nothing is published twice:
   idempotent producer (the broker drops a retried duplicate and keeps each partition's order),
   waits for every acknowledgement, then marks the rows published.
 - A relay that dies after sending and before marking leaves rows that are on the topic but not
-  marked. Whoever takes the lease next reads the last record of each partition first: its
-  `rapport-outbox-seq` header says how far that partition got, and every unmarked row up to it
-  (and mapped to it) is marked without being sent again.
+  marked. Whoever takes the lease next first finds, in each partition, the last record this
+  database's outbox sent (header `rapport-outbox-id`, an id migration 0004 gives each
+  database): its `rapport-outbox-seq` header says how far that partition got, and every
+  unmarked row up to it (and mapped to it) is marked without being sent again.
 A relay paused past its lease while another took over could still send a batch twice; consumers
 tell the copies apart by `entry_id` (the event id), which never changes.
 """
@@ -23,6 +24,7 @@ import logging
 import os
 import socket
 import uuid
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
@@ -32,6 +34,23 @@ from services.rewards import ledger, metrics
 log = logging.getLogger(__name__)
 
 SEQ_HEADER = "rapport-outbox-seq"
+OUTBOX_HEADER = "rapport-outbox-id"
+# How far back a relay taking over looks for its own last record in each partition, and how
+# many records it reads at a time. Only the last batch before a crash can be sent and unmarked.
+_SCAN_BACK = 20_000
+_WINDOW = 500
+
+
+async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, begin: int, stop: int) -> list[Any]:
+    """The records of one partition with offsets in [begin, stop)."""
+    consumer.seek(tp, begin)
+    found: list[Any] = []
+    for _ in range(120):
+        batch = await consumer.getmany(tp, timeout_ms=500)
+        found += [r for r in batch.get(tp, []) if begin <= r.offset < stop]
+        if await consumer.position(tp) >= stop:
+            return found
+    raise TimeoutError(f"could not read {tp} from {begin} to {stop}")
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -58,6 +77,7 @@ class OutboxRelay:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.producer: AIOKafkaProducer | None = None
         self.partitions = 0
+        self.identity = ""
         # Reconciled with the topic since the lease was last taken.
         self.reconciled = False
 
@@ -86,6 +106,7 @@ class OutboxRelay:
             await producer.start()
             self.producer = producer
             self.partitions = len(await producer.partitions_for(self.topic))
+            self.identity = await asyncio.to_thread(ledger.outbox_identity, self.url)
         if not self.reconciled:
             await self._reconcile()
             self.reconciled = True
@@ -99,7 +120,10 @@ class OutboxRelay:
                 row.payload,
                 key=row.key.encode(),
                 partition=partition_of(row.key, self.partitions),
-                headers=[(SEQ_HEADER, str(row.seq).encode())],
+                headers=[
+                    (SEQ_HEADER, str(row.seq).encode()),
+                    (OUTBOX_HEADER, self.identity.encode()),
+                ],
             )
             for row in rows
         ]
@@ -130,27 +154,28 @@ class OutboxRelay:
             metrics.RELAY_RECONCILED.inc(len(sent))
 
     async def _tail_seqs(self) -> dict[int, int]:
-        """The outbox seq of the last record of each partition of the topic."""
+        """For each partition of the topic, the outbox seq of the last record this database's
+        outbox put there (another stack's outbox may share the topic: its records are passed
+        over, up to `_SCAN_BACK` records back)."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = [TopicPartition(self.topic, p) for p in range(self.partitions)]
             consumer.assign(partitions)
+            starts = await consumer.beginning_offsets(partitions)
             ends = await consumer.end_offsets(partitions)
             tails: dict[int, int] = {}
             for tp in partitions:
-                if ends[tp] == 0:
-                    continue
-                consumer.seek(tp, ends[tp] - 1)
-                for _ in range(60):
-                    batch = await consumer.getmany(tp, timeout_ms=1000)
-                    last = [r for r in batch.get(tp, []) if r.offset == ends[tp] - 1]
-                    if last:
-                        headers = dict(last[0].headers)
-                        tails[tp.partition] = int(headers[SEQ_HEADER])
-                        break
-                else:
-                    raise TimeoutError(f"could not read the last record of {tp}")
+                stop = ends[tp]
+                floor = max(starts[tp], ends[tp] - _SCAN_BACK)
+                while stop > floor and tp.partition not in tails:
+                    begin = max(stop - _WINDOW, floor)
+                    for record in reversed(await _read(consumer, tp, begin, stop)):
+                        headers = dict(record.headers)
+                        if headers.get(OUTBOX_HEADER) == self.identity.encode():
+                            tails[tp.partition] = int(headers[SEQ_HEADER])
+                            break
+                    stop = begin
             return tails
         finally:
             await consumer.stop()

@@ -8,6 +8,8 @@ Create Date: 2026-11-23
 
 from __future__ import annotations
 
+import uuid
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -17,10 +19,17 @@ branch_labels = None
 depends_on = None
 
 _TIME = sa.DateTime(timezone=True)
+OUTBOX_ID_KEY = "rewards_outbox_id"
 
 
 def upgrade() -> None:
-    """Create the reward_* tables."""
+    """Create the reward_* tables, and name this database's outbox."""
+    installation = sa.table(
+        "rapport_installation", sa.column("key", sa.String), sa.column("value", sa.String)
+    )
+    # The relay tags what it publishes with this id, to tell its own records from those of
+    # another database's outbox on the same topic.
+    op.execute(installation.insert().values(key=OUTBOX_ID_KEY, value=str(uuid.uuid4())))
     op.create_table(
         "reward_ledger_entries",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -130,6 +139,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop the reward_* tables."""
+    op.execute(
+        sa.text("DELETE FROM rapport_installation WHERE key = :k").bindparams(k=OUTBOX_ID_KEY)
+    )
     for table in (
         "reward_outbox_lease",
         "reward_outbox",

@@ -1,0 +1,148 @@
+"""A rewards worker SIGKILLed at random points while thousands of qualified referrals stream
+in, then restarted, books exactly one credit per side of each referral, its balances equal the
+sum of its entries, and every entry reaches the ledger topic exactly once: on SQLite and on
+PostgreSQL, on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlmodel import Session, col, select
+
+from schemas.referral import LeadType, ReferralChanged
+from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CHANGED
+from services.rewards import ledger
+from services.rewards.domain import RewardRules
+from services.rewards.ledger import LedgerEntryRow, OutboxRow
+from services.rewards.outbox import OutboxRelay
+from services.runtime import db
+from services.runtime.broker import LocalBroker
+from services.runtime.codec import encode
+from services.runtime.settings import RuntimeSettings
+from tests.integration.stack import (
+    end_offsets,
+    produce,
+    records_since,
+    service_env,
+    wait_until_consumed,
+    worker,
+)
+
+REFERRALS = 2000
+REFERRERS = 400  # five referrals each, in one month: 1,000 points, under every cap
+
+
+def qualified_referrals(run: str) -> list[tuple[bytes, bytes]]:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    records = []
+    for n in range(REFERRALS):
+        event = ReferralChanged(
+            event_id=f"{run}-q-{n}",
+            type="referral.qualified",
+            occurred_at=start + timedelta(minutes=n),
+            referral_id=f"{run}-ref-{n}",
+            referrer=f"{run}-R{n % REFERRERS}",
+            referee=f"{run}-E{n}",
+            via="code",
+            lead_type=LeadType.RETAIL,
+        )
+        records.append((event.referral_id.encode(), encode(event)))
+    # Redelivered by an upstream retry: the same event again, later in the stream.
+    return records + records[::40]
+
+
+@pytest.mark.timeout(900)
+def test_killed_rewards_worker_books_each_referral_exactly_once(
+    topics: LocalBroker, rapport_home: Path, tmp_path: Path, database_url: str
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    db.upgrade(database_url)
+    env = {**service_env(topics, rapport_home), "DATABASE_URL": database_url}
+    group = RuntimeSettings(instance=env["RAPPORT_INSTANCE"]).app_id("rewards")
+    marks = end_offsets(topics.bootstrap, REWARDS_LEDGER.name)
+    produce(topics.bootstrap, REFERRAL_EVENTS.name, qualified_referrals(run))
+
+    rng = random.Random(7)
+    for after in [rng.randrange(150, 1200) for _ in range(3)]:
+        with worker("rewards", env, tmp_path) as running:
+            running.wait_for("rapport_events_consumed_total", after, timeout=180)
+            running.process.kill()  # SIGKILL: no shutdown, no commit, mid-transaction or mid-send
+            running.process.wait()
+    with worker("rewards", env, tmp_path) as running:
+        for topic in (REFERRAL_EVENTS, STAGE_CHANGED, MILESTONES):
+            wait_until_consumed(topics.bootstrap, group, topic.name, running, timeout=300)
+        deadline = time.monotonic() + 60
+        while ledger.outbox_backlog(database_url):
+            assert time.monotonic() < deadline, "the outbox relay did not catch up"
+            time.sleep(0.5)
+
+    with Session(db.get_engine(database_url)) as session:
+        entries = session.exec(
+            select(LedgerEntryRow).where(col(LedgerEntryRow.customer_id).startswith(run))
+        ).all()
+    sides = Counter((e.referral_id, e.rule) for e in entries)
+    assert len(sides) == 2 * REFERRALS and set(sides.values()) == {1}
+    referrers = sum(e.points for e in entries if e.rule == "referral.referrer")
+    referees = sum(e.points for e in entries if e.rule == "referral.referee")
+    assert (referrers, referees) == (REFERRALS * 200, REFERRALS * 100)
+    assert ledger.check_balances(database_url).mismatches == {}
+
+    published = Counter(
+        orjson.loads(r.value or b"{}")["entry_id"]
+        for r in records_since(topics.bootstrap, REWARDS_LEDGER.name, marks)
+        if (r.key or b"").startswith(run.encode())
+    )
+    assert set(published) == {e.entry_id for e in entries}
+    twice = {k: n for k, n in published.items() if n > 1}
+    assert not twice, f"{len(twice)} entries published more than once"
+
+
+def test_a_relay_taking_over_sends_only_what_was_not_sent_before(
+    topics: LocalBroker, tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    url = f"sqlite:///{tmp_path / 'rewards.db'}"
+    db.upgrade(url)
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+
+    def qualify(n: int) -> None:
+        event = ReferralChanged.model_validate_json(qualified_referrals(run)[n][1])
+        ledger.apply(url, event, RewardRules(), now)
+
+    async def relay_once() -> int:
+        relay = OutboxRelay(url, [topics.bootstrap], REWARDS_LEDGER.name, 0.2, 100)
+        try:
+            return await relay.run_once()
+        finally:
+            await relay.stop()
+
+    marks = end_offsets(topics.bootstrap, REWARDS_LEDGER.name)
+    for n in range(6):
+        qualify(n)
+    assert asyncio.run(relay_once()) == 12
+    # As if that relay died after sending and before marking its last 5 rows.
+    with Session(db.get_engine(url)) as session:
+        last = session.exec(select(OutboxRow).order_by(col(OutboxRow.seq).desc()).limit(5)).all()
+        for row in last:
+            row.published_at = None
+            session.add(row)
+        session.commit()
+    for n in range(6, 8):
+        qualify(n)
+    time.sleep(0.3)  # its lease lapses
+    assert asyncio.run(relay_once()) == 4
+    published = Counter(
+        orjson.loads(r.value or b"{}")["entry_id"]
+        for r in records_since(topics.bootstrap, REWARDS_LEDGER.name, marks)
+        if (r.key or b"").startswith(run.encode())
+    )
+    assert len(published) == 16 and set(published.values()) == {1}
+    assert ledger.outbox_backlog(url) == 0
