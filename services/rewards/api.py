@@ -220,7 +220,10 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 ledger.update_campaign, url, campaign_id, changes, actor, ledger.utcnow()
             )
         except ValidationError as exc:
-            raise HTTPException(422, detail=exc.errors(include_url=False)) from None
+            problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+            raise HTTPException(
+                422, detail=f"the campaign would not be valid: {problems}"
+            ) from None
         if updated is None:
             raise HTTPException(404, detail=f"no campaign {campaign_id!r}")
         return updated

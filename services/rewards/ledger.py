@@ -265,7 +265,7 @@ def _published(row: LedgerEntryRow, flagged: bool) -> LedgerEntryBooked:
     return LedgerEntryBooked(
         event_id=row.entry_id,
         type="ledger_entry.booked",
-        occurred_at=row.occurred_at,
+        occurred_at=db.as_utc(row.occurred_at),
         entry_id=row.entry_id,
         customer_id=row.customer_id,
         kind=EntryKind(row.kind),
@@ -277,7 +277,7 @@ def _published(row: LedgerEntryRow, flagged: bool) -> LedgerEntryBooked:
         reason=row.reason,
         source_event_id=row.source_event_id,
         referral_id=row.referral_id,
-        booked_at=row.booked_at,
+        booked_at=db.as_utc(row.booked_at),
         points_balance=row.points_balance,
         flagged=flagged,
     )
