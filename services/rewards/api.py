@@ -20,6 +20,7 @@ from services.rewards.ledger import (
     AuditEntry,
     IdempotencyKeyReused,
     LedgerPage,
+    LedgerTotals,
     RedemptionResult,
     RewardsSummary,
 )
@@ -84,6 +85,13 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         if found is None:
             raise HTTPException(404, detail=f"no rewards for customer {customer_id!r}")
         return found
+
+    @router.get(
+        "/rewards/summary",
+        summary="Entries and points by rule, withheld points, flagged accounts, outbox backlog",
+    )
+    async def totals() -> LedgerTotals:
+        return await asyncio.to_thread(ledger.totals, url)
 
     @router.get(
         "/customers/{customer_id}/ledger",

@@ -687,6 +687,56 @@ def entries(url: str, customer_id: str, after: int, limit: int) -> LedgerPage:
         )
 
 
+class RuleTotal(BaseModel):
+    rule: str
+    kind: str
+    entries: int
+    points: int
+
+
+class LedgerTotals(BaseModel):
+    """The whole ledger at a glance, for operations."""
+
+    by_rule: list[RuleTotal]
+    withheld_points_by_reason: dict[str, int]
+    accounts: int
+    accounts_flagged: int
+    outbox_backlog: int
+
+
+def totals(url: str) -> LedgerTotals:
+    """Entries and points by rule and kind, what caps withheld, accounts, the outbox backlog."""
+    with db.session_scope(url) as session:
+        by_rule = session.exec(
+            select(
+                LedgerEntryRow.rule,
+                LedgerEntryRow.kind,
+                func.count(),
+                func.sum(LedgerEntryRow.points),
+            )
+            .group_by(LedgerEntryRow.rule, LedgerEntryRow.kind)
+            .order_by(LedgerEntryRow.rule, LedgerEntryRow.kind)
+        ).all()
+        withheld = session.exec(
+            select(WithholdingRow.reason_code, func.sum(WithholdingRow.points)).group_by(
+                WithholdingRow.reason_code
+            )
+        ).all()
+        accounts = session.exec(select(func.count()).select_from(RewardAccountRow)).one()
+        flagged = session.exec(
+            select(func.count())
+            .select_from(RewardAccountRow)
+            .where(col(RewardAccountRow.flagged).is_(True))
+        ).one()
+    return LedgerTotals(
+        by_rule=[RuleTotal(rule=r, kind=k, entries=n, points=int(p)) for r, k, n, p in by_rule],
+        withheld_points_by_reason={str(r): int(p) for r, p in withheld},
+        accounts=int(accounts),
+        accounts_flagged=int(flagged),
+        outbox_backlog=outbox_backlog(url),
+    )
+
+
 @dataclass(frozen=True)
 class BalanceCheck:
     """Accounts whose maintained balance differs from the sum of their entries."""

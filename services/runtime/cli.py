@@ -7,7 +7,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -377,6 +377,35 @@ def _stage_tier_table(settings: RuntimeSettings, timeout: float = 20.0) -> None:
     console.print(table)
 
 
+def _rewards_table(settings: RuntimeSettings, timeout: float = 60.0) -> None:
+    """The ledger by rule, asked of the rewards API once the outbox relay has caught up."""
+    import httpx
+
+    url = f"http://{settings.api_host}:{settings.api_port('rewards')}/rewards/summary"
+    deadline = time.monotonic() + timeout
+    summary: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            summary = httpx.get(url, timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            summary = {}
+        if summary and summary.get("outbox_backlog") == 0:
+            break
+        time.sleep(1)
+    if not summary:
+        console.print(f"[yellow]no answer from {url}[/yellow]")
+        return
+    table = Table("rule", "kind", "entries", "points", title=f"rewards ledger ({url})")
+    for row in summary["by_rule"]:
+        table.add_row(row["rule"], row["kind"], str(row["entries"]), str(row["points"]))
+    console.print(table)
+    console.print(
+        f"accounts {summary['accounts']}, flagged for review {summary['accounts_flagged']}, "
+        f"withheld by caps {summary['withheld_points_by_reason'] or 'nothing'}, "
+        f"entries waiting for the relay {summary['outbox_backlog']}"
+    )
+
+
 def cmd_status(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport status"""
     print_counts(settings)
@@ -473,6 +502,7 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         console.print(f"workers drained the input in {time.monotonic() - started:.1f} s")
         _counts_table(counts)
         _stage_tier_table(settings)
+        _rewards_table(settings)
         report = evaluate_outputs(settings, truth_path, None)
         console.print(f"full report: {report} (charts beside it)")
         ok = all(c.total >= expected.get(c.service, 0) for c in counts)

@@ -27,6 +27,7 @@ from schemas.topics import (
     CHURN_SIGNALS,
     DLQ_HEADER_REASON,
     DLQ_HEADER_SERVICE,
+    MILESTONES,
     NOTIFICATIONS,
     REFERRAL_EVENTS,
     REWARDS_LEDGER,
@@ -49,6 +50,7 @@ STAGES = ("acquisition", "growth", "maturity", "at_risk", "dormant", "churned")
 OUTPUT_TOPICS = (
     STAGE_CHANGED.name,
     CHURN_SIGNALS.name,
+    MILESTONES.name,
     REFERRAL_EVENTS.name,
     REWARDS_LEDGER.name,
     NOTIFICATIONS.name,
@@ -369,16 +371,58 @@ def referral_section(
     return Section(running=True, figures=figures)
 
 
-def rewards_section(entries: list[Mapping[str, Any]]) -> Section:
+def rewards_section(
+    entries: Sequence[Mapping[str, Any]],
+    referral_events: Sequence[Mapping[str, Any]],
+    stage_events: Sequence[Mapping[str, Any]],
+    milestones: Sequence[Mapping[str, Any]],
+) -> Section:
+    """The ledger against the events that should have moved it: one welcome credit per
+    qualified referral, a referral credit per referrer unless a cap withheld it, reversals for
+    reversed referrals, a maturity reward per customer that reached maturity, an anniversary
+    reward per anniversary; each entry once, and traceable to an event that was published."""
     if not entries:
         return _not_running(REWARDS_LEDGER.name)
-    ids = Counter(str(e.get("event_id")) for e in entries)
+    ids = Counter(str(e.get("entry_id")) for e in entries)
+    unique = list({str(e.get("entry_id")): e for e in entries}.values())
+
+    def count(rule: str, kind: str = "credit") -> int:
+        return sum(1 for e in unique if e.get("rule") == rule and e.get("kind") == kind)
+
+    def referrals(kind: str) -> set[str]:
+        return {str(e.get("referral_id")) for e in referral_events if e.get("type") == kind}
+
+    qualified = referrals("referral.qualified")
+    matured = {
+        str(e.get("customer_id"))
+        for e in stage_events
+        if e.get("type") == "stage.changed" and e.get("stage") == "maturity"
+    }
+    sources = {str(e.get("event_id")) for e in (*referral_events, *stage_events, *milestones)}
+    points: Counter[str] = Counter()
+    last_entry: dict[str, Mapping[str, Any]] = {}
+    for e in unique:
+        points[str(e.get("rule"))] += int(e.get("points", 0))
+        last_entry[str(e.get("customer_id"))] = e
     return Section(
         running=True,
         figures={
-            "ledger_entries": len(entries),
-            "entries_written_twice": sum(1 for n in ids.values() if n > 1),
-            "by_type": dict(sorted(Counter(str(e.get("type")) for e in entries).items())),
+            "ledger_entries": len(unique),
+            "entries_published_twice": sum(1 for n in ids.values() if n > 1),
+            "qualified_referrals": len(qualified),
+            "welcome_credits (one per qualified referral)": count("referral.referee"),
+            "referrer_credits (the rest withheld by caps)": count("referral.referrer"),
+            "reversed_referrals": len(referrals("referral.reversed")),
+            "reversal_entries": sum(1 for e in unique if e.get("kind") == "reversal"),
+            "customers_that_reached_maturity": len(matured),
+            "maturity_rewards": count("loyalty.maturity"),
+            "tenure_anniversaries": len(milestones),
+            "anniversary_rewards": count("loyalty.anniversary"),
+            "entries_without_a_published_source_event": sum(
+                1 for e in unique if str(e.get("source_event_id")) not in sources
+            ),
+            "points_by_rule": dict(sorted(points.items())),
+            "accounts_flagged_for_review": sum(1 for e in last_entry.values() if e.get("flagged")),
         },
     )
 
@@ -419,7 +463,9 @@ def evaluate(
         churn=churn_detection(truth, stage_events) if stage_events else None,
         stages=stage_series(truth, stage_events) if stage_events else None,
         referral=referral_section(truth, of(REFERRAL_EVENTS.name), counterparty_key),
-        rewards=rewards_section(of(REWARDS_LEDGER.name)),
+        rewards=rewards_section(
+            of(REWARDS_LEDGER.name), of(REFERRAL_EVENTS.name), stage_events, of(MILESTONES.name)
+        ),
         notify=notify_section(of(NOTIFICATIONS.name), of(RM_TASKS.name)),
         dead_letters=dead_letters(truth, dlq),
     )

@@ -75,8 +75,25 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
         ]
     else:
         rows.append(("referral", "not running yet"))
-    for name, section in (("rewards", evaluation.rewards), ("notify", evaluation.notify)):
-        rows.append((name, "scored" if section.running else "not running yet"))
+    rewards = evaluation.rewards
+    if rewards.running:
+        f = rewards.figures
+        rows += [
+            (
+                "qualified referrals welcomed in the ledger",
+                f"{f['welcome_credits (one per qualified referral)']}/{f['qualified_referrals']}",
+            ),
+            (
+                "maturity and anniversary rewards booked",
+                f"{f['maturity_rewards']}/{f['customers_that_reached_maturity']}, "
+                f"{f['anniversary_rewards']}/{f['tenure_anniversaries']}",
+            ),
+            ("ledger entries published twice", str(f["entries_published_twice"])),
+        ]
+    else:
+        rows.append(("rewards", "not running yet"))
+    notify = evaluation.notify
+    rows.append(("notify", "scored" if notify.running else "not running yet"))
     matches = evaluation.dead_letters.matches
     rows.append(
         (

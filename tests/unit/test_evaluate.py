@@ -11,7 +11,13 @@ import orjson
 import pytest
 
 from schemas.topics import DLQ_HEADER_REASON, DLQ_HEADER_SERVICE, STAGE_CHANGED
-from services.simulator.evaluate import INPUT_DLQ, decode_outputs, evaluate, stage_series
+from services.simulator.evaluate import (
+    INPUT_DLQ,
+    decode_outputs,
+    evaluate,
+    rewards_section,
+    stage_series,
+)
 from services.simulator.report import headline, write
 from services.simulator.truth import (
     ChurnTruth,
@@ -221,3 +227,41 @@ def test_report_files(truth: Truth, tmp_path: Path) -> None:
     assert (tmp_path / "stage-flow.png").stat().st_size > 1000
     assert (tmp_path / "lead-time.png").exists() and not (tmp_path / "referral-funnel.png").exists()
     assert orjson.loads((tmp_path / "report.json").read_bytes())["churn"]["detected"] == 1
+
+
+def test_rewards_section_checks_the_ledger_against_its_source_events() -> None:
+    referral_events = [
+        {"event_id": "q1", "type": "referral.qualified", "referral_id": "r1"},
+        {"event_id": "q2", "type": "referral.qualified", "referral_id": "r2"},
+    ]
+    stages = [{"event_id": "s1", "type": "stage.changed", "stage": "maturity", "customer_id": "C"}]
+    milestones = [{"event_id": "m1", "type": "tenure.anniversary", "customer_id": "C"}]
+
+    def entry(n: str, rule: str, source: str, points: int = 100) -> dict[str, object]:
+        return {
+            "entry_id": n,
+            "rule": rule,
+            "kind": "credit",
+            "points": points,
+            "source_event_id": source,
+            "customer_id": "C",
+        }
+
+    entries = [
+        entry("e1", "referral.referee", "q1"),
+        entry("e2", "referral.referrer", "q1", 200),
+        entry("e3", "referral.referee", "q2"),
+        entry("e3", "referral.referee", "q2"),  # published twice
+        entry("e4", "loyalty.maturity", "s1", 500),
+        entry("e5", "loyalty.anniversary", "m1"),
+        entry("e6", "loyalty.anniversary", "gone"),
+    ]
+    section = rewards_section(entries, referral_events, stages, milestones)
+    f = section.figures
+    assert section.running and f["ledger_entries"] == 6 and f["entries_published_twice"] == 1
+    assert f["welcome_credits (one per qualified referral)"] == 2 == f["qualified_referrals"]
+    assert (f["maturity_rewards"], f["customers_that_reached_maturity"]) == (1, 1)
+    assert (f["anniversary_rewards"], f["tenure_anniversaries"]) == (2, 1)
+    assert f["entries_without_a_published_source_event"] == 1
+    assert f["points_by_rule"]["referral.referee"] == 200
+    assert not rewards_section([], referral_events, stages, milestones).running
