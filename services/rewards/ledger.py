@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, func, text, update
-from sqlmodel import Column, Field, Session, SQLModel, select
+from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from schemas.lifecycle import StageChanged, TenureAnniversary
 from schemas.referral import ReferralChanged
