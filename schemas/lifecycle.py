@@ -88,12 +88,12 @@ class StageChanged(RapportEvent):
 
     type: Literal["stage.changed", "tier.changed"]
     customer_id: str
-    previous_stage: Stage | None
+    previous_stage: Stage | None = None
     stage: Stage
-    previous_tier: Tier | None
+    previous_tier: Tier | None = None
     tier: Tier
     reason: str
-    cause_event_id: str | None
+    cause_event_id: str | None = None
     win_back: bool = False
     churn_score: float
     churn_causes: list[ChurnCause] = []

@@ -85,7 +85,7 @@ class ReferralChanged(RapportEvent):
         "referral.reversed",
     ]
     referral_id: str
-    referrer: str | None
+    referrer: str | None = None
     referee: str
     via: Literal["code", "chain"]
     lead_type: LeadType

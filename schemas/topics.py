@@ -139,19 +139,20 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
-def dead_letter_topics() -> tuple[TopicSpec, ...]:
-    """The `<topic>.dlq` companions, kept long enough to fix the cause and replay."""
-    return tuple(
-        TopicSpec(
-            name=t.dlq,
-            description=f"Records of {t.name} that a consumer could not accept, with the reason.",
-            key="the original key",
-            payload=None,
-            producers=t.consumers,
-            consumers=("operators (rapport dlq)",),
-            retention_ms=90 * DAY_MS,
-            has_dlq=False,
-        )
-        for t in ALL_TOPICS
-        if t.has_dlq
+def dead_letter_topic(topic: TopicSpec) -> TopicSpec:
+    """The `<topic>.dlq` companion of a topic, kept long enough to fix the cause and replay."""
+    return TopicSpec(
+        name=topic.dlq,
+        description=f"Records of {topic.name} that a consumer could not accept, with the reason.",
+        key="the original key",
+        payload=None,
+        producers=topic.consumers,
+        consumers=("operators (rapport dlq)",),
+        retention_ms=90 * DAY_MS,
+        has_dlq=False,
     )
+
+
+def dead_letter_topics() -> tuple[TopicSpec, ...]:
+    """The `<topic>.dlq` companions of the contract's topics."""
+    return tuple(dead_letter_topic(t) for t in ALL_TOPICS if t.has_dlq)

@@ -16,7 +16,7 @@ from schemas.account_events import AccountEvent
 from schemas.referral import LeadChanged
 from schemas.topics import ACCOUNT_EVENTS, REFERRAL_EVENTS
 from services.referral import metrics, read_model
-from services.referral.config import SERVICE, ReferralSettings, internal_topics
+from services.referral.config import SERVICE, ReferralSettings, internal_topics, topics_to_create
 from services.referral.domain import CodeGrant, Link
 from services.referral.service import (
     LinkRecord,
@@ -134,7 +134,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
     app = create_app(SERVICE, settings)
     # Created before the consumer subscribes: a topic missing then is ignored by faust until
     # the next rebalance, and its records would wait.
-    asyncio.run(create_topics(settings, specs=internal_topics(settings)))
+    asyncio.run(create_topics(settings, specs=topics_to_create(settings)))
     referral = Referral(app, config, settings)
     # mypy cannot solve T through the Annotated union of event models.
     consume(  # type: ignore[misc]

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from schemas.account_events import ID_PATTERN
 from services.referral import read_model
-from services.referral.config import ReferralSettings, internal_topics
+from services.referral.config import ReferralSettings, internal_topics, topics_to_create
 from services.referral.read_model import CustomerReferrals, Funnel
 from services.referral.service import Review, Step
 from services.runtime.api import require_admin
@@ -104,9 +104,9 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 reviewed_at=datetime.now(UTC),
             ),
         )
-        links, steps = internal_topics(settings)
+        _, steps = internal_topics(settings)
         # Normally the worker created them; a review before its first start must not fail.
-        await create_topics(settings, specs=(links, steps))
+        await create_topics(settings, specs=topics_to_create(settings))
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
         await producer.start()
         try:

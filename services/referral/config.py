@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.topics import TopicSpec
+from schemas.topics import TopicSpec, dead_letter_topic
 from services.referral.domain import ReferralRules
 from services.runtime.settings import RuntimeSettings
 
@@ -54,3 +54,10 @@ def internal_topics(settings: RuntimeSettings) -> tuple[TopicSpec, TopicSpec]:
         consumers=(SERVICE,),
     )
     return links, steps
+
+
+def topics_to_create(settings: RuntimeSettings) -> tuple[TopicSpec, ...]:
+    """The internal topics and their dead-letter companions (a record of theirs that fails is
+    dead-lettered like any other)."""
+    links, steps = internal_topics(settings)
+    return (links, steps, dead_letter_topic(links), dead_letter_topic(steps))

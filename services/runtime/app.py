@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
+from sqlalchemy.exc import OperationalError
 
 from schemas.account_events import AccountEvent
 from schemas.envelope import RapportEvent
@@ -145,7 +146,16 @@ async def _tables_recovered(app: faust.App) -> None:
 
 # Failures of the infrastructure, not of the event: retried until they pass, because a valid event
 # must never be dead-lettered for a broker hiccup. The partition waits meanwhile.
-_TRANSIENT = (KafkaError, asyncio.TimeoutError, ConnectionError)
+# A table's changelog topic can read as having 0 partitions for a moment after the worker
+# created it (PartitionsMismatch): the demo's referral worker dead-lettered its first link so.
+# SQLAlchemy's OperationalError is a database that is down, locked or unreachable.
+_TRANSIENT = (
+    KafkaError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    faust.exceptions.PartitionsMismatch,
+    OperationalError,
+)
 
 
 async def _with_retries(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
+from pydantic import TypeAdapter
 
 from schemas.account_events import AccountOpened
+from schemas.lifecycle import StageChanged, Strategy
+from schemas.referral import REFERRAL_EVENT_ADAPTER, LeadType, ReferralChanged
 from services.runtime.codec import (
     MAX_EVENT_BYTES,
     Rejection,
     RejectReason,
     decode_account_event,
+    decode_model,
     decode_rapport_event,
     encode,
 )
@@ -98,3 +104,36 @@ def test_dead_letter_headers_name_reason_and_source_position() -> None:
     assert headers["rapport-source-partition"] == b"3"
     assert headers["rapport-source-offset"] == b"42"
     assert headers["rapport-service"] == b"lifecycle"
+
+
+def test_outputs_with_empty_optional_fields_survive_their_own_codec() -> None:
+    """`encode` leaves out None fields, so every optional field of a contract needs a default:
+    a stage change made by a time rule (no cause event) was once rejected by its consumers."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    stage = StageChanged(
+        event_id="s",
+        type="stage.changed",
+        occurred_at=at,
+        customer_id="C1",
+        previous_stage=None,
+        stage="acquisition",
+        previous_tier=None,
+        tier="mass",
+        reason="opened",
+        cause_event_id=None,
+        churn_score=0.0,
+        strategy=Strategy.for_stage("acquisition"),
+        balance_avg_30d="0",
+    )
+    referral = ReferralChanged(
+        event_id="r",
+        type="referral.rejected",
+        occurred_at=at,
+        referral_id="ref",
+        referrer=None,
+        referee="E1",
+        via="code",
+        lead_type=LeadType.RETAIL,
+    )
+    assert decode_model(TypeAdapter(StageChanged), encode(stage)) == stage
+    assert decode_model(REFERRAL_EVENT_ADAPTER, encode(referral)) == referral
