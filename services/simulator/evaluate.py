@@ -57,7 +57,11 @@ OUTPUT_TOPICS = (
     RM_TASKS.name,
 )
 INPUT_DLQ = ACCOUNT_EVENTS.dlq
-EVALUATED_TOPICS = (*OUTPUT_TOPICS, INPUT_DLQ)
+# Rapport's own outputs that a consuming service refused: a contract bug, always.
+OUTPUT_DLQS = tuple(
+    t.dlq for t in (STAGE_CHANGED, CHURN_SIGNALS, MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER)
+)
+EVALUATED_TOPICS = (*OUTPUT_TOPICS, INPUT_DLQ, *OUTPUT_DLQS)
 
 
 class _Record(Protocol):
@@ -83,9 +87,12 @@ def decode_outputs(
         for record in found:
             if record.offset < marks.get(record.partition, 0):
                 continue
+            service = record.headers.get(DLQ_HEADER_SERVICE, b"?").decode()
+            reason = record.headers.get(DLQ_HEADER_REASON, b"?").decode()
             if topic == INPUT_DLQ:
-                service = record.headers.get(DLQ_HEADER_SERVICE, b"?").decode()
-                dead[service][record.headers.get(DLQ_HEADER_REASON, b"?").decode()] += 1
+                dead[service][reason] += 1
+            elif topic in OUTPUT_DLQS:
+                outputs.setdefault(topic, []).append({"service": service, "reason": reason})
             elif record.value:
                 outputs.setdefault(topic, []).append(orjson.loads(record.value))
     return outputs, {service: dict(reasons) for service, reasons in dead.items()}
@@ -128,6 +135,8 @@ class DeadLetters(BaseModel):
     expected: dict[str, int]
     by_service: dict[str, dict[str, int]]
     matches: dict[str, bool]
+    # "<service>: <output topic>" -> reason -> count; should stay empty.
+    outputs_refused: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class Section(BaseModel):
@@ -287,14 +296,24 @@ def stage_series(truth: Truth, stage_events: Iterable[Mapping[str, Any]]) -> Sta
     return StageSeries(weeks=[w.date().isoformat() for w in weeks], counts=counts)
 
 
-def dead_letters(truth: Truth, dlq: Mapping[str, Mapping[str, int]]) -> DeadLetters:
+def dead_letters(
+    truth: Truth,
+    dlq: Mapping[str, Mapping[str, int]],
+    refused: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> DeadLetters:
     """`dlq`: per consuming service, dead letters of the input topic by reason. Every service
-    that reads the input must dead-letter exactly what the truth expects."""
+    that reads the input must dead-letter exactly what the truth expects. `refused`: dead
+    letters of Rapport's own output topics, by DLQ topic; there should be none."""
     expected = truth.noise.expected_dead_letters
+    outputs_refused: dict[str, Counter[str]] = defaultdict(Counter)
+    for topic, records in (refused or {}).items():
+        for r in records:
+            outputs_refused[f"{r['service']}: {topic.removesuffix('.dlq')}"][str(r["reason"])] += 1
     return DeadLetters(
         expected=dict(expected),
         by_service={service: dict(reasons) for service, reasons in dlq.items()},
         matches={service: dict(reasons) == dict(expected) for service, reasons in dlq.items()},
+        outputs_refused={k: dict(v) for k, v in sorted(outputs_refused.items())},
     )
 
 
@@ -467,5 +486,5 @@ def evaluate(
             of(REWARDS_LEDGER.name), of(REFERRAL_EVENTS.name), stage_events, of(MILESTONES.name)
         ),
         notify=notify_section(of(NOTIFICATIONS.name), of(RM_TASKS.name)),
-        dead_letters=dead_letters(truth, dlq),
+        dead_letters=dead_letters(truth, dlq, {topic: of(topic) for topic in OUTPUT_DLQS}),
     )

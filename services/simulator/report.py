@@ -102,6 +102,13 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
             or "no dead letters read",
         )
     )
+    refused = evaluation.dead_letters.outputs_refused
+    rows.append(
+        (
+            "Rapport outputs refused by their consumers",
+            "; ".join(f"{k} {v}" for k, v in refused.items()) or "none",
+        )
+    )
     return rows
 
 

@@ -13,6 +13,7 @@ import pytest
 from schemas.topics import DLQ_HEADER_REASON, DLQ_HEADER_SERVICE, STAGE_CHANGED
 from services.simulator.evaluate import (
     INPUT_DLQ,
+    dead_letters,
     decode_outputs,
     evaluate,
     rewards_section,
@@ -24,6 +25,7 @@ from services.simulator.truth import (
     Conversion,
     CustomerTruth,
     FraudCase,
+    Noise,
     SyntheticCounterparty,
     Truth,
 )
@@ -208,10 +210,16 @@ def test_decode_outputs_reads_on_from_the_marks() -> None:
                 0, 1, b"y", {DLQ_HEADER_SERVICE: b"lifecycle", DLQ_HEADER_REASON: b"malformed_json"}
             ),
         ],
+        STAGE_CHANGED.dlq: [
+            Rec(0, 0, b"z", {DLQ_HEADER_SERVICE: b"rewards", DLQ_HEADER_REASON: b"missing_field"})
+        ],
     }
     outputs, dead = decode_outputs(records, {STAGE_CHANGED.name: {0: 5}, INPUT_DLQ: {0: 1}})
     assert [o["n"] for o in outputs[STAGE_CHANGED.name]] == ["new", "other partition"]
     assert dead == {"lifecycle": {"malformed_json": 1}}
+    dlq = {STAGE_CHANGED.dlq: outputs[STAGE_CHANGED.dlq]}
+    refused = dead_letters(Truth.model_construct(noise=Noise()), dead, dlq)
+    assert refused.outputs_refused == {f"rewards: {STAGE_CHANGED.name}": {"missing_field": 1}}
 
 
 def test_report_files(truth: Truth, tmp_path: Path) -> None:
