@@ -5,13 +5,14 @@ ledger (SQL) is the state: the worker keeps no table of its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import faust
 from pydantic import TypeAdapter
 
-from schemas.lifecycle import StageChanged, TenureAnniversary
+from schemas.lifecycle import Stage, StageChanged, TenureAnniversary
 from schemas.referral import REFERRAL_EVENT_ADAPTER, ReferralChanged
 from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CHANGED, TopicSpec
 from services.rewards import ledger, metrics
@@ -31,10 +32,16 @@ class Rewards:
     def __init__(self, config: RewardsSettings, settings: RuntimeSettings) -> None:
         self.rules = config.rules()
         self.url = settings.resolved_database_url
+        # Set when entries were booked: the relay looks at once instead of waiting its turn.
+        self.booked = asyncio.Event()
 
     async def on_event(self, event: Any, message: Any) -> None:
         if not isinstance(event, ReferralChanged | StageChanged | TenureAnniversary):
             return  # lead events: nothing to reward
+        if isinstance(event, StageChanged) and not (
+            event.type == "stage.changed" and event.stage is Stage.MATURITY
+        ):
+            return  # only entering maturity can earn a reward: no transaction for the rest
         applied = await asyncio.to_thread(
             ledger.apply, self.url, event, self.rules, ledger.utcnow()
         )
@@ -43,6 +50,8 @@ class Rewards:
             return
         for entry in applied.entries or []:
             metrics.record(entry)
+        if applied.entries:
+            self.booked.set()
         for reason, points in applied.withheld or []:
             metrics.WITHHELD.labels(reason).inc(points)
 
@@ -70,10 +79,16 @@ def build_app(settings: RuntimeSettings) -> faust.App:
     )
 
     async def publish_outbox() -> None:
-        while await relay.run_once() == config.relay_batch:
-            pass  # a full batch: more may wait
+        # Wakes when this worker booked something, and at least every relay_interval_seconds
+        # (entries booked by another worker or the API, or a lease to take over).
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rewards.booked.wait(), config.relay_interval_seconds)
+            rewards.booked.clear()
+            while await relay.run_once() == config.relay_batch:
+                pass  # a full batch: more may wait
 
-    app.timer(interval=config.relay_interval_seconds)(publish_outbox)
+    app.task(publish_outbox)
 
     return app
 

@@ -18,9 +18,10 @@ class RewardsSettings(BaseSettings, RewardRules):
     # Campaigns, adjustments and flag reviews need this token in X-Rapport-Admin-Token (and the
     # administrator's name in X-Rapport-Actor, for the audit trail); none set, none taken.
     admin_token: str | None = None
-    # How often the outbox relay looks for entries to publish, and how long its lease lasts
-    # (another worker takes over that long after the relaying one died).
-    relay_interval_seconds: float = 0.2
+    # How often the outbox relay looks for entries to publish when this worker booked none
+    # (it looks at once when it did), and how long its lease lasts (another worker takes over
+    # that long after the relaying one died).
+    relay_interval_seconds: float = 2.0
     relay_lease_seconds: float = 10.0
     relay_batch: int = 500
 

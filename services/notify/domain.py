@@ -1,0 +1,478 @@
+"""Notify rules: who hears what, through which channel, when, and which relationship manager
+follows up. Plain functions over plain values; no I/O, no wall clock (quiet hours and caps use
+the event's time in the customer's time zone).
+
+Routing by tier for a customer who turns at risk (how banks split service by value):
+- high net worth: an RM task, high priority, due in 24 hours; no automated message;
+- affluent: an RM task (normal priority) and an app push;
+- mass: an automated message by the preferred channel, with an offer matched to the cause.
+A deterministic share of at-risk customers (the holdout) gets no intervention at all, so that
+the uplift of the interventions can be measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, TenureAnniversary, Tier
+from schemas.notify import Category, Channel, NotificationChanged, Priority, RmTaskChanged
+from schemas.referral import LeadChanged, LeadType, ReferralChanged
+from schemas.rewards import LedgerEntryBooked
+from services.notify.templates import RETENTION_OFFERS, TEMPLATES
+
+_ID_NAMESPACE = uuid.UUID("0b9f8e0c-5d7a-4f4e-9c52-8a1d3e6b2f47")
+LOCALES = ("zh-CN", "en")
+
+
+class NotifyRules(BaseModel):
+    """Routing, quiet hours, caps and the holdout, with their defaults."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quiet_start_hour: Annotated[int, Field(ge=0, le=23)] = 21
+    quiet_end_hour: Annotated[int, Field(ge=0, le=23)] = 8
+    daily_cap: Annotated[int, Field(ge=0)] = 3
+    service_daily_cap: Annotated[int, Field(ge=0)] = 5
+    dedupe_hours: Annotated[int, Field(ge=0)] = 24
+    holdout_share: Annotated[float, Field(ge=0, le=1)] = 0.10
+    hnw_task_due_hours: Annotated[int, Field(ge=1)] = 24
+    affluent_task_due_hours: Annotated[int, Field(ge=1)] = 72
+    lead_task_due_hours: Annotated[int, Field(ge=1)] = 168
+    rm_daily_capacity: Annotated[int, Field(ge=1)] = 20
+    default_locale: str = "zh-CN"
+    default_time_zone: str = "Asia/Shanghai"
+    corporate_queue: str = "queue:corporate-rm"
+    team_queue: str = "queue:branch-service"
+
+
+class Profile(BaseModel):
+    """What notify knows of a customer: from `customer.updated`, the lifecycle stream and
+    `PUT /customers/{id}/preferences`."""
+
+    customer_id: str
+    locale: str | None = None
+    time_zone: str | None = None
+    rm_id: str | None = None
+    tier: Tier = Tier.MASS
+    stage: Stage | None = None
+    # Consent from core banking; None: not stated (push and SMS are then allowed for service
+    # and retention messages, e-mail is not).
+    consent: dict[Channel, bool] = {}
+    # Opt-outs from the preferences API: absolute, whatever the consent flags say.
+    opted_out: list[Channel] = []
+
+
+def allowed_channels(profile: Profile) -> list[Channel]:
+    """Channels the customer may be reached on, in order of preference."""
+    defaults = {Channel.PUSH: True, Channel.SMS: True, Channel.EMAIL: False}
+    return [
+        c
+        for c in (Channel.PUSH, Channel.SMS, Channel.EMAIL)
+        if profile.consent.get(c, defaults[c]) and c not in profile.opted_out
+    ]
+
+
+def in_holdout(customer_id: str, share: float) -> bool:
+    """Whether a customer belongs to the no-intervention holdout: the same answer for the same
+    id on every worker and every replay."""
+    digest = hashlib.sha256(f"holdout|{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _zone(profile: Profile, rules: NotifyRules) -> ZoneInfo:
+    try:
+        return ZoneInfo(profile.time_zone or rules.default_time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(rules.default_time_zone)
+
+
+def next_allowed(at: datetime, zone: ZoneInfo, rules: NotifyRules) -> datetime:
+    """`at` if it is outside quiet hours in the customer's zone, else the end of quiet hours."""
+    local = at.astimezone(zone)
+    start, end = time(rules.quiet_start_hour), time(rules.quiet_end_hour)
+    hour = local.timetz().replace(tzinfo=None)
+    # Quiet hours may run across midnight, like 21:00-08:00.
+    quiet = start <= hour < end if start <= end else hour >= start or hour < end
+    if not quiet:
+        return at
+    day = local.date() if hour < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=zone).astimezone(at.tzinfo)
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+_ENV = SandboxedEnvironment(autoescape=False)
+
+
+def render(template: str, locale: str, context: dict[str, Any]) -> tuple[str, str]:
+    """Subject and body of a template in a locale (English when the locale has none)."""
+    chosen = locale if (template, locale) in TEMPLATES else "en"
+    subject, body = TEMPLATES[(template, chosen)]
+    return subject, _ENV.from_string(body).render(**context)
+
+
+# -- decisions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """A customer message the rules want to send; caps and de-duplication come after."""
+
+    customer_id: str
+    category: Category
+    template: str
+    context: dict[str, Any]
+    dedupe_key: str
+    at: datetime
+    # A retention message names the cause it answers: cancelled if that resolves first.
+    cause: str | None = None
+    channel: Channel | None = None  # None: the customer's preferred allowed channel
+
+
+@dataclass(frozen=True)
+class Task:
+    """A follow-up task for an RM or a team queue."""
+
+    kind: str
+    customer_id: str
+    assignee: str
+    priority: Priority
+    at: datetime
+    due_at: datetime
+    summary: str
+    tier: str | None = None
+    cause: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    counterparty_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """An at-risk customer, treated or held out, for the uplift measurement."""
+
+    customer_id: str
+    tier: str
+    cause: str
+    treated: bool
+    at: datetime
+
+
+@dataclass
+class Decision:
+    messages: list[Message] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    intervention: Intervention | None = None
+    # Causes whose pending retention messages are to be cancelled.
+    cancel_causes: list[str] = field(default_factory=list)
+
+
+_STAGE_TEMPLATES = {
+    Stage.ACQUISITION: "welcome",
+    Stage.GROWTH: "recommendation",
+    Stage.MATURITY: "exclusive_service",
+}
+
+
+def on_stage_changed(profile: Profile, event: StageChanged, rules: NotifyRules) -> Decision:
+    """Stage strategies, and the tiered response to a customer turning at risk."""
+    decision = Decision()
+    if event.type != "stage.changed":
+        return decision
+    at = event.occurred_at
+    template = _STAGE_TEMPLATES.get(event.stage)
+    if template is not None:
+        decision.messages.append(
+            Message(
+                event.customer_id,
+                Category.ENGAGEMENT,
+                template,
+                {},
+                f"stage:{event.stage.value}",
+                at,
+            )
+        )
+    if event.stage is not Stage.AT_RISK:
+        return decision
+    cause = (event.probable_cause.value if event.probable_cause else None) or "disengagement"
+    treated = not in_holdout(event.customer_id, rules.holdout_share)
+    decision.intervention = Intervention(event.customer_id, event.tier.value, cause, treated, at)
+    if not treated:
+        return decision
+    evidence: dict[str, Any] = {
+        "churn_score": event.churn_score,
+        "causes": [c.value for c in event.churn_causes],
+        "reason": event.reason,
+        "balance_avg_30d": str(event.balance_avg_30d),
+    }
+    assignee = profile.rm_id or rules.team_queue
+    if event.tier is Tier.HNW:
+        decision.tasks.append(
+            Task(
+                "retention_call",
+                event.customer_id,
+                assignee,
+                Priority.HIGH,
+                at,
+                at + timedelta(hours=rules.hnw_task_due_hours),
+                f"High-net-worth customer at risk ({cause}): call within 24 hours",
+                event.tier.value,
+                cause,
+                evidence,
+            )
+        )
+        return decision
+    offer_en, offer_zh = RETENTION_OFFERS[cause]
+    message = Message(
+        event.customer_id,
+        Category.RETENTION,
+        "retention_offer",
+        {"offer_en": offer_en, "offer_zh": offer_zh},
+        f"retention:{cause}",
+        at,
+        cause,
+    )
+    if event.tier is Tier.AFFLUENT:
+        decision.tasks.append(
+            Task(
+                "retention_call",
+                event.customer_id,
+                assignee,
+                Priority.NORMAL,
+                at,
+                at + timedelta(hours=rules.affluent_task_due_hours),
+                f"Affluent customer at risk ({cause}): get in touch",
+                event.tier.value,
+                cause,
+                evidence,
+            )
+        )
+        decision.messages.append(_replace_channel(message, Channel.PUSH))
+    else:
+        decision.messages.append(message)
+    return decision
+
+
+def _replace_channel(message: Message, channel: Channel) -> Message:
+    return Message(**{**message.__dict__, "channel": channel})
+
+
+def on_churn_signal(event: ChurnSignalChanged) -> Decision:
+    """A resolved signal cancels the retention messages still waiting for quiet hours to end."""
+    if event.type != "churn_signal.resolved":
+        return Decision()
+    return Decision(cancel_causes=[event.cause.value])
+
+
+def on_lead(event: LeadChanged, referrer: Profile | None, rules: NotifyRules) -> Decision:
+    """A new lead: corporate leads go to the corporate RM team, retail leads to the referrer's RM
+    (to ask the customer for an introduction)."""
+    if event.type != "lead.detected":
+        return Decision()
+    due = event.occurred_at + timedelta(hours=rules.lead_task_due_hours)
+    evidence = {
+        "transactions": event.strength.transactions,
+        "customers": event.strength.customers,
+        "direction": event.strength.direction.value,
+        "window_days": event.strength.window_days,
+    }
+    if event.lead_type is LeadType.CORPORATE:
+        task = Task(
+            "corporate_lead",
+            event.suggested_referrer,
+            rules.corporate_queue,
+            Priority.NORMAL,
+            event.occurred_at,
+            due,
+            f"Business counterparty paid by or paying {event.strength.customers} of our "
+            "customers: a corporate prospect",
+            None,
+            None,
+            evidence,
+            event.counterparty_key,
+        )
+    else:
+        task = Task(
+            "introduction_request",
+            event.suggested_referrer,
+            (referrer.rm_id if referrer else None) or rules.team_queue,
+            Priority.LOW,
+            event.occurred_at,
+            due,
+            "Ask the customer to introduce a counterparty they often transact with",
+            referrer.tier.value if referrer else None,
+            None,
+            evidence,
+            event.counterparty_key,
+        )
+    return Decision(tasks=[task])
+
+
+def on_referral(event: ReferralChanged) -> Decision:
+    """Thank the referrer when a referral qualifies."""
+    if event.type != "referral.qualified" or event.referrer is None:
+        return Decision()
+    return Decision(
+        messages=[
+            Message(
+                event.referrer,
+                Category.SERVICE,
+                "referral_qualified",
+                {},
+                f"referral:{event.referral_id}",
+                event.occurred_at,
+            )
+        ]
+    )
+
+
+def on_ledger_entry(event: LedgerEntryBooked) -> Decision:
+    """Tell the customer when points are credited."""
+    if event.kind.value != "credit" or event.points <= 0:
+        return Decision()
+    return Decision(
+        messages=[
+            Message(
+                event.customer_id,
+                Category.SERVICE,
+                "reward_credited",
+                {"points": event.points, "balance": event.points_balance},
+                f"reward:{event.entry_id}",
+                event.occurred_at,
+            )
+        ]
+    )
+
+
+def on_anniversary(event: TenureAnniversary) -> Decision:
+    """An anniversary greeting."""
+    return Decision(
+        messages=[
+            Message(
+                event.customer_id,
+                Category.GREETING,
+                "anniversary",
+                {"years": event.years},
+                f"anniversary:{event.years}",
+                event.occurred_at,
+            )
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message already scheduled for the customer (for caps and de-duplication)."""
+
+    category: Category
+    dedupe_key: str
+    send_at: datetime
+
+
+def notification_id(source_event_id: str, template: str, customer_id: str) -> str:
+    """The same cause gives the same notification id on every replay."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{source_event_id}|{template}|{customer_id}"))
+
+
+def schedule(
+    message: Message,
+    profile: Profile,
+    history: list[Sent],
+    rules: NotifyRules,
+    source_event_id: str,
+) -> NotificationChanged:
+    """Apply consent, quiet hours, de-duplication and the daily caps to one message."""
+    locale = profile.locale if profile.locale in LOCALES else rules.default_locale
+    base: dict[str, Any] = {
+        "event_id": notification_id(source_event_id, message.template, message.customer_id),
+        "occurred_at": message.at,
+        "notification_id": notification_id(source_event_id, message.template, message.customer_id),
+        "customer_id": message.customer_id,
+        "category": message.category,
+        "template": message.template,
+        "locale": locale,
+        "dedupe_key": message.dedupe_key,
+        "source_event_id": source_event_id,
+    }
+
+    def suppressed(code: str, reason: str) -> NotificationChanged:
+        return NotificationChanged(
+            type="notification.suppressed", reason_code=code, reason=reason, **base
+        )
+
+    channels = allowed_channels(profile)
+    if message.channel is not None:
+        channels = [c for c in channels if c is message.channel]
+    if not channels:
+        return suppressed(
+            "no_channel",
+            "the customer opted out of, or never consented to, every channel this message may use",
+        )
+    window = timedelta(hours=rules.dedupe_hours)
+    if any(
+        s.dedupe_key == message.dedupe_key and abs(s.send_at - message.at) < window for s in history
+    ):
+        return suppressed(
+            "duplicate", f"the same message went out within {rules.dedupe_hours} hours"
+        )
+    zone = _zone(profile, rules)
+    send_at = next_allowed(message.at, zone, rules)
+    day = send_at.astimezone(zone).date()
+    service = message.category is Category.SERVICE
+    same_day = [
+        s
+        for s in history
+        if s.send_at.astimezone(zone).date() == day and (s.category is Category.SERVICE) == service
+    ]
+    cap = rules.service_daily_cap if service else rules.daily_cap
+    if len(same_day) >= cap:
+        kind = "service" if service else "non-service"
+        return suppressed("daily_cap", f"{cap} {kind} messages already scheduled for {day}")
+    subject, body = render(message.template, locale, message.context)
+    return NotificationChanged(
+        type="notification.scheduled",
+        channel=channels[0],
+        subject=subject,
+        body=body,
+        send_at=send_at,
+        deferred=send_at != message.at,
+        **base,
+    )
+
+
+def task_id(source_event_id: str, kind: str, customer_id: str) -> str:
+    """The same cause gives the same task id on every replay."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"task|{source_event_id}|{kind}|{customer_id}"))
+
+
+def task_created(
+    task: Task, assigned_today: int, rules: NotifyRules, source_event_id: str
+) -> RmTaskChanged:
+    """The task as created: open, or queued when its assignee's daily capacity is used up."""
+    identifier = task_id(source_event_id, task.kind, task.customer_id)
+    full = not task.assignee.startswith("queue:") and assigned_today >= rules.rm_daily_capacity
+    return RmTaskChanged(
+        event_id=identifier,
+        type="rm_task.created",
+        occurred_at=task.at,
+        task_id=identifier,
+        kind=task.kind,
+        customer_id=task.customer_id,
+        assignee=task.assignee,
+        priority=task.priority,
+        due_at=task.due_at,
+        status="queued" if full else "open",
+        tier=task.tier,
+        cause=task.cause,
+        summary=task.summary,
+        evidence=task.evidence,
+        counterparty_key=task.counterparty_key,
+        source_event_id=source_event_id,
+    )
