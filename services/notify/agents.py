@@ -1,17 +1,93 @@
-"""Faust adapter of the notify service: until its rules land, it validates, counts and
-dead-letters its input."""
+"""Faust adapter of the notify service: one agent per input topic, each handing events to the
+SQL store and publishing what it decided. The store is the state: no faust table."""
 
 from __future__ import annotations
 
-import faust
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
 
-from schemas.topics import ACCOUNT_EVENTS
-from services.runtime.app import validating_app
+import faust
+from pydantic import TypeAdapter
+
+from schemas.account_events import AccountEvent, CustomerUpdated
+from schemas.lifecycle import ChurnSignalChanged, StageChanged, TenureAnniversary
+from schemas.notify import RmTaskChanged
+from schemas.referral import REFERRAL_EVENT_ADAPTER
+from schemas.rewards import LEDGER_ENTRY_ADAPTER
+from schemas.topics import (
+    ACCOUNT_EVENTS,
+    CHURN_SIGNALS,
+    MILESTONES,
+    NOTIFICATIONS,
+    REFERRAL_EVENTS,
+    REWARDS_LEDGER,
+    RM_TASKS,
+    STAGE_CHANGED,
+    TopicSpec,
+)
+from services.notify import metrics, store
+from services.notify.config import SERVICE, NotifySettings
+from services.runtime.app import consume, create_app, raw_topic, send_all
+from services.runtime.codec import decode_account_event, encode, model_decoder
 from services.runtime.settings import RuntimeSettings
 
-SERVICE = "notify"
+
+class Notify:
+    """The handler the runtime calls, over the store."""
+
+    def __init__(self, app: faust.App, config: NotifySettings, settings: RuntimeSettings) -> None:
+        self.rules = config.rules()
+        self.url = settings.resolved_database_url
+        self.notifications = raw_topic(app, NOTIFICATIONS)
+        self.tasks = raw_topic(app, RM_TASKS)
+
+    async def on_account_event(self, event: AccountEvent, message: Any) -> None:
+        # Of the account events, only profile changes (locale, time zone, RM, consent) matter.
+        if isinstance(event, CustomerUpdated):
+            await self.on_event(event, message)
+
+    async def on_event(self, event: Any, message: Any) -> None:
+        known = await asyncio.to_thread(store.apply, self.url, event, self.rules, datetime.now(UTC))
+        # Sent after the commit; a crash in between re-sends the same outputs on redelivery
+        # (the store keeps them with the event), and consumers dedupe by event_id.
+        await send_all(
+            (
+                (self.tasks, o.task_id.encode(), encode(o), None)
+                if isinstance(o, RmTaskChanged)
+                else (self.notifications, o.customer_id.encode(), encode(o), None)
+            )
+            for o in known
+        )
+        for output in known:
+            metrics.record(output)
 
 
 def build_app(settings: RuntimeSettings) -> faust.App:
-    """The notify worker's faust app with its agents."""
-    return validating_app(SERVICE, settings, [ACCOUNT_EVENTS])
+    """The notify worker's faust app."""
+    config = NotifySettings()
+    app = create_app(SERVICE, settings)
+    notify = Notify(app, config, settings)
+    # mypy cannot solve T through the Annotated union of event models.
+    consume(  # type: ignore[misc]
+        app,
+        SERVICE,
+        ACCOUNT_EVENTS,
+        decode_account_event,
+        notify.on_account_event,
+        label=lambda e: str(e.event_type),
+    )
+    inputs: list[tuple[TopicSpec, TypeAdapter[Any]]] = [
+        (STAGE_CHANGED, TypeAdapter(StageChanged)),
+        (CHURN_SIGNALS, TypeAdapter(ChurnSignalChanged)),
+        (MILESTONES, TypeAdapter(TenureAnniversary)),
+        (REFERRAL_EVENTS, REFERRAL_EVENT_ADAPTER),
+        (REWARDS_LEDGER, LEDGER_ENTRY_ADAPTER),
+    ]
+    for spec, adapter in inputs:
+        consume(app, SERVICE, spec, model_decoder(adapter), notify.on_event, label=_type)
+    return app
+
+
+def _type(event: Any) -> str:
+    return str(event.type)

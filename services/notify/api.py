@@ -1,0 +1,114 @@
+"""HTTP API of the notify service: customer preferences and notification status, RM task lists
+and outcomes, the team lead's summary, and the uplift of interventions over the holdout."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field, field_validator
+
+from schemas.account_events import ID_PATTERN
+from schemas.notify import RmTaskChanged
+from schemas.topics import RM_TASKS
+from services.notify import store
+from services.notify.domain import Profile
+from services.notify.store import NotificationView, Preferences, TaskSummary, UpliftCell
+from services.runtime.codec import encode
+from services.runtime.settings import RuntimeSettings
+
+CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="Bank customer id")]
+
+
+class PreferencesRequest(Preferences):
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("zh-CN", "en"):
+            raise ValueError("locale is zh-CN or en")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value[:60]!r} is not an IANA time zone") from None
+        return value
+
+
+class OutcomeRequest(BaseModel):
+    outcome: Literal["contacted", "retained", "lost", "not_reachable"]
+    note: Annotated[str, Field(max_length=500)] | None = None
+
+
+def routers(settings: RuntimeSettings) -> list[APIRouter]:
+    url = settings.resolved_database_url
+    router = APIRouter(tags=["notify"])
+
+    @router.put(
+        "/customers/{customer_id}/preferences",
+        summary="A customer's channel opt-outs (absolute), language and time zone",
+    )
+    async def preferences(customer_id: CustomerId, body: PreferencesRequest) -> Profile:
+        return await asyncio.to_thread(
+            store.set_preferences, url, customer_id, body, datetime.now(UTC)
+        )
+
+    @router.get(
+        "/customers/{customer_id}/notifications",
+        summary="A customer's notifications and their status, newest first",
+    )
+    async def notifications(
+        customer_id: CustomerId, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> list[NotificationView]:
+        return await asyncio.to_thread(store.notifications, url, customer_id, limit)
+
+    @router.get(
+        "/rm/{rm_id}/tasks",
+        summary="An RM's (or a queue's) tasks: open first, then queued, by priority and due time",
+    )
+    async def tasks(
+        rm_id: Annotated[str, Path(max_length=64)], include_closed: bool = False
+    ) -> list[RmTaskChanged]:
+        return await asyncio.to_thread(store.tasks_of, url, rm_id, include_closed)
+
+    @router.post(
+        "/tasks/{task_id}/outcome",
+        summary="Record what came of a task; it is closed and published",
+        responses={404: {"description": "No such task"}},
+    )
+    async def outcome(
+        task_id: Annotated[str, Path(max_length=64)], body: OutcomeRequest
+    ) -> RmTaskChanged:
+        closed = await asyncio.to_thread(
+            store.record_outcome, url, task_id, body.outcome, body.note, datetime.now(UTC)
+        )
+        if closed is None:
+            raise HTTPException(404, detail=f"no task {task_id!r}")
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(RM_TASKS.name, encode(closed), key=task_id.encode())
+        finally:
+            await producer.stop()
+        return closed
+
+    @router.get("/tasks/summary", summary="Tasks per assignee and status, outcomes, overdue")
+    async def summary() -> TaskSummary:
+        return await asyncio.to_thread(store.task_summary, url, datetime.now(UTC))
+
+    @router.get(
+        "/interventions/uplift",
+        summary="Retention of treated against holdout at-risk customers, per tier and cause",
+    )
+    async def uplift() -> list[UpliftCell]:
+        return await asyncio.to_thread(store.uplift, url)
+
+    return [router]

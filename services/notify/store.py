@@ -1,0 +1,500 @@
+"""Notify's state in SQL: customer profiles, the notifications and tasks it decided, the
+interventions it measures, and the events it has taken (with the outputs each gave, so that a
+redelivered event re-sends the same outputs instead of deciding again).
+
+Every decision runs in one serialised transaction (`db.serialised_session`): caps,
+de-duplication and RM capacity count what was decided before, whichever worker decided it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy import JSON, DateTime, LargeBinary, func
+from sqlmodel import Column, Field, Session, SQLModel, col, select
+
+from schemas.account_events import AccountEvent, CustomerUpdated
+from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, TenureAnniversary
+from schemas.notify import Category, Channel, NotificationChanged, RmTaskChanged
+from schemas.referral import LeadChanged, ReferralChanged
+from schemas.rewards import LedgerEntryBooked
+from services.notify.domain import (
+    Decision,
+    NotifyRules,
+    Profile,
+    Sent,
+    on_anniversary,
+    on_churn_signal,
+    on_lead,
+    on_ledger_entry,
+    on_referral,
+    on_stage_changed,
+    schedule,
+    task_created,
+)
+from services.runtime import db
+from services.runtime.codec import encode
+
+_TIME = DateTime(timezone=True)
+_LOCK = "rapport-notify"
+RETAINED_STAGES = (Stage.ACQUISITION, Stage.GROWTH, Stage.MATURITY)
+LOST_STAGES = (Stage.DORMANT, Stage.CHURNED)
+
+NotifyInput = (
+    AccountEvent
+    | StageChanged
+    | ChurnSignalChanged
+    | TenureAnniversary
+    | LeadChanged
+    | ReferralChanged
+    | LedgerEntryBooked
+)
+Output = NotificationChanged | RmTaskChanged
+
+
+class ProfileRow(SQLModel, table=True):
+    __tablename__ = "notify_profiles"
+
+    customer_id: str = Field(primary_key=True, max_length=64)
+    profile: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(sa_type=_TIME)
+
+
+class NotificationRow(SQLModel, table=True):
+    __tablename__ = "notify_notifications"
+
+    notification_id: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(index=True, max_length=64)
+    category: str = Field(max_length=16)
+    template: str = Field(max_length=40)
+    channel: str | None = Field(default=None, max_length=8)
+    dedupe_key: str = Field(max_length=128)
+    cause: str | None = Field(default=None, max_length=40)
+    status: str = Field(max_length=16)
+    reason_code: str | None = Field(default=None, max_length=40)
+    occurred_at: datetime = Field(sa_type=_TIME)
+    send_at: datetime | None = Field(default=None, sa_type=_TIME)
+    source_event_id: str = Field(max_length=128)
+
+
+class TaskRow(SQLModel, table=True):
+    __tablename__ = "notify_tasks"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    assignee: str = Field(index=True, max_length=64)
+    customer_id: str = Field(index=True, max_length=64)
+    status: str = Field(max_length=16)
+    priority: str = Field(max_length=8)
+    created_at: datetime = Field(sa_type=_TIME)
+    due_at: datetime = Field(sa_type=_TIME)
+    outcome: str | None = Field(default=None, max_length=16)
+    task: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # the latest event
+
+
+class InterventionRow(SQLModel, table=True):
+    __tablename__ = "notify_interventions"
+
+    customer_id: str = Field(primary_key=True, max_length=64)
+    at: datetime = Field(primary_key=True, sa_type=_TIME)
+    tier: str = Field(max_length=16)
+    cause: str = Field(max_length=40)
+    treated: bool
+    outcome: str | None = Field(default=None, max_length=16)
+    outcome_at: datetime | None = Field(default=None, sa_type=_TIME)
+
+
+class NotifySourceRow(SQLModel, table=True):
+    __tablename__ = "notify_source_events"
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    outputs: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    processed_at: datetime = Field(sa_type=_TIME)
+
+
+def _profile(session: Session, customer_id: str) -> Profile:
+    row = session.get(ProfileRow, customer_id)
+    return Profile(customer_id=customer_id) if row is None else Profile.model_validate(row.profile)
+
+
+def _save_profile(session: Session, profile: Profile, at: datetime) -> None:
+    row = session.get(ProfileRow, profile.customer_id)
+    data = profile.model_dump(mode="json")
+    if row is None:
+        session.add(ProfileRow(customer_id=profile.customer_id, profile=data, updated_at=at))
+        session.flush()
+    else:
+        row.profile, row.updated_at = data, at
+
+
+def apply(url: str, event: NotifyInput, rules: NotifyRules, now: datetime) -> list[Output]:
+    """Take one event; returns its outputs, the same ones again for an event taken before."""
+    with db.serialised_session(url, _LOCK) as session:
+        known = session.get(NotifySourceRow, event.event_id)
+        if known is not None:
+            return [_decode_output(raw) for raw in orjson.loads(known.outputs)]
+        outputs = _decide(session, event, rules)
+        session.add(
+            NotifySourceRow(
+                event_id=event.event_id,
+                outputs=orjson.dumps([encode(o).decode() for o in outputs]),
+                processed_at=now,
+            )
+        )
+        return outputs
+
+
+def _decode_output(raw: str) -> Output:
+    data = orjson.loads(raw)
+    if str(data["type"]).startswith("rm_task."):
+        return RmTaskChanged.model_validate(data)
+    return NotificationChanged.model_validate(data)
+
+
+def _decide(session: Session, event: NotifyInput, rules: NotifyRules) -> list[Output]:
+    if isinstance(event, CustomerUpdated):
+        _update_profile(session, event)
+        return []
+    decision = Decision()
+    if isinstance(event, StageChanged):
+        profile = _profile(session, event.customer_id)
+        profile.tier, profile.stage = event.tier, event.stage
+        _save_profile(session, profile, event.occurred_at)
+        _close_interventions(session, event)
+        decision = on_stage_changed(profile, event, rules)
+    elif isinstance(event, ChurnSignalChanged):
+        return _cancel(session, event, on_churn_signal(event).cancel_causes)
+    elif isinstance(event, LeadChanged):
+        referrer = session.get(ProfileRow, event.suggested_referrer)
+        decision = on_lead(
+            event, None if referrer is None else Profile.model_validate(referrer.profile), rules
+        )
+    elif isinstance(event, ReferralChanged):
+        decision = on_referral(event)
+    elif isinstance(event, LedgerEntryBooked):
+        decision = on_ledger_entry(event)
+    elif isinstance(event, TenureAnniversary):
+        decision = on_anniversary(event)
+    return _record(session, decision, event.event_id, rules)
+
+
+def _update_profile(session: Session, event: CustomerUpdated) -> None:
+    profile = _profile(session, event.customer_id)
+    given = event.profile
+    profile.locale = given.locale or profile.locale
+    profile.time_zone = given.time_zone or profile.time_zone
+    profile.rm_id = given.rm_id or profile.rm_id
+    if given.consent is not None:
+        for channel in Channel:
+            stated = getattr(given.consent, channel.value)
+            if stated is not None:
+                profile.consent[channel] = stated
+    _save_profile(session, profile, event.occurred_at)
+
+
+def _record(
+    session: Session, decision: Decision, source_event_id: str, rules: NotifyRules
+) -> list[Output]:
+    outputs: list[Output] = []
+    for message in decision.messages:
+        profile = _profile(session, message.customer_id)
+        window = timedelta(days=2)
+        history = [
+            Sent(Category(r.category), r.dedupe_key, db.as_utc(r.send_at))
+            for r in session.exec(
+                select(NotificationRow).where(
+                    NotificationRow.customer_id == message.customer_id,
+                    NotificationRow.status == "scheduled",
+                    col(NotificationRow.send_at) >= message.at - window,
+                    col(NotificationRow.send_at) <= message.at + window,
+                )
+            ).all()
+            if r.send_at is not None
+        ]
+        out = schedule(message, profile, history, rules, source_event_id)
+        session.add(
+            NotificationRow(
+                notification_id=out.notification_id,
+                customer_id=out.customer_id,
+                category=out.category.value,
+                template=out.template,
+                channel=out.channel.value if out.channel else None,
+                dedupe_key=out.dedupe_key,
+                cause=message.cause,
+                status=out.type.split(".", 1)[1],
+                reason_code=out.reason_code,
+                occurred_at=out.occurred_at,
+                send_at=out.send_at,
+                source_event_id=source_event_id,
+            )
+        )
+        session.flush()
+        outputs.append(out)
+    for task in decision.tasks:
+        day = task.at.replace(hour=0, minute=0, second=0, microsecond=0)
+        assigned_today = session.exec(
+            select(func.count())
+            .select_from(TaskRow)
+            .where(
+                TaskRow.assignee == task.assignee,
+                col(TaskRow.created_at) >= day,
+                col(TaskRow.created_at) < day + timedelta(days=1),
+                TaskRow.status == "open",
+            )
+        ).one()
+        created = task_created(task, int(assigned_today), rules, source_event_id)
+        session.add(
+            TaskRow(
+                task_id=created.task_id,
+                assignee=created.assignee,
+                customer_id=created.customer_id,
+                status=created.status,
+                priority=created.priority.value,
+                created_at=created.occurred_at,
+                due_at=created.due_at,
+                task=encode(created),
+            )
+        )
+        session.flush()
+        outputs.append(created)
+    if decision.intervention is not None:
+        i = decision.intervention
+        if session.get(InterventionRow, (i.customer_id, i.at)) is None:
+            session.add(
+                InterventionRow(
+                    customer_id=i.customer_id,
+                    at=i.at,
+                    tier=i.tier,
+                    cause=i.cause,
+                    treated=i.treated,
+                )
+            )
+    return outputs
+
+
+def _cancel(session: Session, event: ChurnSignalChanged, causes: list[str]) -> list[Output]:
+    if not causes:
+        return []
+    waiting = session.exec(
+        select(NotificationRow).where(
+            NotificationRow.customer_id == event.customer_id,
+            NotificationRow.status == "scheduled",
+            col(NotificationRow.cause).in_(causes),
+            col(NotificationRow.send_at) > event.occurred_at,
+        )
+    ).all()
+    outputs: list[Output] = []
+    for row in waiting:
+        row.status = "cancelled"
+        outputs.append(
+            NotificationChanged(
+                event_id=f"{row.notification_id}:cancelled",
+                type="notification.cancelled",
+                occurred_at=event.occurred_at,
+                notification_id=row.notification_id,
+                customer_id=row.customer_id,
+                category=Category(row.category),
+                template=row.template,
+                channel=Channel(row.channel) if row.channel else None,
+                dedupe_key=row.dedupe_key,
+                reason_code="signal_resolved",
+                reason=f"the {event.signal.value} signal resolved before the message went out",
+                source_event_id=event.event_id,
+            )
+        )
+    return outputs
+
+
+def _close_interventions(session: Session, event: StageChanged) -> None:
+    """The first stage after at-risk says whether the customer was retained."""
+    if event.stage in RETAINED_STAGES:
+        outcome = "retained"
+    elif event.stage in LOST_STAGES:
+        outcome = "lost"
+    else:
+        return
+    for row in session.exec(
+        select(InterventionRow).where(
+            InterventionRow.customer_id == event.customer_id,
+            col(InterventionRow.outcome).is_(None),
+            col(InterventionRow.at) < event.occurred_at,
+        )
+    ).all():
+        row.outcome, row.outcome_at = outcome, event.occurred_at
+
+
+# -- the API's reads and writes ---------------------------------------------------------------
+
+
+class Preferences(BaseModel):
+    opted_out: list[Channel] = []
+    locale: str | None = None
+    time_zone: str | None = None
+
+
+def set_preferences(url: str, customer_id: str, preferences: Preferences, now: datetime) -> Profile:
+    """Store a customer's own choices; an opt-out holds whatever consent core banking sends."""
+    with db.serialised_session(url, _LOCK) as session:
+        profile = _profile(session, customer_id)
+        profile.opted_out = sorted(set(preferences.opted_out))
+        profile.locale = preferences.locale or profile.locale
+        profile.time_zone = preferences.time_zone or profile.time_zone
+        _save_profile(session, profile, now)
+        return profile
+
+
+class NotificationView(BaseModel):
+    notification_id: str
+    category: str
+    template: str
+    channel: str | None
+    status: str
+    reason_code: str | None
+    occurred_at: datetime
+    send_at: datetime | None
+
+
+def notifications(url: str, customer_id: str, limit: int) -> list[NotificationView]:
+    """A customer's notifications and their delivery status, newest first."""
+    with db.session_scope(url) as session:
+        rows = session.exec(
+            select(NotificationRow)
+            .where(NotificationRow.customer_id == customer_id)
+            .order_by(col(NotificationRow.occurred_at).desc())
+            .limit(limit)
+        ).all()
+        return [
+            NotificationView(
+                **{
+                    **r.model_dump(),
+                    "occurred_at": db.as_utc(r.occurred_at),
+                    "send_at": db.as_utc(r.send_at) if r.send_at else None,
+                }
+            )
+            for r in rows
+        ]
+
+
+_PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
+_STATUS_ORDER = {"open": 0, "queued": 1, "closed": 2}
+
+
+def tasks_of(url: str, assignee: str, include_closed: bool) -> list[RmTaskChanged]:
+    """An RM's (or queue's) tasks: open first, then queued, by priority and due time."""
+    with db.session_scope(url) as session:
+        rows = session.exec(select(TaskRow).where(TaskRow.assignee == assignee)).all()
+        tasks = [RmTaskChanged.model_validate_json(r.task) for r in rows]
+    if not include_closed:
+        tasks = [t for t in tasks if t.status != "closed"]
+    return sorted(
+        tasks, key=lambda t: (_STATUS_ORDER[t.status], _PRIORITY_ORDER[t.priority.value], t.due_at)
+    )
+
+
+def record_outcome(
+    url: str, task_id: str, outcome: str, note: str | None, now: datetime
+) -> RmTaskChanged | None:
+    """Close a task with its outcome; None when there is no such task."""
+    with db.serialised_session(url, _LOCK) as session:
+        row = session.get(TaskRow, task_id)
+        if row is None:
+            return None
+        task = RmTaskChanged.model_validate_json(row.task)
+        closed = task.model_copy(
+            update={
+                "event_id": f"{task_id}:closed:{outcome}",
+                "type": "rm_task.closed",
+                "occurred_at": now,
+                "status": "closed",
+                "outcome": outcome,
+                "note": note,
+            }
+        )
+        row.status, row.outcome, row.task = "closed", outcome, encode(closed)
+        return closed
+
+
+class TaskSummary(BaseModel):
+    by_assignee: dict[str, dict[str, int]]
+    outcomes: dict[str, int]
+    overdue_open: int
+
+
+def task_summary(url: str, now: datetime) -> TaskSummary:
+    """Open, queued and closed tasks per assignee, outcomes, and open tasks past due."""
+    with db.session_scope(url) as session:
+        rows = session.exec(
+            select(TaskRow.assignee, TaskRow.status, TaskRow.outcome, TaskRow.due_at)
+        ).all()
+    by_assignee: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    outcomes: dict[str, int] = defaultdict(int)
+    overdue = 0
+    for assignee, status, outcome, due_at in rows:
+        by_assignee[assignee][status] += 1
+        if outcome:
+            outcomes[outcome] += 1
+        if status == "open" and db.as_utc(due_at) < now:
+            overdue += 1
+    return TaskSummary(
+        by_assignee={a: dict(s) for a, s in sorted(by_assignee.items())},
+        outcomes=dict(outcomes),
+        overdue_open=overdue,
+    )
+
+
+class UpliftCell(BaseModel):
+    tier: str
+    cause: str
+    treated: int
+    treated_retained: int
+    holdout: int
+    holdout_retained: int
+    treated_retention: float | None
+    holdout_retention: float | None
+    uplift: float | None
+
+
+def uplift(url: str) -> list[UpliftCell]:
+    """Retention of treated against holdout at-risk customers, per tier and cause, counting
+    only interventions whose outcome is known (the customer left at-risk one way or the
+    other)."""
+    with db.session_scope(url) as session:
+        rows = session.exec(
+            select(
+                InterventionRow.tier,
+                InterventionRow.cause,
+                InterventionRow.treated,
+                InterventionRow.outcome,
+            ).where(col(InterventionRow.outcome).is_not(None))
+        ).all()
+    cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for tier, cause, treated, outcome in rows:
+        cell = cells[(tier, cause)]
+        offset = 0 if treated else 2
+        cell[offset] += 1
+        cell[offset + 1] += outcome == "retained"
+
+    def rate(part: int, whole: int) -> float | None:
+        return round(part / whole, 4) if whole else None
+
+    out = []
+    for (tier, cause), (t, tr, h, hr) in sorted(cells.items()):
+        treated_rate, holdout_rate = rate(tr, t), rate(hr, h)
+        out.append(
+            UpliftCell(
+                tier=tier,
+                cause=cause,
+                treated=t,
+                treated_retained=tr,
+                holdout=h,
+                holdout_retained=hr,
+                treated_retention=treated_rate,
+                holdout_retention=holdout_rate,
+                uplift=None
+                if treated_rate is None or holdout_rate is None
+                else round(treated_rate - holdout_rate, 4),
+            )
+        )
+    return out

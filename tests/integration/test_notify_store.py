@@ -1,0 +1,181 @@
+"""Notify's decisions kept in SQL, on both databases: profiles from core banking and from the
+customer, caps and de-duplication across events, cancellation of deferred retention messages,
+RM capacity, redelivery, outcomes and the uplift."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas import parse_account_event
+from schemas.lifecycle import (
+    ChurnCause,
+    ChurnSignalChanged,
+    SignalKind,
+    Stage,
+    StageChanged,
+    Strategy,
+    Tier,
+)
+from schemas.notify import Channel, NotificationChanged, RmTaskChanged
+from schemas.rewards import EntryKind, LedgerEntryBooked
+from services.notify import store
+from services.notify.domain import NotifyRules, in_holdout
+from services.notify.store import Preferences
+from services.runtime import db
+
+RULES = NotifyRules()
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+# 22:00 in Shanghai: inside quiet hours.
+NIGHT = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def url(database_url: str) -> str:
+    db.upgrade(database_url)
+    return database_url
+
+
+def treated(prefix: str) -> str:
+    return next(f"{prefix}{n}" for n in range(1000) if not in_holdout(f"{prefix}{n}", 0.10))
+
+
+def held_out(prefix: str) -> str:
+    return next(f"{prefix}{n}" for n in range(1000) if in_holdout(f"{prefix}{n}", 0.10))
+
+
+def stage(
+    customer: str, to: Stage, at: datetime, tier: Tier = Tier.MASS, n: int = 0
+) -> StageChanged:
+    return StageChanged(
+        event_id=f"s-{customer}-{to}-{n}",
+        type="stage.changed",
+        occurred_at=at,
+        customer_id=customer,
+        stage=to,
+        tier=tier,
+        reason="test",
+        churn_score=0.7 if to is Stage.AT_RISK else 0.1,
+        probable_cause=ChurnCause.COMPETITOR_ATTRACTION if to is Stage.AT_RISK else None,
+        strategy=Strategy.for_stage(to),
+        balance_avg_30d="100.00",
+    )
+
+
+def credit(customer: str, n: int, at: datetime) -> LedgerEntryBooked:
+    return LedgerEntryBooked(
+        event_id=f"e-{customer}-{n}",
+        type="ledger_entry.booked",
+        occurred_at=at,
+        entry_id=f"e-{customer}-{n}",
+        customer_id=customer,
+        kind=EntryKind.CREDIT,
+        points=100,
+        rule="loyalty.anniversary",
+        reason="x",
+        source_event_id=f"m{n}",
+        booked_at=at,
+        points_balance=100 * (n + 1),
+    )
+
+
+def profile_update(customer: str, **profile: object) -> object:
+    return parse_account_event(
+        {
+            "event_id": f"u-{customer}",
+            "event_type": "customer.updated",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "customer_id": customer,
+            "profile": profile,
+        }
+    )
+
+
+def test_deferred_retention_message_is_cancelled_when_the_signal_resolves(url: str) -> None:
+    customer = treated("M")
+    store.apply(url, profile_update(customer, locale="en", time_zone="Asia/Shanghai"), RULES, NOW)  # type: ignore[arg-type]
+    (message,) = store.apply(url, stage(customer, Stage.AT_RISK, NIGHT), RULES, NOW)
+    assert isinstance(message, NotificationChanged) and message.deferred
+    assert message.locale == "en" and message.template == "retention_offer"
+    resolved = ChurnSignalChanged(
+        event_id="r1",
+        type="churn_signal.resolved",
+        occurred_at=NIGHT + timedelta(hours=2),
+        customer_id=customer,
+        signal=SignalKind.COMPETITOR_TRANSFER,
+        cause=ChurnCause.COMPETITOR_ATTRACTION,
+        signal_weight=0.7,
+        churn_score=0.1,
+        stage=Stage.AT_RISK,
+        tier=Tier.MASS,
+        evidence={},
+    )
+    (cancelled,) = store.apply(url, resolved, RULES, NOW)
+    assert isinstance(cancelled, NotificationChanged)
+    assert (cancelled.type, cancelled.notification_id) == (
+        "notification.cancelled",
+        message.notification_id,
+    )
+    assert [n.status for n in store.notifications(url, customer, 10)] == ["cancelled"]
+
+
+def test_a_redelivered_event_gives_the_same_outputs_and_decides_nothing_new(url: str) -> None:
+    event = stage("C1", Stage.GROWTH, NIGHT)
+    first = store.apply(url, event, RULES, NOW)
+    assert store.apply(url, event, RULES, NOW) == first
+    assert len(store.notifications(url, "C1", 10)) == 1
+
+
+def test_caps_and_opt_outs_hold_across_events(url: str) -> None:
+    store.set_preferences(url, "C2", Preferences(opted_out=[Channel.PUSH]), NOW)
+    day = datetime(2026, 3, 10, 3, 0, tzinfo=UTC)
+    outputs = [
+        store.apply(url, credit("C2", n, day + timedelta(minutes=n)), RULES, NOW)[0]
+        for n in range(7)
+    ]
+    kinds = [(o.type, o.reason_code) for o in outputs if isinstance(o, NotificationChanged)]
+    assert (
+        kinds
+        == [("notification.scheduled", None)] * 5 + [("notification.suppressed", "daily_cap")] * 2
+    )
+    assert {o.channel for o in outputs[:5] if isinstance(o, NotificationChanged)} == {Channel.SMS}
+
+
+def test_hnw_tasks_go_to_the_rm_and_queue_past_capacity(url: str) -> None:
+    rules = NotifyRules(rm_daily_capacity=2)
+    customers = [treated(f"H{n}-") for n in range(3)]
+    for c in customers:
+        store.apply(url, profile_update(c, rm_id="RM1"), rules, NOW)  # type: ignore[arg-type]
+    tasks = [
+        store.apply(url, stage(c, Stage.AT_RISK, NIGHT, Tier.HNW), rules, NOW)[0] for c in customers
+    ]
+    assert [t.status for t in tasks if isinstance(t, RmTaskChanged)] == ["open", "open", "queued"]
+    listed = store.tasks_of(url, "RM1", include_closed=False)
+    assert [t.status for t in listed] == ["open", "open", "queued"]
+    closed = store.record_outcome(url, listed[0].task_id, "retained", "kept the deposit", NOW)
+    assert closed is not None and closed.status == "closed" and closed.outcome == "retained"
+    summary = store.task_summary(url, NOW)
+    assert summary.by_assignee["RM1"] == {"closed": 1, "open": 1, "queued": 1}
+    assert summary.outcomes == {"retained": 1}
+
+
+def test_uplift_compares_treated_and_holdout_customers(url: str) -> None:
+    treated_customer, holdout_customer = treated("U"), held_out("U")
+    for c in (treated_customer, holdout_customer):
+        store.apply(url, stage(c, Stage.AT_RISK, NIGHT), RULES, NOW)
+    store.apply(
+        url, stage(treated_customer, Stage.GROWTH, NIGHT + timedelta(days=20), n=1), RULES, NOW
+    )
+    store.apply(
+        url, stage(holdout_customer, Stage.CHURNED, NIGHT + timedelta(days=40), n=1), RULES, NOW
+    )
+    (cell,) = store.uplift(url)
+    assert (cell.tier, cell.cause) == ("mass", "competitor_attraction")
+    assert (cell.treated, cell.treated_retention, cell.holdout, cell.holdout_retention) == (
+        1,
+        1.0,
+        1,
+        0.0,
+    )
+    assert cell.uplift == 1.0
