@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 from schemas.account_events import ACCOUNT_EVENT_ADAPTER
 from schemas.envelope import RAPPORT_EVENT_ADAPTER
 from schemas.lifecycle import ChurnSignalChanged, StageChanged, TenureAnniversary
+from schemas.notify import NotificationChanged, RmTaskChanged
 from schemas.referral import REFERRAL_EVENT_ADAPTER
 from schemas.rewards import LEDGER_ENTRY_ADAPTER
 from schemas.topics import (
@@ -44,6 +45,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "referral-event.v1.json": (REFERRAL_EVENT_ADAPTER, "Referral lead or referral changed"),
         "tenure-anniversary.v1.json": (TypeAdapter(TenureAnniversary), "Tenure anniversary"),
         "ledger-entry.v1.json": (LEDGER_ENTRY_ADAPTER, "Rewards ledger entry booked"),
+        "notification.v1.json": (TypeAdapter(NotificationChanged), "Customer notification"),
+        "rm-task.v1.json": (TypeAdapter(RmTaskChanged), "Relationship-manager task"),
     }
     out: dict[str, dict[str, Any]] = {}
     for filename, (adapter, title) in schemas.items():

@@ -49,6 +49,8 @@ class NotificationChanged(RapportEvent):
     subject: str | None = None
     body: str | None = None
     send_at: EventTime | None = None
+    # The customer's time zone, in which quiet hours and the daily cap were applied.
+    time_zone: str | None = None
     deferred: bool = False
     dedupe_key: str
     reason_code: str | None = None

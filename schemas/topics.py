@@ -110,7 +110,7 @@ NOTIFICATIONS = TopicSpec(
     name="rapport.notifications.v1",
     description="Customer messages for the push, SMS and e-mail senders.",
     key="customer id (UTF-8)",
-    payload=None,
+    payload="notification.v1.json",
     producers=("notify",),
     consumers=("push, SMS and e-mail senders",),
     defined_by="issue 7 (notify service)",
@@ -119,7 +119,7 @@ RM_TASKS = TopicSpec(
     name="rapport.rm-tasks.v1",
     description="Follow-up tasks for relationship managers; the latest state of each task.",
     key="task id (UTF-8)",
-    payload=None,
+    payload="rm-task.v1.json",
     producers=("notify",),
     consumers=("RM workbench",),
     # Keyed by task id and re-published on every status change: the latest state is the task.

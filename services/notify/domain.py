@@ -442,6 +442,7 @@ def schedule(
         subject=subject,
         body=body,
         send_at=send_at,
+        time_zone=str(zone),
         deferred=send_at != message.at,
         **base,
     )

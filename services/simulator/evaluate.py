@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import BaseModel, Field
@@ -447,16 +448,88 @@ def rewards_section(
 
 
 def notify_section(
-    notifications: list[Mapping[str, Any]], tasks: list[Mapping[str, Any]]
+    notifications: Sequence[Mapping[str, Any]],
+    tasks: Sequence[Mapping[str, Any]],
+    stage_events: Sequence[Mapping[str, Any]],
+    quiet_hours: tuple[int, int] = (21, 8),
+    daily_cap: int = 3,
+    service_daily_cap: int = 5,
 ) -> Section:
+    """What notify sent and tasked, and every breach of its policy found in its own outputs:
+    a message scheduled in quiet hours, over a daily cap, twice within 24 hours, or automated
+    to a high-net-worth customer at risk. There should be none."""
     if not notifications and not tasks:
         return _not_running(f"{NOTIFICATIONS.name} or {RM_TASKS.name}")
+    scheduled = list(
+        {
+            str(n["notification_id"]): n
+            for n in notifications
+            if n.get("type") == "notification.scheduled"
+        }.values()
+    )
+    start, end = quiet_hours
+    violations: Counter[str] = Counter()
+    per_day: Counter[tuple[str, str, bool]] = Counter()
+    by_key: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    for n in scheduled:
+        zone = ZoneInfo(str(n.get("time_zone") or "Asia/Shanghai"))
+        local = datetime.fromisoformat(str(n["send_at"])).astimezone(zone)
+        if local.hour >= start or local.hour < end:
+            violations["scheduled_in_quiet_hours"] += 1
+        service = n.get("category") == "service"
+        per_day[(str(n["customer_id"]), local.date().isoformat(), service)] += 1
+        by_key[(str(n["customer_id"]), str(n["dedupe_key"]))].append(local)
+    violations["over_daily_cap"] = sum(
+        count - (service_daily_cap if service else daily_cap)
+        for (_, _, service), count in per_day.items()
+        if count > (service_daily_cap if service else daily_cap)
+    )
+    violations["same_message_within_24_hours"] = sum(
+        1
+        for times in by_key.values()
+        for a, b in zip(sorted(times), sorted(times)[1:], strict=False)
+        if b - a < timedelta(hours=24)
+    )
+    hnw_at_risk = {
+        (str(e["customer_id"]), str(e["occurred_at"]))
+        for e in stage_events
+        if e.get("type") == "stage.changed"
+        and e.get("stage") == "at_risk"
+        and e.get("tier") == "hnw"
+    }
+    violations["automated_retention_message_to_hnw"] = sum(
+        1
+        for n in scheduled
+        if n.get("category") == "retention"
+        and (str(n["customer_id"]), str(n["occurred_at"])) in hnw_at_risk
+    )
+    task_states = {str(t["task_id"]): t for t in tasks}
     return Section(
         running=True,
         figures={
-            "notifications": len(notifications),
-            "rm_tasks": len(tasks),
-            "by_type": dict(sorted(Counter(str(e.get("type")) for e in notifications).items())),
+            "notifications_scheduled": len(scheduled),
+            "deferred_by_quiet_hours": sum(1 for n in scheduled if n.get("deferred")),
+            "suppressed_by_reason": dict(
+                sorted(
+                    Counter(
+                        str(n.get("reason_code"))
+                        for n in notifications
+                        if n.get("type") == "notification.suppressed"
+                    ).items()
+                )
+            ),
+            "cancelled": sum(1 for n in notifications if n.get("type") == "notification.cancelled"),
+            "by_template": dict(sorted(Counter(str(n.get("template")) for n in scheduled).items())),
+            "rm_tasks": len(task_states),
+            "rm_tasks_by_kind_and_priority": dict(
+                sorted(
+                    Counter(
+                        f"{t.get('kind')} {t.get('priority')}" for t in task_states.values()
+                    ).items()
+                )
+            ),
+            "policy_violations": sum(violations.values()),
+            "policy_violations_by_rule": dict(sorted(violations.items())),
         },
     )
 
@@ -485,6 +558,6 @@ def evaluate(
         rewards=rewards_section(
             of(REWARDS_LEDGER.name), of(REFERRAL_EVENTS.name), stage_events, of(MILESTONES.name)
         ),
-        notify=notify_section(of(NOTIFICATIONS.name), of(RM_TASKS.name)),
+        notify=notify_section(of(NOTIFICATIONS.name), of(RM_TASKS.name), stage_events),
         dead_letters=dead_letters(truth, dlq, {topic: of(topic) for topic in OUTPUT_DLQS}),
     )

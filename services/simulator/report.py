@@ -93,7 +93,18 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
     else:
         rows.append(("rewards", "not running yet"))
     notify = evaluation.notify
-    rows.append(("notify", "scored" if notify.running else "not running yet"))
+    if notify.running:
+        f = notify.figures
+        rows += [
+            (
+                "notifications scheduled (deferred by quiet hours)",
+                f"{f['notifications_scheduled']} ({f['deferred_by_quiet_hours']})",
+            ),
+            ("RM tasks", str(f["rm_tasks"])),
+            ("notify policy violations", str(f["policy_violations"])),
+        ]
+    else:
+        rows.append(("notify", "not running yet"))
     matches = evaluation.dead_letters.matches
     rows.append(
         (

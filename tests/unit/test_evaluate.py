@@ -16,6 +16,7 @@ from services.simulator.evaluate import (
     dead_letters,
     decode_outputs,
     evaluate,
+    notify_section,
     rewards_section,
     stage_series,
 )
@@ -273,3 +274,43 @@ def test_rewards_section_checks_the_ledger_against_its_source_events() -> None:
     assert f["entries_without_a_published_source_event"] == 1
     assert f["points_by_rule"]["referral.referee"] == 200
     assert not rewards_section([], referral_events, stages, milestones).running
+
+
+def test_notify_section_counts_policy_violations_in_notifys_own_outputs() -> None:
+    def note(n: int, send_at: str, **fields: object) -> dict[str, object]:
+        return {
+            "type": "notification.scheduled",
+            "notification_id": f"n{n}",
+            "customer_id": "C",
+            "category": "engagement",
+            "dedupe_key": f"k{n}",
+            "time_zone": "Asia/Shanghai",
+            "occurred_at": send_at,
+            "send_at": send_at,
+            **fields,
+        }
+
+    notifications = [
+        note(1, "2026-03-10T02:00:00Z"),  # 10:00 local
+        note(2, "2026-03-10T14:00:00Z"),  # 22:00 local: quiet hours
+        note(3, "2026-03-10T03:00:00Z", dedupe_key="k1"),  # same message an hour later
+        note(4, "2026-03-10T04:00:00Z"),  # a fourth message that day
+        note(5, "2026-03-11T02:00:00Z", category="retention"),
+    ]
+    stages = [
+        {
+            "type": "stage.changed",
+            "stage": "at_risk",
+            "tier": "hnw",
+            "customer_id": "C",
+            "occurred_at": "2026-03-11T02:00:00Z",
+        }
+    ]
+    f = notify_section(notifications, [], stages).figures
+    assert f["policy_violations_by_rule"] == {
+        "automated_retention_message_to_hnw": 1,
+        "over_daily_cap": 1,
+        "same_message_within_24_hours": 1,
+        "scheduled_in_quiet_hours": 1,
+    }
+    assert notify_section(notifications[:1], [], []).figures["policy_violations"] == 0
