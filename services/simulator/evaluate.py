@@ -447,6 +447,14 @@ def rewards_section(
     )
 
 
+NOTIFY_POLICY_RULES = (
+    "scheduled_in_quiet_hours",
+    "over_daily_cap",
+    "same_message_within_24_hours",
+    "automated_retention_message_to_hnw",
+)
+
+
 def notify_section(
     notifications: Sequence[Mapping[str, Any]],
     tasks: Sequence[Mapping[str, Any]],
@@ -468,7 +476,7 @@ def notify_section(
         }.values()
     )
     start, end = quiet_hours
-    violations: Counter[str] = Counter()
+    violations: Counter[str] = Counter(dict.fromkeys(NOTIFY_POLICY_RULES, 0))
     per_day: Counter[tuple[str, str, bool]] = Counter()
     by_key: dict[tuple[str, str], list[datetime]] = defaultdict(list)
     for n in scheduled:
