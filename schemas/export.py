@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from schemas.account_events import ACCOUNT_EVENT_ADAPTER
 from schemas.envelope import RAPPORT_EVENT_ADAPTER
-from schemas.lifecycle import ChurnSignalChanged, StageChanged, TenureAnniversary
+from schemas.lifecycle import MILESTONE_ADAPTER, ChurnSignalChanged, StageChanged
 from schemas.notify import NotificationChanged, RmTaskChanged
 from schemas.referral import REFERRAL_EVENT_ADAPTER
 from schemas.rewards import LEDGER_ENTRY_ADAPTER
@@ -43,7 +43,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "stage-changed.v1.json": (TypeAdapter(StageChanged), "Lifecycle stage or tier changed"),
         "churn-signal.v1.json": (TypeAdapter(ChurnSignalChanged), "Churn signal changed"),
         "referral-event.v1.json": (REFERRAL_EVENT_ADAPTER, "Referral lead or referral changed"),
-        "tenure-anniversary.v1.json": (TypeAdapter(TenureAnniversary), "Tenure anniversary"),
+        "milestone.v1.json": (MILESTONE_ADAPTER, "Tenure anniversary or birthday"),
         "ledger-entry.v1.json": (LEDGER_ENTRY_ADAPTER, "Rewards ledger entry booked"),
         "notification.v1.json": (TypeAdapter(NotificationChanged), "Customer notification"),
         "rm-task.v1.json": (TypeAdapter(RmTaskChanged), "Relationship-manager task"),

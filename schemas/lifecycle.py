@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 from schemas.account_events import EventTime, SignedMoney
 from schemas.envelope import RapportEvent
@@ -115,6 +115,22 @@ class TenureAnniversary(RapportEvent):
     relationship_start: EventTime
     stage: Stage
     tier: Tier
+
+
+class CustomerBirthday(RapportEvent):
+    """`customer.birthday` on `rapport.lifecycle.milestones.v1`: dated at midnight of the
+    birthday in the customer's time zone (from `customer.updated`; Asia/Shanghai when unknown).
+    A 29 February birthday falls on 28 February in other years. Only birthdays reached while the
+    service watches an active customer are announced."""
+
+    type: Literal["customer.birthday"]
+    customer_id: str
+    stage: Stage
+    tier: Tier
+
+
+Milestone = Annotated[TenureAnniversary | CustomerBirthday, Field(discriminator="type")]
+MILESTONE_ADAPTER: TypeAdapter[TenureAnniversary | CustomerBirthday] = TypeAdapter(Milestone)
 
 
 class ChurnSignalChanged(RapportEvent):

@@ -81,9 +81,9 @@ CHURN_SIGNALS = TopicSpec(
 )
 MILESTONES = TopicSpec(
     name="rapport.lifecycle.milestones.v1",
-    description="Customer milestones in event time: tenure anniversaries.",
+    description="Customer milestones in event time: tenure anniversaries and birthdays.",
     key="customer id (UTF-8)",
-    payload="tenure-anniversary.v1.json",
+    payload="milestone.v1.json",
     producers=("lifecycle",),
     consumers=("rewards", "notify"),
     defined_by="issue 6 (loyalty rewards)",

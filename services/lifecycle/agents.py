@@ -12,7 +12,7 @@ from typing import Any
 import faust
 
 from schemas.account_events import AccountEvent
-from schemas.lifecycle import StageChanged, TenureAnniversary
+from schemas.lifecycle import CustomerBirthday, StageChanged, TenureAnniversary
 from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, MILESTONES, STAGE_CHANGED
 from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
@@ -63,7 +63,7 @@ class Lifecycle:
     def _topic_of(self, output: Output) -> Any:
         if isinstance(output, StageChanged):
             return self.stage_topic
-        if isinstance(output, TenureAnniversary):
+        if isinstance(output, TenureAnniversary | CustomerBirthday):
             return self.milestone_topic
         return self.signal_topic
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -19,6 +20,7 @@ from schemas.account_events import (
     AccountOpened,
     CardPayment,
     ComplaintFiled,
+    CustomerUpdated,
     EventType,
     ProductClosed,
     ProductOpened,
@@ -29,6 +31,7 @@ from schemas.account_events import (
 from schemas.lifecycle import (
     ChurnCause,
     ChurnSignalChanged,
+    CustomerBirthday,
     SignalKind,
     Stage,
     StageChanged,
@@ -37,6 +40,7 @@ from schemas.lifecycle import (
     Tier,
 )
 
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
 _ID_NAMESPACE = uuid.UUID("6f1c1d2e-6a55-4a38-9a57-1f0c2b6f7d11")
 _CAUSE = {
     SignalKind.INACTIVITY: ChurnCause.DISENGAGEMENT,
@@ -151,6 +155,11 @@ class CustomerState(BaseModel):
     # Anniversaries of relationship_start already behind the customer (announced, or passed
     # before the service first saw them); None in states saved before anniversaries existed.
     anniversaries_passed: int | None = None
+    # From customer.updated: the birthday, the time zone it is reckoned in, and the last year
+    # a birthday was announced (or passed before it was known).
+    birthday: date | None = None
+    time_zone: str | None = None
+    birthday_year_done: int | None = None
     activated: bool = False
     matured_once: bool = False
     initiated_count: int = 0
@@ -175,7 +184,7 @@ class CustomerState(BaseModel):
         return sum(self.balances.values(), Decimal(0))
 
 
-Output = StageChanged | ChurnSignalChanged | TenureAnniversary
+Output = StageChanged | ChurnSignalChanged | TenureAnniversary | CustomerBirthday
 
 
 @dataclass
@@ -544,6 +553,56 @@ def _anniversaries(state: CustomerState, t: datetime) -> list[Output]:
     return outputs
 
 
+def _birthday_in(state: CustomerState, year: int) -> datetime:
+    """Midnight of the customer's birthday in `year`, in their time zone, as UTC."""
+    assert state.birthday is not None
+    try:
+        day = state.birthday.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        day = state.birthday.replace(year=year, day=28)
+    zone = ZoneInfo(state.time_zone or DEFAULT_TIME_ZONE)
+    return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC)
+
+
+def _next_birthday(state: CustomerState) -> datetime | None:
+    if state.birthday is None or state.birthday_year_done is None:
+        return None
+    return _birthday_in(state, state.birthday_year_done + 1)
+
+
+def _birthdays(state: CustomerState, t: datetime) -> list[Output]:
+    outputs: list[Output] = []
+    due = _next_birthday(state)
+    while due is not None and due <= t and state.stage is not None:
+        assert state.birthday_year_done is not None
+        state.birthday_year_done += 1
+        outputs.append(
+            CustomerBirthday(
+                event_id=_event_id(state.customer_id, "birthday", state.birthday_year_done),
+                type="customer.birthday",
+                occurred_at=due,
+                customer_id=state.customer_id,
+                stage=state.stage,
+                tier=state.tier,
+            )
+        )
+        due = _next_birthday(state)
+    return outputs
+
+
+def _learn_birthday(state: CustomerState, event: CustomerUpdated) -> None:
+    """Take the birthday and time zone; birthdays already behind the customer are not
+    announced."""
+    profile = event.profile
+    state.time_zone = profile.time_zone or state.time_zone
+    if profile.birthday is None or profile.birthday == state.birthday:
+        return
+    state.birthday = profile.birthday
+    t = event.occurred_at
+    this_year = _birthday_in(state, t.year)
+    state.birthday_year_done = t.year if this_year <= t else t.year - 1
+
+
 def _deadlines(state: CustomerState, rules: LifecycleRules) -> list[datetime]:
     """Every future moment at which a time rule could change something for this customer."""
     if state.relationship_start is None or not state.open_accounts:
@@ -554,9 +613,9 @@ def _deadlines(state: CustomerState, rules: LifecycleRules) -> list[datetime]:
         quiet_since + timedelta(days=rules.inactivity_days),
         state.relationship_start + timedelta(days=rules.maturity_tenure_days),
     ]
-    upcoming = _next_anniversary(state)
-    if upcoming is not None:
-        found.append(upcoming)
+    for upcoming in (_next_anniversary(state), _next_birthday(state)):
+        if upcoming is not None:
+            found.append(upcoming)
     if not state.activated:
         found.append(state.relationship_start + timedelta(days=rules.activation_window_days))
     if state.last_activity_at is not None:
@@ -588,7 +647,7 @@ def next_deadline(state: CustomerState, rules: LifecycleRules) -> datetime | Non
 
 
 def _time_rules(state: CustomerState, t: datetime, rules: LifecycleRules) -> list[Output]:
-    outputs = _anniversaries(state, t)
+    outputs = _anniversaries(state, t) + _birthdays(state, t)
     quiet_since = state.last_activity_at or state.relationship_start
     assert quiet_since is not None
     if t - quiet_since >= timedelta(days=rules.inactivity_days):
@@ -736,6 +795,8 @@ def apply_event(
     elif isinstance(event, ProductClosed):
         state.open_products.pop(event.product.product_id, None)
         state.pending_closures[event.product.category] = (t, event.event_id)
+    elif isinstance(event, CustomerUpdated):
+        _learn_birthday(state, event)
     elif isinstance(event, ComplaintFiled):
         window = timedelta(days=rules.complaint_window_days)
         state.complaints = [c for c in state.complaints if t - c[0] < window] + [

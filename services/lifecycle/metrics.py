@@ -10,7 +10,14 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, TenureAnniversary, Tier
+from schemas.lifecycle import (
+    ChurnSignalChanged,
+    CustomerBirthday,
+    Stage,
+    StageChanged,
+    TenureAnniversary,
+    Tier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,7 @@ ANNIVERSARIES = Counter(
     "Tenure anniversaries announced, by the customer's tier at the time.",
     ["tier"],
 )
+BIRTHDAYS = Counter("rapport_lifecycle_birthdays_total", "Customer birthdays announced.")
 READ_MODEL_ROWS = Counter(
     "rapport_lifecycle_read_model_rows_written_total",
     "Customer rows written to the lifecycle read model.",
@@ -56,9 +64,13 @@ READ_MODEL_FAILURES = Counter(
 )
 
 
-def record(output: StageChanged | ChurnSignalChanged | TenureAnniversary) -> None:
+def record(
+    output: StageChanged | ChurnSignalChanged | TenureAnniversary | CustomerBirthday,
+) -> None:
     """Count one published output by its kind."""
-    if isinstance(output, TenureAnniversary):
+    if isinstance(output, CustomerBirthday):
+        BIRTHDAYS.inc()
+    elif isinstance(output, TenureAnniversary):
         ANNIVERSARIES.labels(output.tier.value).inc()
     elif isinstance(output, ChurnSignalChanged):
         change = output.type.rsplit(".", 1)[1]

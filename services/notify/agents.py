@@ -11,7 +11,7 @@ import faust
 from pydantic import TypeAdapter
 
 from schemas.account_events import AccountEvent, CustomerUpdated
-from schemas.lifecycle import ChurnSignalChanged, StageChanged, TenureAnniversary
+from schemas.lifecycle import MILESTONE_ADAPTER, ChurnSignalChanged, StageChanged
 from schemas.notify import RmTaskChanged
 from schemas.referral import REFERRAL_EVENT_ADAPTER
 from schemas.rewards import LEDGER_ENTRY_ADAPTER
@@ -80,7 +80,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
     inputs: list[tuple[TopicSpec, TypeAdapter[Any]]] = [
         (STAGE_CHANGED, TypeAdapter(StageChanged)),
         (CHURN_SIGNALS, TypeAdapter(ChurnSignalChanged)),
-        (MILESTONES, TypeAdapter(TenureAnniversary)),
+        (MILESTONES, MILESTONE_ADAPTER),
         (REFERRAL_EVENTS, REFERRAL_EVENT_ADAPTER),
         (REWARDS_LEDGER, LEDGER_ENTRY_ADAPTER),
     ]

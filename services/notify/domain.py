@@ -22,7 +22,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, TenureAnniversary, Tier
+from schemas.lifecycle import (
+    ChurnSignalChanged,
+    CustomerBirthday,
+    Stage,
+    StageChanged,
+    TenureAnniversary,
+    Tier,
+)
 from schemas.notify import Category, Channel, NotificationChanged, Priority, RmTaskChanged
 from schemas.referral import LeadChanged, LeadType, ReferralChanged
 from schemas.rewards import LedgerEntryBooked
@@ -361,6 +368,22 @@ def on_anniversary(event: TenureAnniversary) -> Decision:
                 "anniversary",
                 {"years": event.years},
                 f"anniversary:{event.years}",
+                event.occurred_at,
+            )
+        ]
+    )
+
+
+def on_birthday(event: CustomerBirthday) -> Decision:
+    """A birthday greeting (dated at midnight: quiet hours move it to the morning)."""
+    return Decision(
+        messages=[
+            Message(
+                event.customer_id,
+                Category.GREETING,
+                "birthday",
+                {},
+                f"birthday:{event.occurred_at.year}",
                 event.occurred_at,
             )
         ]

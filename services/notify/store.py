@@ -17,7 +17,13 @@ from sqlalchemy import JSON, DateTime, LargeBinary, func
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from schemas.account_events import AccountEvent, CustomerUpdated
-from schemas.lifecycle import ChurnSignalChanged, Stage, StageChanged, TenureAnniversary
+from schemas.lifecycle import (
+    ChurnSignalChanged,
+    CustomerBirthday,
+    Stage,
+    StageChanged,
+    TenureAnniversary,
+)
 from schemas.notify import Category, Channel, NotificationChanged, RmTaskChanged
 from schemas.referral import LeadChanged, ReferralChanged
 from schemas.rewards import LedgerEntryBooked
@@ -27,6 +33,7 @@ from services.notify.domain import (
     Profile,
     Sent,
     on_anniversary,
+    on_birthday,
     on_churn_signal,
     on_lead,
     on_ledger_entry,
@@ -48,6 +55,7 @@ NotifyInput = (
     | StageChanged
     | ChurnSignalChanged
     | TenureAnniversary
+    | CustomerBirthday
     | LeadChanged
     | ReferralChanged
     | LedgerEntryBooked
@@ -177,6 +185,8 @@ def _decide(session: Session, event: NotifyInput, rules: NotifyRules) -> list[Ou
         decision = on_ledger_entry(event)
     elif isinstance(event, TenureAnniversary):
         decision = on_anniversary(event)
+    elif isinstance(event, CustomerBirthday):
+        decision = on_birthday(event)
     return _record(session, decision, event.event_id, rules)
 
 

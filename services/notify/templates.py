@@ -40,6 +40,8 @@ TEMPLATES: dict[tuple[str, str], tuple[str, str]] = {
         "Someone you referred has joined and qualified. Thank you!",
     ),
     ("referral_qualified", "zh-CN"): ("推荐成功", "您推荐的好友已成功开户并达标，感谢您的推荐！"),
+    ("birthday", "en"): ("Happy birthday", "Happy birthday from all of us at the bank!"),
+    ("birthday", "zh-CN"): ("生日快乐", "祝您生日快乐，万事如意！"),
     ("anniversary", "en"): (
         "Happy anniversary",
         "Thank you for {{ years }} year{{ 's' if years != 1 else '' }} with us.",

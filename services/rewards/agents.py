@@ -12,7 +12,7 @@ from typing import Any
 import faust
 from pydantic import TypeAdapter
 
-from schemas.lifecycle import Stage, StageChanged, TenureAnniversary
+from schemas.lifecycle import MILESTONE_ADAPTER, Stage, StageChanged, TenureAnniversary
 from schemas.referral import REFERRAL_EVENT_ADAPTER, ReferralChanged
 from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CHANGED, TopicSpec
 from services.rewards import ledger, metrics
@@ -37,7 +37,7 @@ class Rewards:
 
     async def on_event(self, event: Any, message: Any) -> None:
         if not isinstance(event, ReferralChanged | StageChanged | TenureAnniversary):
-            return  # lead events: nothing to reward
+            return  # lead events and birthdays: nothing to reward
         if isinstance(event, StageChanged) and not (
             event.type == "stage.changed" and event.stage is Stage.MATURITY
         ):
@@ -66,7 +66,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
     inputs: list[tuple[TopicSpec, TypeAdapter[Any]]] = [
         (REFERRAL_EVENTS, REFERRAL_EVENT_ADAPTER),
         (STAGE_CHANGED, TypeAdapter(StageChanged)),
-        (MILESTONES, TypeAdapter(TenureAnniversary)),
+        (MILESTONES, MILESTONE_ADAPTER),
     ]
     for spec, adapter in inputs:
         consume(app, SERVICE, spec, model_decoder(adapter), rewards.on_event, label=_type)

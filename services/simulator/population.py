@@ -17,6 +17,7 @@ activation) therefore fire on that gap, dated before the period: the evaluator c
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
 import string
 from collections.abc import Iterator
@@ -233,6 +234,7 @@ class Simulator:
                 "consent": {"push": True, "sms": rng.random() < 0.8, "email": rng.random() < 0.5},
                 "phone_hash": phone,
                 "device_hashes": [device or self._hash()],
+                "birthday": _birthday(book.customer_id),
             },
         )
 
@@ -689,3 +691,10 @@ class Simulator:
         self._fraud(next_index)
         events = [e for book in self.books.values() for e in book.events]
         return events, self.truth
+
+
+def _birthday(customer_id: str) -> str:
+    """A birthday derived from the id, not drawn from the generator: adding it changed no other
+    draw, so the population is the one earlier figures were measured on."""
+    h = int(hashlib.sha256(customer_id.encode()).hexdigest()[:8], 16)
+    return f"{1950 + h % 50}-{1 + h // 50 % 12:02d}-{1 + h // 600 % 28:02d}"

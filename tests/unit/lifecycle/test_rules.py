@@ -10,6 +10,7 @@ from schemas import parse_account_event
 from schemas.lifecycle import (
     ChurnCause,
     ChurnSignalChanged,
+    CustomerBirthday,
     SignalKind,
     Stage,
     StageChanged,
@@ -359,3 +360,26 @@ def test_a_state_saved_before_anniversaries_existed_announces_none_of_the_past()
     c.money("card.payment", 500, "1.00")  # the first anniversary (day 365) is behind it
     c.money("card.payment", 740, "1.00")
     assert anniversaries(c) == [(2, 730, Tier.MASS)]
+
+
+def test_a_birthday_is_announced_at_midnight_in_the_customers_zone() -> None:
+    c = active_customer()
+    c.send("customer.updated", 5, profile={"birthday": "1990-03-01", "time_zone": "Europe/London"})
+    for day in range(30, 450, 25):
+        c.money("card.payment", day, "1.00")
+    births = [o for o in c.outputs if isinstance(o, CustomerBirthday)]
+    assert [b.occurred_at for b in births] == [
+        datetime(2025, 3, 1, tzinfo=UTC),
+        datetime(2026, 3, 1, tzinfo=UTC),
+    ]
+
+
+def test_a_birthday_already_passed_this_year_waits_for_next_year() -> None:
+    c = active_customer()
+    c.send("customer.updated", 5, profile={"birthday": "1990-01-02"})  # T0 is 1 January
+    c.money("card.payment", 100, "1.00")
+    assert [o for o in c.outputs if isinstance(o, CustomerBirthday)] == []
+    c.money("card.payment", 367, "1.00")
+    (birthday,) = [o for o in c.outputs if isinstance(o, CustomerBirthday)]
+    # Midnight in Shanghai, the default zone, is 16:00 UTC the day before.
+    assert birthday.occurred_at == datetime(2026, 1, 1, 16, 0, tzinfo=UTC)
