@@ -67,10 +67,11 @@ class Priority(StrEnum):
 
 
 class RmTaskChanged(RapportEvent):
-    """`rm_task.created` or `rm_task.closed` (an outcome was recorded), keyed by task id on a
+    """`rm_task.created`, `rm_task.released` (a queued task opened because its assignee
+    closed another) or `rm_task.closed` (an outcome was recorded), keyed by task id on a
     compacted topic: the latest record is the task."""
 
-    type: Literal["rm_task.created", "rm_task.closed"]
+    type: Literal["rm_task.created", "rm_task.released", "rm_task.closed"]
     task_id: str
     kind: Literal["retention_call", "introduction_request", "corporate_lead"]
     customer_id: str

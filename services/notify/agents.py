@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import httpx
 from pydantic import TypeAdapter
 
 from schemas.account_events import AccountEvent, CustomerUpdated
 from schemas.lifecycle import MILESTONE_ADAPTER, ChurnSignalChanged, StageChanged
-from schemas.notify import RmTaskChanged
+from schemas.notify import NotificationChanged, RmTaskChanged
 from schemas.referral import REFERRAL_EVENT_ADAPTER
 from schemas.rewards import LEDGER_ENTRY_ADAPTER
 from schemas.topics import (
@@ -28,8 +29,16 @@ from schemas.topics import (
 )
 from services.notify import metrics, store
 from services.notify.config import SERVICE, NotifySettings
+from services.notify.delivery import deliver
 from services.runtime.app import consume, create_app, raw_topic, send_all
-from services.runtime.codec import decode_account_event, encode, model_decoder
+from services.runtime.codec import (
+    Rejection,
+    RejectReason,
+    decode_account_event,
+    encode,
+    model_decoder,
+)
+from services.runtime.deadletter import DeadLetters
 from services.runtime.settings import RuntimeSettings
 
 
@@ -63,6 +72,52 @@ class Notify:
             metrics.record(output)
 
 
+class Webhooks:
+    """Delivers scheduled and cancelled notifications to the channels' webhooks."""
+
+    def __init__(self, app: faust.App, config: NotifySettings, settings: RuntimeSettings) -> None:
+        self.config = config
+        self.urls = config.webhook_urls()
+        self.secret = (config.webhook_secret or "").encode()
+        self.url = settings.resolved_database_url
+        self.client = httpx.AsyncClient(timeout=config.webhook_timeout_seconds)
+        self.dead_letters = DeadLetters(app, SERVICE)
+
+    async def on_notification(self, event: NotificationChanged, message: Any) -> None:
+        if event.type == "notification.suppressed" or event.channel not in self.urls:
+            return
+        result = await deliver(
+            self.client,
+            self.urls[event.channel],
+            self.secret,
+            message.value,
+            event.event_id,
+            self.config.webhook_attempts,
+            self.config.webhook_backoff_seconds,
+            self.config.webhook_backoff_max_seconds,
+        )
+        metrics.DELIVERIES.labels(event.channel.value, result.status).inc()
+        if event.type == "notification.scheduled":
+            await asyncio.to_thread(
+                store.record_delivery,
+                self.url,
+                event.notification_id,
+                result.status,
+                result.attempts,
+                result.error,
+            )
+        if result.status == "failed":
+            # Kept with the reason, for an operator to replay once the receiver is fixed.
+            await self.dead_letters.send(
+                message,
+                Rejection(
+                    RejectReason.DELIVERY_FAILED,
+                    f"the {event.channel.value} webhook did not take it after "
+                    f"{result.attempts} attempts: {result.error}",
+                ),
+            )
+
+
 def build_app(settings: RuntimeSettings) -> faust.App:
     """The notify worker's faust app."""
     config = NotifySettings()
@@ -86,6 +141,16 @@ def build_app(settings: RuntimeSettings) -> faust.App:
     ]
     for spec, adapter in inputs:
         consume(app, SERVICE, spec, model_decoder(adapter), notify.on_event, label=_type)
+    if config.webhook_urls():
+        webhooks = Webhooks(app, config, settings)
+        consume(
+            app,
+            SERVICE,
+            NOTIFICATIONS,
+            model_decoder(TypeAdapter(NotificationChanged)),
+            webhooks.on_notification,
+            label=_type,
+        )
     return app
 
 

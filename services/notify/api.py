@@ -81,24 +81,26 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
     @router.post(
         "/tasks/{task_id}/outcome",
-        summary="Record what came of a task; it is closed and published",
+        summary="Record what came of a task: it closes, and the RM's most urgent queued task "
+        "opens; the changed tasks are published and returned",
         responses={404: {"description": "No such task"}},
     )
     async def outcome(
         task_id: Annotated[str, Path(max_length=64)], body: OutcomeRequest
-    ) -> RmTaskChanged:
-        closed = await asyncio.to_thread(
+    ) -> list[RmTaskChanged]:
+        changed = await asyncio.to_thread(
             store.record_outcome, url, task_id, body.outcome, body.note, datetime.now(UTC)
         )
-        if closed is None:
+        if changed is None:
             raise HTTPException(404, detail=f"no task {task_id!r}")
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
         await producer.start()
         try:
-            await producer.send_and_wait(RM_TASKS.name, encode(closed), key=task_id.encode())
+            for task in changed:
+                await producer.send_and_wait(RM_TASKS.name, encode(task), key=task.task_id.encode())
         finally:
             await producer.stop()
-        return closed
+        return changed
 
     @router.get("/tasks/summary", summary="Tasks per assignee and status, outcomes, overdue")
     async def summary() -> TaskSummary:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.notify import Channel
 from services.notify.domain import NotifyRules
 
 SERVICE = "notify"
@@ -14,6 +16,32 @@ class NotifySettings(BaseSettings, NotifyRules):
     `RAPPORT_NOTIFY_DAILY_CAP=2` overrides one."""
 
     model_config = SettingsConfigDict(env_prefix="RAPPORT_NOTIFY_", extra="ignore", frozen=True)
+
+    # Optional webhook delivery, one URL per channel (none set: the topic is the interface).
+    webhook_push_url: str | None = None
+    webhook_sms_url: str | None = None
+    webhook_email_url: str | None = None
+    # Signs every payload (HMAC-SHA256); required when any URL is set.
+    webhook_secret: str | None = None
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(0.5, gt=0)
+    webhook_backoff_max_seconds: float = Field(30.0, gt=0)
+    webhook_timeout_seconds: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _secret_with_urls(self) -> NotifySettings:
+        if self.webhook_urls() and not self.webhook_secret:
+            raise ValueError("RAPPORT_NOTIFY_WEBHOOK_SECRET is required with a webhook URL")
+        return self
+
+    def webhook_urls(self) -> dict[Channel, str]:
+        """The channels delivered by webhook, and where."""
+        urls = {
+            Channel.PUSH: self.webhook_push_url,
+            Channel.SMS: self.webhook_sms_url,
+            Channel.EMAIL: self.webhook_email_url,
+        }
+        return {channel: url for channel, url in urls.items() if url}
 
     def rules(self) -> NotifyRules:
         """The domain's rule object."""

@@ -20,9 +20,10 @@ TASKS = Counter(
     "RM tasks by change (created, closed), kind, priority and status.",
     ["change", "kind", "priority", "status"],
 )
-REPLAYED = Counter(
-    "rapport_notify_replayed_events_total",
-    "Events taken before (redelivered): their stored outputs were sent again, nothing decided.",
+DELIVERIES = Counter(
+    "rapport_notify_webhook_deliveries_total",
+    "Webhook deliveries by channel and verdict (sent, failed: dead-lettered).",
+    ["channel", "status"],
 )
 
 

@@ -86,6 +86,8 @@ class NotificationRow(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=_TIME)
     send_at: datetime | None = Field(default=None, sa_type=_TIME)
     source_event_id: str = Field(max_length=128)
+    delivery_attempts: int | None = None
+    delivery_error: str | None = Field(default=None, max_length=300)
 
 
 class TaskRow(SQLModel, table=True):
@@ -290,7 +292,8 @@ def _cancel(session: Session, event: ChurnSignalChanged, causes: list[str]) -> l
     waiting = session.exec(
         select(NotificationRow).where(
             NotificationRow.customer_id == event.customer_id,
-            NotificationRow.status == "scheduled",
+            # "sent": handed to a webhook sender that holds it until send_at.
+            col(NotificationRow.status).in_(("scheduled", "sent")),
             col(NotificationRow.cause).in_(causes),
             col(NotificationRow.send_at) > event.occurred_at,
         )
@@ -360,10 +363,15 @@ class NotificationView(BaseModel):
     category: str
     template: str
     channel: str | None
+    # scheduled (queued for the senders; `deferred` when quiet hours moved it), sent or failed
+    # (webhook delivery), suppressed or cancelled.
     status: str
+    deferred: bool
     reason_code: str | None
     occurred_at: datetime
     send_at: datetime | None
+    delivery_attempts: int | None
+    delivery_error: str | None
 
 
 def notifications(url: str, customer_id: str, limit: int) -> list[NotificationView]:
@@ -381,10 +389,23 @@ def notifications(url: str, customer_id: str, limit: int) -> list[NotificationVi
                     **r.model_dump(),
                     "occurred_at": db.as_utc(r.occurred_at),
                     "send_at": db.as_utc(r.send_at) if r.send_at else None,
+                    "deferred": r.send_at is not None
+                    and db.as_utc(r.send_at) != db.as_utc(r.occurred_at),
                 }
             )
             for r in rows
         ]
+
+
+def record_delivery(
+    url: str, notification_id: str, status: str, attempts: int, error: str | None
+) -> None:
+    """What the webhook delivery of a scheduled notification came to."""
+    with db.serialised_session(url, _LOCK) as session:
+        row = session.get(NotificationRow, notification_id)
+        if row is None or row.status != "scheduled":
+            return  # cancelled meanwhile, or already recorded by an earlier delivery
+        row.status, row.delivery_attempts, row.delivery_error = status, attempts, error
 
 
 _PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
@@ -405,13 +426,16 @@ def tasks_of(url: str, assignee: str, include_closed: bool) -> list[RmTaskChange
 
 def record_outcome(
     url: str, task_id: str, outcome: str, note: str | None, now: datetime
-) -> RmTaskChanged | None:
-    """Close a task with its outcome; None when there is no such task."""
+) -> list[RmTaskChanged] | None:
+    """Close a task with its outcome; None when there is no such task. Closing an open task
+    frees a place: the assignee's most urgent queued task (by priority, then due time) opens.
+    Returns the changed tasks, to publish."""
     with db.serialised_session(url, _LOCK) as session:
         row = session.get(TaskRow, task_id)
         if row is None:
             return None
         task = RmTaskChanged.model_validate_json(row.task)
+        was_open = row.status == "open"
         closed = task.model_copy(
             update={
                 "event_id": f"{task_id}:closed:{outcome}",
@@ -423,7 +447,23 @@ def record_outcome(
             }
         )
         row.status, row.outcome, row.task = "closed", outcome, encode(closed)
-        return closed
+        changed = [closed]
+        queued = session.exec(
+            select(TaskRow).where(TaskRow.assignee == row.assignee, TaskRow.status == "queued")
+        ).all()
+        if was_open and queued:
+            chosen = min(queued, key=lambda r: (_PRIORITY_ORDER[r.priority], db.as_utc(r.due_at)))
+            released = RmTaskChanged.model_validate_json(chosen.task).model_copy(
+                update={
+                    "event_id": f"{chosen.task_id}:released",
+                    "type": "rm_task.released",
+                    "occurred_at": now,
+                    "status": "open",
+                }
+            )
+            chosen.status, chosen.task = "open", encode(released)
+            changed.append(released)
+        return changed
 
 
 class TaskSummary(BaseModel):

@@ -32,6 +32,7 @@ class RejectReason(StrEnum):
     INVALID_VALUE = "invalid_value"
     KEY_MISMATCH = "key_mismatch"
     PROCESSING_ERROR = "processing_error"
+    DELIVERY_FAILED = "delivery_failed"
 
 
 @dataclass(frozen=True)

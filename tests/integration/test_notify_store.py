@@ -153,10 +153,13 @@ def test_hnw_tasks_go_to_the_rm_and_queue_past_capacity(url: str) -> None:
     assert [t.status for t in tasks if isinstance(t, RmTaskChanged)] == ["open", "open", "queued"]
     listed = store.tasks_of(url, "RM1", include_closed=False)
     assert [t.status for t in listed] == ["open", "open", "queued"]
-    closed = store.record_outcome(url, listed[0].task_id, "retained", "kept the deposit", NOW)
-    assert closed is not None and closed.status == "closed" and closed.outcome == "retained"
+    changed = store.record_outcome(url, listed[0].task_id, "retained", "kept the deposit", NOW)
+    assert changed is not None
+    closed, released = changed
+    assert (closed.status, closed.outcome) == ("closed", "retained")
+    assert (released.type, released.task_id) == ("rm_task.released", listed[2].task_id)
     summary = store.task_summary(url, NOW)
-    assert summary.by_assignee["RM1"] == {"closed": 1, "open": 1, "queued": 1}
+    assert summary.by_assignee["RM1"] == {"closed": 1, "open": 2}
     assert summary.outcomes == {"retained": 1}
 
 

@@ -40,6 +40,8 @@ def upgrade() -> None:
         sa.Column("occurred_at", _TIME, nullable=False),
         sa.Column("send_at", _TIME, nullable=True),
         sa.Column("source_event_id", sa.String(128), nullable=False),
+        sa.Column("delivery_attempts", sa.Integer, nullable=True),
+        sa.Column("delivery_error", sa.String(300), nullable=True),
     )
     op.create_table(
         "notify_tasks",
