@@ -87,6 +87,29 @@ def cmd_topics(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport dlq show|replay"""
+    from schemas.topics import dead_letter_topics
+    from services.runtime import dlq
+
+    topics = [args.topic] if args.topic else [t.name for t in dead_letter_topics()]
+    letters = asyncio.run(dlq.dead_letters(settings.bootstrap_list, topics))
+    if args.action == "show":
+        table = Table("dead-letter topic", "service", "reason", "records", title="dead letters")
+        for (topic, service, reason), n in sorted(dlq.summary(letters).items()):
+            table.add_row(topic, service, reason, str(n))
+        console.print(table)
+        for d in letters[-args.last :] if args.last else []:
+            console.print(f"{d.topic}[{d.partition}]@{d.offset} from {d.source}: {d.error}")
+        return 0
+    chosen = asyncio.run(
+        dlq.replay(settings.bootstrap_list, letters, args.reason, args.service, args.dry_run)
+    )
+    verb = "would replay" if args.dry_run else "replayed"
+    console.print(f"{verb} {len(chosen)} of {len(letters)} dead letters to their source topics")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport db upgrade|current"""
     from services.runtime import db
@@ -525,6 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["create"])
     p.add_argument("--partitions", type=int, default=None)
     p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("dlq", help="show dead letters, or replay them once the cause is fixed")
+    p.add_argument("action", choices=["show", "replay"])
+    p.add_argument("--topic", help="one .dlq topic (default: all of them)")
+    p.add_argument("--reason", help="replay only this reason code")
+    p.add_argument("--service", help="replay only what this service refused")
+    p.add_argument("--last", type=int, default=10, help="show: the newest N, with their errors")
+    p.add_argument("--dry-run", action="store_true", help="replay: count, send nothing")
+    p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("db", help="database schema (Alembic)")
     p.add_argument("action", choices=["upgrade", "current"])

@@ -148,6 +148,25 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     asyncio.run(send())
 
 
+def produce_with_headers(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]],
+) -> None:
+    """Send (key, value, headers) records and wait until the broker has them all."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value, headers in records:
+                await producer.send_and_wait(topic, value, key=key, headers=headers)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
 def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Consumed]:
     """Every record currently in a topic, from the first offset to the end."""
     return read_topic(bootstrap, topic, timeout)

@@ -1,22 +1,26 @@
-"""The notify worker on the real broker: from a customer's profile and a stage change to the
-customer's message and the RM's task on their topics, and webhook delivery.
+"""The notify worker on the real broker: from a stage change to the customer's message and the
+RM's task on their topics, and webhook delivery.
 
-It adds `customer.updated` records to the input topic, so it runs after test_worker_ingest, whose
-counts assume it is the only producer so far (modules run in alphabetical order)."""
+Customers' choices are set through the store (as `PUT /customers/{id}/preferences` does), not
+with `customer.updated` records: this module runs before test_worker_ingest, whose counts assume
+it is the first to produce account events, and while the shared topics are still short."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
 from schemas.lifecycle import Stage, Tier
-from schemas.topics import ACCOUNT_EVENTS, NOTIFICATIONS, RM_TASKS, STAGE_CHANGED
+from schemas.notify import Channel
+from schemas.topics import NOTIFICATIONS, RM_TASKS, STAGE_CHANGED
 from services.notify import store
-from services.notify.store import ProfileRow
+from services.notify.store import Preferences
 from services.runtime import db
 from services.runtime.broker import LocalBroker
 from services.runtime.codec import encode
@@ -25,9 +29,11 @@ from tests.integration.test_notify_store import stage, treated
 from tests.unit.notify.test_delivery import Receiver
 
 AT = datetime(2026, 3, 10, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai: no quiet hours
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+T = TypeVar("T")
 
 
-def wait_for(check, timeout: float = 120):  # type: ignore[no-untyped-def]
+def wait_for(check: Callable[[], T | None], timeout: float = 120) -> T:
     deadline = time.monotonic() + timeout
     while not (found := check()):
         assert time.monotonic() < deadline, "timed out"
@@ -42,17 +48,18 @@ def test_at_risk_customers_get_a_message_or_an_rm_task_by_tier(
     mass, hnw = treated(f"{run}-M"), treated(f"{run}-H")
     url = f"sqlite:///{tmp_path / 'notify.db'}"
     db.upgrade(url)
+    store.set_preferences(url, mass, Preferences(locale="en"), NOW)
     env = {**service_env(topics, rapport_home), "DATABASE_URL": url}
     marks = {t: end_offsets(topics.bootstrap, t) for t in (NOTIFICATIONS.name, RM_TASKS.name)}
 
+    def on(topic: str, match: Callable[[dict[str, object]], bool]) -> list[dict[str, object]]:
+        found = [
+            orjson.loads(r.value or b"{}")
+            for r in records_since(topics.bootstrap, topic, marks[topic])
+        ]
+        return [f for f in found if match(f)]
+
     with worker("notify", env, tmp_path):
-        produce(
-            topics.bootstrap,
-            ACCOUNT_EVENTS.name,
-            [profile_record(mass, locale="en"), profile_record(hnw, rm_id=f"RM-{run}")],
-        )
-        # Topics are not ordered with one another: the profiles first, then the stage changes.
-        wait_for(lambda: _profiles(url, mass, hnw))
         produce(
             topics.bootstrap,
             STAGE_CHANGED.name,
@@ -61,52 +68,23 @@ def test_at_risk_customers_get_a_message_or_an_rm_task_by_tier(
                 (hnw.encode(), encode(stage(hnw, Stage.AT_RISK, AT, Tier.HNW))),
             ],
         )
-        notifications = wait_for(
-            lambda: [
-                orjson.loads(r.value or b"{}")
-                for r in records_since(
-                    topics.bootstrap, NOTIFICATIONS.name, marks[NOTIFICATIONS.name]
-                )
-                if r.key == mass.encode()
-            ]
-        )
-        tasks = wait_for(
-            lambda: [
-                orjson.loads(r.value or b"{}")
-                for r in records_since(topics.bootstrap, RM_TASKS.name, marks[RM_TASKS.name])
-                if orjson.loads(r.value or b"{}")["customer_id"] == hnw
-            ]
-        )
+        notifications = wait_for(lambda: on(NOTIFICATIONS.name, lambda n: n["customer_id"] == mass))
+        tasks = wait_for(lambda: on(RM_TASKS.name, lambda t: t["customer_id"] == hnw))
     (message,) = notifications
     assert (message["type"], message["template"], message["locale"]) == (
         "notification.scheduled",
         "retention_offer",
         "en",
     )
-    assert "rate" in message["body"]
+    assert "rate" in str(message["body"])
     (task,) = tasks
+    # No RM in the profile: the team queue takes it.
     assert (task["assignee"], task["priority"], task["kind"]) == (
-        f"RM-{run}",
+        "queue:branch-service",
         "high",
         "retention_call",
     )
-
-
-def profile_record(customer: str, **fields: object) -> tuple[bytes, bytes]:
-    """A `customer.updated` record for the account events topic."""
-    event = {
-        "event_id": f"u-{customer}",
-        "event_type": "customer.updated",
-        "occurred_at": "2026-03-01T00:00:00Z",
-        "customer_id": customer,
-        "profile": fields,
-    }
-    return customer.encode(), orjson.dumps(event)
-
-
-def _profiles(url: str, *customers: str) -> bool:
-    with db.session_scope(url) as session:
-        return all(session.get(ProfileRow, c) is not None for c in customers)
+    assert on(NOTIFICATIONS.name, lambda n: n["customer_id"] == hnw) == []
 
 
 def test_webhook_delivery_records_sent_and_dead_letters_what_never_got_through(
@@ -116,6 +94,7 @@ def test_webhook_delivery_records_sent_and_dead_letters_what_never_got_through(
     app_user, sms_user = f"{run}-P", f"{run}-S"
     url = f"sqlite:///{tmp_path / 'notify.db'}"
     db.upgrade(url)
+    store.set_preferences(url, sms_user, Preferences(opted_out=[Channel.PUSH]), NOW)
     push, sms = Receiver([200]), Receiver([503])
     env = {
         **service_env(topics, rapport_home),
@@ -127,34 +106,23 @@ def test_webhook_delivery_records_sent_and_dead_letters_what_never_got_through(
         "RAPPORT_NOTIFY_WEBHOOK_BACKOFF_SECONDS": "0.05",
     }
     dead_marks = end_offsets(topics.bootstrap, NOTIFICATIONS.dlq)
-    profiles = [
-        profile_record(app_user, consent={"push": True}),
-        profile_record(sms_user, consent={"push": False, "sms": True}),
-    ]
+
+    def delivered() -> dict[str, list[str]] | None:
+        found = {c: store.notifications(url, c, 5) for c in (app_user, sms_user)}
+        if not all(found.values()) or any(
+            n.status == "scheduled" for views in found.values() for n in views
+        ):
+            return None
+        return {c: [n.status for n in views] for c, views in found.items()}
+
     try:
         with worker("notify", env, tmp_path):
-            produce(topics.bootstrap, ACCOUNT_EVENTS.name, profiles)
-            wait_for(lambda: _profiles(url, app_user, sms_user))
             produce(
                 topics.bootstrap,
                 STAGE_CHANGED.name,
                 [(c.encode(), encode(stage(c, Stage.GROWTH, AT))) for c in (app_user, sms_user)],
             )
-            statuses = wait_for(
-                lambda: (
-                    {
-                        c: [n.status for n in store.notifications(url, c, 5)]
-                        for c in (app_user, sms_user)
-                    }
-                    if all(
-                        n.status in ("sent", "failed")
-                        for c in (app_user, sms_user)
-                        for n in store.notifications(url, c, 5)
-                    )
-                    and all(store.notifications(url, c, 5) for c in (app_user, sms_user))
-                    else None
-                )
-            )
+            statuses = wait_for(delivered)
     finally:
         push.server.shutdown()
         sms.server.shutdown()

@@ -1,0 +1,111 @@
+"""Dead letters for operators: what is in the `.dlq` topics and why, and replaying records back
+to their source topic once the cause is fixed (`rapport dlq show|replay`).
+
+A replayed record goes back to its source topic unchanged, with a `rapport-replayed-from`
+header. Every consumer of that topic sees it again: those that had taken it ignore it (they
+dedupe by event id), and the one that had refused it tries again."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.topics import (
+    DLQ_HEADER_ERROR,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_SERVICE,
+    DLQ_HEADER_SOURCE_OFFSET,
+    DLQ_HEADER_SOURCE_PARTITION,
+    DLQ_HEADER_SOURCE_TOPIC,
+    DLQ_SUFFIX,
+)
+from services.runtime.readback import Consumed, read_topics
+
+REPLAYED_FROM_HEADER = "rapport-replayed-from"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of a `.dlq` topic, with why it is there."""
+
+    topic: str
+    partition: int
+    offset: int
+    service: str
+    reason: str
+    error: str
+    source: str
+    key: bytes | None
+    value: bytes | None
+
+    @classmethod
+    def of(cls, topic: str, record: Consumed) -> DeadLetter:
+        def header(name: str) -> str:
+            return record.headers.get(name, b"").decode("utf-8", "replace")
+
+        source = header(DLQ_HEADER_SOURCE_TOPIC) or topic.removesuffix(DLQ_SUFFIX)
+        where = (
+            f"{source}[{header(DLQ_HEADER_SOURCE_PARTITION)}]@{header(DLQ_HEADER_SOURCE_OFFSET)}"
+        )
+        return cls(
+            topic=topic,
+            partition=record.partition,
+            offset=record.offset,
+            service=header(DLQ_HEADER_SERVICE),
+            reason=header(DLQ_HEADER_REASON),
+            error=header(DLQ_HEADER_ERROR),
+            source=where,
+            key=record.key,
+            value=record.value,
+        )
+
+    @property
+    def source_topic(self) -> str:
+        return self.source.split("[", 1)[0]
+
+
+async def dead_letters(bootstrap: list[str], topics: list[str]) -> list[DeadLetter]:
+    """Every record now in these `.dlq` topics."""
+    found = await read_topics(bootstrap, topics)
+    return [DeadLetter.of(topic, r) for topic, records in found.items() for r in records]
+
+
+def summary(letters: list[DeadLetter]) -> Counter[tuple[str, str, str]]:
+    """Counts by (dlq topic, service, reason)."""
+    return Counter((d.topic, d.service, d.reason) for d in letters)
+
+
+async def replay(
+    bootstrap: list[str],
+    letters: list[DeadLetter],
+    reason: str | None = None,
+    service: str | None = None,
+    dry_run: bool = False,
+) -> list[DeadLetter]:
+    """Send the dead letters that match back to their source topics; returns those chosen."""
+    chosen = [
+        d
+        for d in letters
+        if (reason is None or d.reason == reason) and (service is None or d.service == service)
+    ]
+    if dry_run or not chosen:
+        return chosen
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        acks = [
+            await producer.send(
+                d.source_topic,
+                d.value,
+                key=d.key,
+                headers=[(REPLAYED_FROM_HEADER, f"{d.topic}[{d.partition}]@{d.offset}".encode())],
+            )
+            for d in chosen
+        ]
+        for ack in acks:
+            await ack
+    finally:
+        await producer.stop()
+    return chosen

@@ -1,0 +1,63 @@
+"""`rapport dlq show|replay` on the real broker: a dead letter is listed with its reason and
+sent back to its source topic, bytes unchanged, once the cause is fixed.
+
+It adds a record to the input topic, so it runs after test_worker_ingest (alphabetical order)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from schemas.topics import (
+    ACCOUNT_EVENTS,
+    DLQ_HEADER_ERROR,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_SERVICE,
+    DLQ_HEADER_SOURCE_OFFSET,
+    DLQ_HEADER_SOURCE_PARTITION,
+    DLQ_HEADER_SOURCE_TOPIC,
+)
+from services.runtime.broker import LocalBroker
+from services.runtime.dlq import REPLAYED_FROM_HEADER
+from tests.integration.stack import (
+    end_offsets,
+    produce_with_headers,
+    rapport,
+    records_since,
+    service_env,
+)
+
+
+def test_dead_letters_are_shown_and_replayed_to_their_source(
+    topics: LocalBroker, rapport_home: Path
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    service = f"svc-{run}"
+    value = f'{{"event_id": "{run}", "truncated'.encode()
+    headers = [
+        (DLQ_HEADER_ERROR, b"the value is not valid JSON"),
+        (DLQ_HEADER_REASON, b"malformed_json"),
+        (DLQ_HEADER_SOURCE_TOPIC, ACCOUNT_EVENTS.name.encode()),
+        (DLQ_HEADER_SOURCE_PARTITION, b"0"),
+        (DLQ_HEADER_SOURCE_OFFSET, b"7"),
+        (DLQ_HEADER_SERVICE, service.encode()),
+    ]
+    produce_with_headers(topics.bootstrap, ACCOUNT_EVENTS.dlq, [(run.encode(), value, headers)])
+    env = service_env(topics, rapport_home)
+
+    shown = rapport(env, "dlq", "show", "--topic", ACCOUNT_EVENTS.dlq)
+    assert shown.returncode == 0, shown.stderr
+    assert service in shown.stdout and "malformed_json" in shown.stdout
+
+    marks = end_offsets(topics.bootstrap, ACCOUNT_EVENTS.name)
+    dry = rapport(
+        env, "dlq", "replay", "--topic", ACCOUNT_EVENTS.dlq, "--service", service, "--dry-run"
+    )
+    assert "would replay 1 of" in dry.stdout, dry.stdout + dry.stderr
+    assert records_since(topics.bootstrap, ACCOUNT_EVENTS.name, marks) == []
+
+    done = rapport(env, "dlq", "replay", "--topic", ACCOUNT_EVENTS.dlq, "--service", service)
+    assert "replayed 1 of" in done.stdout, done.stdout + done.stderr
+    (back,) = records_since(topics.bootstrap, ACCOUNT_EVENTS.name, marks)
+    assert (back.key, back.value) == (run.encode(), value)
+    assert back.headers[REPLAYED_FROM_HEADER].startswith(ACCOUNT_EVENTS.dlq.encode())
