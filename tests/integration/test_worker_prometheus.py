@@ -29,6 +29,16 @@ DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
 CUSTOMERS = 25
 
 
+def dashboard_queries() -> list[tuple[str, str]]:
+    """Every PromQL expression of the Grafana dashboards, with its dashboard's file name."""
+    return [
+        (path.name, target["expr"])
+        for path in sorted((DEPLOY.parent / "grafana" / "dashboards").glob("*.json"))
+        for panel in orjson.loads(path.read_bytes())["panels"]
+        for target in panel["targets"]
+    ]
+
+
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
@@ -133,6 +143,11 @@ def test_a_real_prometheus_scrapes_the_worker_and_counts_what_was_sent(
             acquisitions = query(into_acquisition)
             assert acquisitions is not None and acquisitions >= CUSTOMERS
             assert query('up{job="rapport-workers"}') == 1.0
+            for board, expr in dashboard_queries():
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=5
+                ).json()
+                assert answer["status"] == "success", f"{board}: {expr}: {answer}"
         finally:
             server.terminate()
             server.wait(timeout=30)
