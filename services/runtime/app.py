@@ -23,7 +23,7 @@ from services.runtime.codec import (
 )
 from services.runtime.deadletter import DeadLetters
 from services.runtime.faust_fixes import HandledOffsets, Turn
-from services.runtime.metrics import EVENTS_CONSUMED
+from services.runtime.metrics import CONSUMER_LAG, EVENTS_CONSUMED, REBALANCES
 from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,12 @@ def create_app(service: str, settings: RuntimeSettings, **overrides: Any) -> fau
     options.update(overrides)
     app = faust.App(settings.app_id(service), **options)
     faust_fixes.install(app)
+    CONSUMER_LAG.watch(service, app)
+
+    async def count_rebalance(sender: Any, /, *_: Any, **__: Any) -> None:
+        REBALANCES.labels(service).inc()
+
+    app.on_rebalance_complete.connect(count_rebalance)
     return app
 
 

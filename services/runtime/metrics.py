@@ -6,7 +6,20 @@ id, an event id or free text, so the series count stays fixed however many custo
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, disable_created_metrics, start_http_server
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.exceptions import NotReady
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # The _created series double every counter for no use on a dashboard.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -32,6 +45,46 @@ HTTP_REQUEST_DURATION = Histogram(
     ["service", "method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+
+REBALANCES = Counter(
+    "rapport_consumer_rebalances_total",
+    "Consumer-group rebalances this worker went through (partitions moved in or out).",
+    ["service"],
+)
+
+
+class ConsumerLag(Collector):
+    """`rapport_consumer_lag_records{service,topic,partition}`: for each input partition this
+    worker holds, the records not handled yet (the partition's end offset minus the next record
+    due), computed when scraped."""
+
+    def __init__(self) -> None:
+        self._apps: list[tuple[str, Any]] = []
+
+    def watch(self, service: str, app: Any) -> None:
+        """Report the partitions of a faust app (one per worker process)."""
+        self._apps.append((service, app))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "rapport_consumer_lag_records",
+            "Records of each held input partition not handled yet.",
+            labels=["service", "topic", "partition"],
+        )
+        for service, app in self._apps:
+            for tp, due in list(app.rapport_handled.next.items()):
+                try:
+                    end = app.consumer.highwater(tp)
+                except (KafkaError, NotReady):  # revoked meanwhile, or the consumer restarts
+                    continue
+                if end is not None:
+                    family.add_metric([service, tp.topic, str(tp.partition)], max(end - due, 0))
+        yield family
+
+
+CONSUMER_LAG = ConsumerLag()
+REGISTRY.register(CONSUMER_LAG)
 
 
 def serve_metrics(port: int, host: str) -> None:

@@ -143,6 +143,9 @@ def test_a_real_prometheus_scrapes_the_worker_and_counts_what_was_sent(
             acquisitions = query(into_acquisition)
             assert acquisitions is not None and acquisitions >= CUSTOMERS
             assert query('up{job="rapport-workers"}') == 1.0
+            # Everything sent was handled: the worker reports its partitions, none behind.
+            assert query('count(rapport_consumer_lag_records{service="lifecycle"})') == 6
+            assert query('sum(rapport_consumer_lag_records{service="lifecycle"})') == 0
             for board, expr in dashboard_queries():
                 answer = httpx.get(
                     f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=5
