@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from schemas.account_events import AccountEvent
 from schemas.envelope import RapportEvent
 from schemas.topics import ACCOUNT_EVENTS, TopicSpec
-from services.runtime import faust_fixes
+from services.runtime import faust_fixes, tracing
 from services.runtime.codec import (
     Rejection,
     RejectReason,
@@ -76,8 +76,10 @@ def raw_topic(app: faust.App, spec: TopicSpec) -> Any:
 async def send_all(records: Iterable[tuple[Any, bytes, bytes, int | None]]) -> None:
     """Send (topic, key, value, partition) records in order, then wait until the broker has
     every one: one round trip for a handler's outputs instead of one per output."""
+    # Each output continues the trace of the record being handled (W3C traceparent).
+    headers = tracing.output_headers()
     acks = [
-        await topic.send(key=key, value=value, partition=partition)
+        await topic.send(key=key, value=value, partition=partition, headers=headers)
         for topic, key, value, partition in records
     ]
     await asyncio.gather(*acks)
@@ -104,14 +106,16 @@ def consume(
             message = event.message
             if await handled.turn(message.tp, message.offset) is not Turn.DUE:
                 continue
-            await _process(message)
+            with tracing.handling(message) as current:
+                await _process(message, current)
             handled.handled(message.tp, message.offset)
 
-    async def _process(message: Any) -> None:
+    async def _process(message: Any, current: tracing.Handling) -> None:
         result = decode(message.key, message.value)
         if isinstance(result, Rejection):
             await dead_letters.send(message, result)
             return
+        current.event_id = getattr(result, "event_id", None)
         try:
             if handle is not None:
                 await _with_retries(handle, result, message)

@@ -17,6 +17,7 @@ from schemas.topics import (
     DLQ_HEADER_SOURCE_TOPIC,
     DLQ_SUFFIX,
 )
+from services.runtime import tracing
 from services.runtime.codec import Rejection
 from services.runtime.metrics import EVENTS_DEAD_LETTERED
 
@@ -58,12 +59,15 @@ class DeadLetters:
 
     async def send(self, message: Any, rejection: Rejection) -> None:
         """Publish the original record with the reason; returns once the broker has it."""
-        headers = dead_letter_headers(
-            rejection,
-            service=self._service,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
+        headers = (
+            dead_letter_headers(
+                rejection,
+                service=self._service,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            + tracing.output_headers()
         )
         pending = await self._topic(message.topic).send(
             key=message.key, value=message.value, headers=headers

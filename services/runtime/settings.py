@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,8 @@ class RuntimeSettings(BaseSettings):
     # partitions move: shorter fails over faster, longer tolerates long pauses. Kafka's default.
     consumer_session_timeout_seconds: float = Field(45.0, ge=6.0, le=1800.0)
     log_level: str = "info"
+    # Workers log one JSON object per line ("json"), or faust's usual text ("text").
+    log_format: Literal["json", "text"] = "json"
     metrics_host: str = "127.0.0.1"
     metrics_port_base: int = Field(9100, ge=1024, le=65000)
     api_host: str = "127.0.0.1"

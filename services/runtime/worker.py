@@ -13,6 +13,7 @@ from pathlib import Path
 import faust
 
 from services.runtime import db
+from services.runtime.logs import logging_config
 from services.runtime.metrics import serve_metrics
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 
@@ -65,7 +66,12 @@ def run_worker(service: str, settings: RuntimeSettings) -> None:
     db.upgrade(settings.resolved_database_url)
     serve_metrics(settings.metrics_port(service), settings.metrics_host)
     level = _FAUST_LOG_LEVELS.get(settings.log_level.lower(), "info")
-    worker = faust.Worker(app, loglevel=level, quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=level,
+        quiet=True,
+        logging_config=logging_config(service, settings.log_level, settings.log_format),
+    )
     app.task(_dump_on_sigquit)
     sys.exit(worker.execute_from_commandline())
 

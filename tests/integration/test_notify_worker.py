@@ -24,7 +24,14 @@ from services.notify.store import Preferences
 from services.runtime import db
 from services.runtime.broker import LocalBroker
 from services.runtime.codec import encode
-from tests.integration.stack import end_offsets, produce, records_since, service_env, worker
+from tests.integration.stack import (
+    end_offsets,
+    produce,
+    produce_with_headers,
+    records_since,
+    service_env,
+    worker,
+)
 from tests.integration.test_notify_store import stage, treated
 from tests.unit.notify.test_delivery import Receiver
 
@@ -59,17 +66,35 @@ def test_at_risk_customers_get_a_message_or_an_rm_task_by_tier(
         ]
         return [f for f in found if match(f)]
 
-    with worker("notify", env, tmp_path):
-        produce(
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{trace}-00f067aa0ba902b7-01".encode()
+    with worker("notify", env, tmp_path) as running:
+        produce_with_headers(
             topics.bootstrap,
             STAGE_CHANGED.name,
             [
-                (mass.encode(), encode(stage(mass, Stage.AT_RISK, AT))),
-                (hnw.encode(), encode(stage(hnw, Stage.AT_RISK, AT, Tier.HNW))),
+                (
+                    mass.encode(),
+                    encode(stage(mass, Stage.AT_RISK, AT)),
+                    [("traceparent", traceparent)],
+                ),
+                (hnw.encode(), encode(stage(hnw, Stage.AT_RISK, AT, Tier.HNW)), []),
             ],
         )
         notifications = wait_for(lambda: on(NOTIFICATIONS.name, lambda n: n["customer_id"] == mass))
         tasks = wait_for(lambda: on(RM_TASKS.name, lambda t: t["customer_id"] == hnw))
+    # The notification continues the stage change's trace.
+    (sent,) = [
+        r
+        for r in records_since(topics.bootstrap, NOTIFICATIONS.name, marks[NOTIFICATIONS.name])
+        if r.key == mass.encode()
+    ]
+    assert sent.headers["traceparent"].decode().split("-")[1] == trace
+    # The worker logs JSON lines naming its service.
+    logged = [
+        orjson.loads(line) for line in running.log.read_text().splitlines() if line.startswith("{")
+    ]
+    assert logged and all(entry["service"] == "notify" for entry in logged)
     (message,) = notifications
     assert (message["type"], message["template"], message["locale"]) == (
         "notification.scheduled",
