@@ -53,8 +53,9 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 
 def test_the_alert_rules_are_valid_and_pass_their_unit_tests() -> None:
-    checked = promtool("check", "config", str(DEPLOY / "prometheus.yml"))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for config in ("prometheus.yml", "compose.yml"):
+        checked = promtool("check", "config", str(DEPLOY / config))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = promtool("test", "rules", str(DEPLOY / "tests" / "rapport_test.yml"))
     assert tested.returncode == 0, tested.stdout + tested.stderr
 

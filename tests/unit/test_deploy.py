@@ -1,0 +1,96 @@
+"""The deployment files: Kubernetes manifests valid against the API schemas and generated from
+the contract's topics, the compose stack complete and healthy-checked, the image pinned and
+not root."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+from schemas.topics import ALL_TOPICS, dead_letter_topic
+from services.runtime.settings import SERVICE_NAMES
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+
+
+def load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def manifests() -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((DEPLOY / "k8s" / "rapport.yaml").read_text()))
+
+
+def test_the_kubernetes_manifests_are_generated_from_the_current_contract() -> None:
+    generate = load(DEPLOY / "k8s" / "generate.py")
+    assert (DEPLOY / "k8s" / "rapport.yaml").read_text() == generate.render(), (
+        "deploy/k8s/rapport.yaml is stale: run .venv/bin/python deploy/k8s/generate.py"
+    )
+
+
+def test_the_kubernetes_manifests_are_valid_against_the_api_schemas() -> None:
+    for doc in manifests():
+        if doc["apiVersion"].startswith("kafka.strimzi.io/"):
+            continue  # a CRD: checked below
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+def test_every_topic_and_dead_letter_topic_has_a_strimzi_resource() -> None:
+    topics = {d["spec"]["topicName"]: d["spec"] for d in manifests() if d["kind"] == "KafkaTopic"}
+    expected = {*(t.name for t in ALL_TOPICS), *(dead_letter_topic(t).name for t in ALL_TOPICS)}
+    assert set(topics) == expected
+    compacted = next(t for t in ALL_TOPICS if t.compacted)
+    assert topics[compacted.name]["config"]["cleanup.policy"] == "compact"
+
+
+def test_every_service_runs_a_worker_and_an_api_with_probes_and_a_disruption_budget() -> None:
+    docs = manifests()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+    for service in SERVICE_NAMES:
+        for role, probe in (("worker", "livenessProbe"), ("api", "readinessProbe")):
+            name = f"{service}-{role}"
+            (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+            assert container["args"] == [role, service]
+            assert probe in container and container["securityContext"]["runAsNonRoot"]
+            assert f"{name}-pdb" in budgets
+
+
+def test_the_compose_stack_has_every_service_with_a_health_check() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    services = compose["services"]
+    for service in SERVICE_NAMES:
+        for role in ("worker", "api"):
+            entry = services[f"{service}-{role}"]
+            assert entry["command"] == [role, service] and "healthcheck" in entry
+    for name in ("kafka", "postgres", "prometheus", "grafana"):
+        assert "healthcheck" in services[name]
+    for entry in services.values():
+        for volume in entry.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (DEPLOY / "compose" / source).exists(), source
+
+
+def test_the_image_runs_as_a_user_with_pinned_dependencies() -> None:
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    assert "USER rapport" in dockerfile and "requirements.lock" in dockerfile
+    pins = [
+        line
+        for line in (DEPLOY / "docker" / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert pins and all("==" in pin for pin in pins)
+    installed = load(DEPLOY / "docker" / "lock.py").runtime_closure()
+    assert sorted(f"{n}=={v}" for n, v in installed.items()) == sorted(pins), (
+        "deploy/docker/requirements.lock is stale: run .venv/bin/python deploy/docker/lock.py"
+    )
