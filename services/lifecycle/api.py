@@ -7,28 +7,24 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
-from prometheus_client import REGISTRY
 
 from schemas.account_events import ID_PATTERN
 from services.lifecycle import read_model
-from services.lifecycle.metrics import CustomersByStageAndTier
+from services.lifecycle.metrics import customer_samples
 from services.lifecycle.read_model import CustomerLifecycle, LifecycleSummary
+from services.runtime.metrics import read_model_gauge
 from services.runtime.settings import RuntimeSettings
-
-# One per process (the registry refuses two of the same name), reading the latest API's database.
-_customers_gauge: CustomersByStageAndTier | None = None
 
 
 def routers(settings: RuntimeSettings) -> list[APIRouter]:
     """The lifecycle routes, and the stage/tier gauges on this process's /metrics."""
-    global _customers_gauge
     url = settings.resolved_database_url
-    count = partial(read_model.counts, url)
-    if _customers_gauge is None:
-        _customers_gauge = CustomersByStageAndTier(count)
-        REGISTRY.register(_customers_gauge)
-    else:
-        _customers_gauge.use(count)
+    read_model_gauge(
+        "rapport_lifecycle_customers",
+        "Customers in each lifecycle stage and value tier (from the read model).",
+        ["stage", "tier"],
+        customer_samples(partial(read_model.counts, url)),
+    )
     router = APIRouter(tags=["lifecycle"])
 
     @router.get(

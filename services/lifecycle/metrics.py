@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from schemas.lifecycle import (
     ChurnSignalChanged,
@@ -18,8 +14,7 @@ from schemas.lifecycle import (
     TenureAnniversary,
     Tier,
 )
-
-log = logging.getLogger(__name__)
+from services.runtime.metrics import Samples
 
 STAGE_TRANSITIONS = Counter(
     "rapport_lifecycle_stage_transitions_total",
@@ -81,34 +76,15 @@ def record(
         TIER_TRANSITIONS.labels(str(output.previous_tier or "none"), output.tier.value).inc()
 
 
-class CustomersByStageAndTier(Collector):
-    """`rapport_lifecycle_customers{stage, tier}`, read from the read model when scraped (so it
-    is right after any restart), at most once per `max_age` seconds. Every API replica reports
-    the same totals: aggregate with max(), not sum()."""
+def customer_samples(count: Callable[[], list[tuple[Stage, Tier, int]]]) -> Callable[[], Samples]:
+    """`rapport_lifecycle_customers{stage,tier}` samples, every stage and tier, zeros included."""
 
-    def __init__(self, count: Callable[[], list[tuple[Stage, Tier, int]]], max_age: float = 10.0):
-        self._count = count
-        self._max_age = max_age
-        self._cached: list[tuple[Stage, Tier, int]] = []
-        self._at = -max_age
+    def read() -> Samples:
+        found = {(stage, tier): n for stage, tier, n in count()}
+        return [
+            ((stage.value, tier.value), float(found.get((stage, tier), 0)))
+            for stage in Stage
+            for tier in Tier
+        ]
 
-    def use(self, count: Callable[[], list[tuple[Stage, Tier, int]]]) -> None:
-        """Read from another source from now on."""
-        self._count, self._at = count, -self._max_age
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        if time.monotonic() - self._at >= self._max_age:
-            try:
-                self._cached, self._at = self._count(), time.monotonic()
-            except Exception:
-                log.warning("cannot count customers by stage and tier", exc_info=True)
-        family = GaugeMetricFamily(
-            "rapport_lifecycle_customers",
-            "Customers in each lifecycle stage and value tier (from the read model).",
-            labels=["stage", "tier"],
-        )
-        found = {(stage, tier): n for stage, tier, n in self._cached}
-        for stage in Stage:
-            for tier in Tier:
-                family.add_metric([stage.value, tier.value], found.get((stage, tier), 0))
-        yield family
+    return read

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,8 +18,10 @@ from schemas.notify import RmTaskChanged
 from schemas.topics import RM_TASKS
 from services.notify import store
 from services.notify.domain import Profile
+from services.notify.metrics import intervention_samples, task_samples
 from services.notify.store import NotificationView, Preferences, TaskSummary, UpliftCell
 from services.runtime.codec import encode
+from services.runtime.metrics import read_model_gauge
 from services.runtime.settings import RuntimeSettings
 
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="Bank customer id")]
@@ -50,6 +53,19 @@ class OutcomeRequest(BaseModel):
 
 def routers(settings: RuntimeSettings) -> list[APIRouter]:
     url = settings.resolved_database_url
+    read_model_gauge(
+        "rapport_notify_rm_tasks",
+        "RM tasks by status (open, queued, closed), and open tasks past due (overdue).",
+        ["status"],
+        task_samples(lambda: store.task_summary(url, datetime.now(UTC))),
+    )
+    read_model_gauge(
+        "rapport_notify_interventions",
+        "At-risk customers with a known outcome, by tier, cause, group (treated, holdout) and "
+        "outcome (retained, lost).",
+        ["tier", "cause", "group", "outcome"],
+        intervention_samples(partial(store.uplift, url)),
+    )
     router = APIRouter(tags=["notify"])
 
     @router.put(

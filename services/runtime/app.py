@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -23,7 +24,13 @@ from services.runtime.codec import (
 )
 from services.runtime.deadletter import DeadLetters
 from services.runtime.faust_fixes import HandledOffsets, Turn
-from services.runtime.metrics import CONSUMER_LAG, EVENTS_CONSUMED, REBALANCES
+from services.runtime.metrics import (
+    CONSUMER_LAG,
+    EVENT_AGE,
+    EVENTS_CONSUMED,
+    PROCESSING_DELAY,
+    REBALANCES,
+)
 from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -128,6 +135,12 @@ def consume(
             )
             return
         consumed.labels(service, spec.name, label(result)).inc()
+        now = time.time()
+        if message.timestamp:
+            PROCESSING_DELAY.labels(service, spec.name).observe(max(now - message.timestamp, 0.0))
+        occurred_at = getattr(result, "occurred_at", None)
+        if occurred_at is not None:
+            EVENT_AGE.labels(service, spec.name).observe(max(now - occurred_at.timestamp(), 0.0))
 
     agent.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"
     return app.agent(raw_topic(app, spec), name=f"{service}.{spec.name}")(agent)

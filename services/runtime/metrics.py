@@ -6,7 +6,9 @@ id, an event id or free text, so the series count stays fixed however many custo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -21,6 +23,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+log = logging.getLogger(__name__)
+
 # The _created series double every counter for no use on a dashboard.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -34,6 +38,20 @@ EVENTS_DEAD_LETTERED = Counter(
     "Records a service sent to a dead-letter topic, by source topic and reason code.",
     ["service", "topic", "reason"],
 )
+PROCESSING_DELAY = Histogram(
+    "rapport_processing_delay_seconds",
+    "From a record's arrival on its topic (broker time) to the end of its handling, outputs "
+    "acknowledged.",
+    ["service", "topic"],
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 3600),
+)
+EVENT_AGE = Histogram(
+    "rapport_event_age_seconds",
+    "From an event's own time (occurred_at) to the end of its handling: how fresh what the "
+    "services act on is (large during a replay of history).",
+    ["service", "topic"],
+    buckets=(1, 10, 60, 300, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400),
+)
 HTTP_REQUESTS = Counter(
     "rapport_http_requests_total",
     "HTTP requests answered, by route template and status code.",
@@ -45,6 +63,60 @@ HTTP_REQUEST_DURATION = Histogram(
     ["service", "method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+
+Samples = list[tuple[tuple[str, ...], float]]
+
+
+class ReadModelGauge(Collector):
+    """A gauge read from a database when scraped (so it is right after any restart), at most
+    once per `max_age` seconds. Every API replica reports the same values: aggregate them with
+    max(), not sum(). `read` returns (label values, value) pairs."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: list[str],
+        read: Callable[[], Samples],
+        max_age: float = 10.0,
+    ) -> None:
+        self._name, self._documentation, self._labels = name, documentation, labels
+        self._read, self._max_age = read, max_age
+        self._cached: Samples = []
+        self._at = -max_age
+
+    def use(self, read: Callable[[], Samples]) -> None:
+        """Read from another source from now on (the newest API of the process)."""
+        self._read, self._at = read, -self._max_age
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if time.monotonic() - self._at >= self._max_age:
+            try:
+                self._cached, self._at = self._read(), time.monotonic()
+            except Exception:
+                log.warning("cannot read %s", self._name, exc_info=True)
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labels)
+        for labels, value in self._cached:
+            family.add_metric(list(labels), value)
+        yield family
+
+
+_read_model_gauges: dict[str, ReadModelGauge] = {}
+
+
+def read_model_gauge(
+    name: str, documentation: str, labels: list[str], read: Callable[[], Samples]
+) -> ReadModelGauge:
+    """The process's gauge of this name, registered once and reading from `read` from now on
+    (the registry refuses a second collector of the same name)."""
+    gauge = _read_model_gauges.get(name)
+    if gauge is None:
+        gauge = _read_model_gauges[name] = ReadModelGauge(name, documentation, labels, read)
+        REGISTRY.register(gauge)
+    else:
+        gauge.use(read)
+    return gauge
 
 
 REBALANCES = Counter(
