@@ -54,7 +54,7 @@ class OutcomeRequest(BaseModel):
 def routers(settings: RuntimeSettings) -> list[APIRouter]:
     url = settings.resolved_database_url
     read_model_gauge(
-        "rapport_notify_rm_tasks",
+        "rapport_notify_rm_tasks_by_status",
         "RM tasks by status (open, queued, closed), and open tasks past due (overdue).",
         ["status"],
         task_samples(lambda: store.task_summary(url, datetime.now(UTC))),
