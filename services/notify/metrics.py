@@ -49,8 +49,8 @@ def record(output: NotificationChanged | RmTaskChanged) -> None:
 
 
 def task_samples(read: Callable[[], TaskSummary]) -> Callable[[], Samples]:
-    """`rapport_notify_rm_tasks_by_status{status}`: tasks by status over every assignee, and `overdue`
-    for open tasks past their due time."""
+    """`rapport_notify_rm_tasks_by_status{status}`: tasks by status over every assignee, and
+    `overdue` for open tasks past their due time."""
 
     def samples() -> Samples:
         summary = read()
