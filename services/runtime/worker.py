@@ -12,10 +12,12 @@ from pathlib import Path
 
 import faust
 
+from schemas.topics import TopicSpec
 from services.runtime import db
 from services.runtime.logs import logging_config
 from services.runtime.metrics import serve_metrics
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
+from services.runtime.topics import create_topics
 
 # faust's -l takes these names, not Python's (faust-streaming rejects "warning").
 _FAUST_LOG_LEVELS = {
@@ -57,10 +59,32 @@ def load_app(service: str, settings: RuntimeSettings) -> faust.App:
     return app
 
 
+def changelog_topics(service: str, app: faust.App) -> tuple[TopicSpec, ...]:
+    """The changelog topics of a worker's tables, compacted like faust makes them."""
+    return tuple(
+        TopicSpec(
+            name=table.changelog_topic.get_topic_name(),
+            description=f"changelog of the {service} table {name}",
+            key="the table's key",
+            payload=None,
+            producers=(service,),
+            consumers=(service,),
+            compacted=True,
+            has_dlq=False,
+        )
+        for name, table in app.tables.items()
+    )
+
+
 def run_worker(service: str, settings: RuntimeSettings) -> None:
     """Run the worker in the foreground until SIGTERM or SIGINT."""
     app = load_app(service, settings)
     check_state_directory(Path(app.conf.datadir))
+    # faust creates its tables' changelog topics as it starts, and the consumer group can be
+    # assigned before their metadata reaches it: the demo's referral worker then ran with a
+    # table missing its changelog partitions ("Ignoring missing topic") and stalled on its
+    # first event. Created here first, they exist before the consumer subscribes.
+    asyncio.run(create_topics(settings, specs=changelog_topics(service, app)))
     # Workers write read models and ledgers: bring the schema to head first (a no-op when
     # `rapport up` or `rapport db upgrade` already did).
     db.upgrade(settings.resolved_database_url)
