@@ -436,7 +436,9 @@ def rewards_section(
             "reversal_entries": sum(1 for e in unique if e.get("kind") == "reversal"),
             "customers_that_reached_maturity": len(matured),
             "maturity_rewards": count("loyalty.maturity"),
-            "tenure_anniversaries": len(milestones),
+            "tenure_anniversaries": sum(
+                1 for m in milestones if m.get("type") == "tenure.anniversary"
+            ),
             "anniversary_rewards": count("loyalty.anniversary"),
             "entries_without_a_published_source_event": sum(
                 1 for e in unique if str(e.get("source_event_id")) not in sources

@@ -244,7 +244,10 @@ def test_rewards_section_checks_the_ledger_against_its_source_events() -> None:
         {"event_id": "q2", "type": "referral.qualified", "referral_id": "r2"},
     ]
     stages = [{"event_id": "s1", "type": "stage.changed", "stage": "maturity", "customer_id": "C"}]
-    milestones = [{"event_id": "m1", "type": "tenure.anniversary", "customer_id": "C"}]
+    milestones = [
+        {"event_id": "m1", "type": "tenure.anniversary", "customer_id": "C"},
+        {"event_id": "b1", "type": "customer.birthday", "customer_id": "C"},
+    ]
 
     def entry(n: str, rule: str, source: str, points: int = 100) -> dict[str, object]:
         return {
