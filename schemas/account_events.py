@@ -24,7 +24,6 @@ from pydantic import (
     PlainSerializer,
     TypeAdapter,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -183,27 +182,28 @@ class ChannelConsent(Contract):
     email: bool | None = None
 
 
+def _known_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value[:60]!r} is not an IANA time zone") from None
+    return value
+
+
+Locale = Annotated[str, Field(pattern=r"^(zh-CN|en)$")]
+TimeZone = Annotated[str, AfterValidator(_known_time_zone)]
+
+
 class CustomerProfile(Contract):
     """Profile fields carried by `customer.updated`; absent fields are unchanged."""
 
     birthday: date | None = None
-    locale: Annotated[str, Field(pattern=r"^(zh-CN|en)$")] | None = None
-    time_zone: str | None = None
+    locale: Locale | None = None
+    time_zone: TimeZone | None = None
     rm_id: Identifier | None = None
     consent: ChannelConsent | None = None
     phone_hash: Hash | None = None
     device_hashes: Annotated[list[Hash], Field(max_length=20)] = []
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_time_zone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value[:60]!r} is not an IANA time zone") from None
-        return value
 
 
 class _AccountEvent(Contract):

@@ -7,11 +7,9 @@ import asyncio
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from schemas.account_events import ID_PATTERN
 from schemas.notify import RmTaskChanged
@@ -22,28 +20,10 @@ from services.notify.metrics import intervention_samples, task_samples
 from services.notify.store import NotificationView, Preferences, TaskSummary, UpliftCell
 from services.runtime.codec import encode
 from services.runtime.metrics import read_model_gauge
+from services.runtime.produce import send_and_confirm
 from services.runtime.settings import RuntimeSettings
 
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="Bank customer id")]
-
-
-class PreferencesRequest(Preferences):
-    @field_validator("locale")
-    @classmethod
-    def _locale(cls, value: str | None) -> str | None:
-        if value is not None and value not in ("zh-CN", "en"):
-            raise ValueError("locale is zh-CN or en")
-        return value
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{value[:60]!r} is not an IANA time zone") from None
-        return value
 
 
 class OutcomeRequest(BaseModel):
@@ -72,7 +52,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         "/customers/{customer_id}/preferences",
         summary="A customer's channel opt-outs (absolute), language and time zone",
     )
-    async def preferences(customer_id: CustomerId, body: PreferencesRequest) -> Profile:
+    async def preferences(customer_id: CustomerId, body: Preferences) -> Profile:
         return await asyncio.to_thread(
             store.set_preferences, url, customer_id, body, datetime.now(UTC)
         )
@@ -109,13 +89,10 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         )
         if changed is None:
             raise HTTPException(404, detail=f"no task {task_id!r}")
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
-        await producer.start()
-        try:
-            for task in changed:
-                await producer.send_and_wait(RM_TASKS.name, encode(task), key=task.task_id.encode())
-        finally:
-            await producer.stop()
+        await send_and_confirm(
+            settings.bootstrap_list,
+            [(RM_TASKS.name, task.task_id.encode(), encode(task), []) for task in changed],
+        )
         return changed
 
     @router.get("/tasks/summary", summary="Tasks per assignee and status, outcomes, overdue")

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import JSON, DateTime, LargeBinary, func
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
-from schemas.account_events import AccountEvent, CustomerUpdated
+from schemas.account_events import AccountEvent, CustomerUpdated, Locale, TimeZone
 from schemas.lifecycle import (
     ChurnSignalChanged,
     CustomerBirthday,
@@ -343,8 +343,8 @@ def _close_interventions(session: Session, event: StageChanged) -> None:
 
 class Preferences(BaseModel):
     opted_out: list[Channel] = []
-    locale: str | None = None
-    time_zone: str | None = None
+    locale: Locale | None = None
+    time_zone: TimeZone | None = None
 
 
 def set_preferences(url: str, customer_id: str, preferences: Preferences, now: datetime) -> Profile:

@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Header, HTTPException, Path
 from pydantic import BaseModel
 
@@ -18,6 +17,7 @@ from services.referral.read_model import CustomerReferrals, Funnel
 from services.referral.service import Review, Step
 from services.runtime.api import require_admin
 from services.runtime.codec import encode
+from services.runtime.produce import send_and_confirm
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
 
@@ -107,12 +107,9 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         _, steps = internal_topics(settings)
         # Normally the worker created them; a review before its first start must not fail.
         await create_topics(settings, specs=topics_to_create(settings))
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(steps.name, encode(step), key=found.referee.encode())
-        finally:
-            await producer.stop()
+        await send_and_confirm(
+            settings.bootstrap_list, [(steps.name, found.referee.encode(), encode(step), [])]
+        )
         return ReviewAccepted(
             referral_id=referral_id,
             decision=body.decision,

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
-
 from schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_REASON,
@@ -21,6 +19,7 @@ from schemas.topics import (
     DLQ_HEADER_SOURCE_TOPIC,
     DLQ_SUFFIX,
 )
+from services.runtime.produce import send_and_confirm
 from services.runtime.readback import Consumed, read_topics
 
 REPLAYED_FROM_HEADER = "rapport-replayed-from"
@@ -92,20 +91,16 @@ async def replay(
     ]
     if dry_run or not chosen:
         return chosen
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        acks = [
-            await producer.send(
+    await send_and_confirm(
+        bootstrap,
+        [
+            (
                 d.source_topic,
+                d.key,
                 d.value,
-                key=d.key,
-                headers=[(REPLAYED_FROM_HEADER, f"{d.topic}[{d.partition}]@{d.offset}".encode())],
+                [(REPLAYED_FROM_HEADER, f"{d.topic}[{d.partition}]@{d.offset}".encode())],
             )
             for d in chosen
-        ]
-        for ack in acks:
-            await ack
-    finally:
-        await producer.stop()
+        ],
+    )
     return chosen

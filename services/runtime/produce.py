@@ -57,6 +57,25 @@ def make_producer(settings: RuntimeSettings) -> AIOKafkaProducer:
     )
 
 
+OneOff = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+async def send_and_confirm(bootstrap: list[str], records: Iterable[OneOff]) -> None:
+    """Send (topic, key, value, headers) records in order with an idempotent producer and return
+    once the broker has every one: for the few records an API call or an operator's command
+    publishes, outside any worker."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        acks = [
+            await producer.send(topic, value, key=key, headers=headers)
+            for topic, key, value, headers in records
+        ]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+
 async def produce_records(
     settings: RuntimeSettings,
     records: Iterable[Record],

@@ -1,0 +1,52 @@
+"""The notify HTTP API over a real store: preferences with their validation, a customer's
+notifications, RM task lists and outcomes (published on the real broker), the summary and the
+uplift."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from schemas.lifecycle import Stage, Tier
+from services.notify import store
+from services.notify.domain import NotifyRules
+from services.runtime import db
+from services.runtime.api import load_api
+from services.runtime.broker import LocalBroker
+from services.runtime.settings import RuntimeSettings
+from tests.integration.test_notify_store import stage, treated
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+NIGHT = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
+
+
+def test_preferences_tasks_outcomes_and_uplift(topics: LocalBroker, tmp_path: Path) -> None:
+    settings = RuntimeSettings(kafka_bootstrap_servers=topics.bootstrap, home=tmp_path)
+    url = settings.resolved_database_url
+    db.upgrade(url)
+    client = TestClient(load_api("notify", settings))
+
+    chosen = {"opted_out": ["sms"], "locale": "en", "time_zone": "Europe/London"}
+    answer = client.put("/customers/C1/preferences", json=chosen)
+    assert answer.status_code == 200 and answer.json()["opted_out"] == ["sms"]
+    assert (
+        client.put("/customers/C1/preferences", json={"time_zone": "Mars/Base"}).status_code == 422
+    )
+    assert client.put("/customers/C1/preferences", json={"locale": "fr"}).status_code == 422
+
+    customer = treated("A")
+    store.apply(url, stage(customer, Stage.AT_RISK, NIGHT, Tier.HNW), NotifyRules(), NOW)
+    london_night = datetime(2026, 3, 10, 22, 0, tzinfo=UTC)  # 22:00 in London: quiet hours
+    store.apply(url, stage("C1", Stage.GROWTH, london_night), NotifyRules(), NOW)
+    (note,) = client.get("/customers/C1/notifications").json()
+    assert (note["status"], note["deferred"], note["channel"]) == ("scheduled", True, "push")
+
+    (task,) = client.get("/rm/queue:branch-service/tasks").json()
+    assert (task["customer_id"], task["priority"]) == (customer, "high")
+    closed = client.post(f"/tasks/{task['task_id']}/outcome", json={"outcome": "retained"})
+    assert closed.status_code == 200 and closed.json()[0]["status"] == "closed"
+    assert client.post("/tasks/nope/outcome", json={"outcome": "lost"}).status_code == 404
+    assert client.get("/tasks/summary").json()["outcomes"] == {"retained": 1}
+    assert client.get("/interventions/uplift").json() == []  # no outcome known yet
