@@ -258,11 +258,29 @@ class Withdrawal(_MoneyMovement):
     event_type: Literal["withdrawal"]
 
 
+class TransferPurpose(StrEnum):
+    """What the paying bank or the core system says an incoming transfer is for."""
+
+    SALARY = "salary"
+    PENSION = "pension"
+    BENEFIT = "benefit"
+    OTHER = "other"
+
+
+# Recurring income paid by an employer, a pension fund or the state: the payer is not the
+# customer moving their own money.
+INCOME_PURPOSES = frozenset(
+    {TransferPurpose.SALARY, TransferPurpose.PENSION, TransferPurpose.BENEFIT}
+)
+
+
 class TransferIn(_MoneyMovement):
     """Money received from a counterparty (payroll, family, a customer's own other bank)."""
 
     event_type: Literal["transfer.in"]
     counterparty: Counterparty
+    # Added in 2026-11 (optional, so older producers stay valid): payroll systems mark salary.
+    purpose: TransferPurpose | None = None
 
 
 class TransferOut(_MoneyMovement):

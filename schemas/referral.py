@@ -44,10 +44,13 @@ class LeadStrength(BaseModel):
 
 
 class LeadChanged(RapportEvent):
-    """`lead.detected` (once per counterparty and lead period) or `lead.updated` (at most once
-    a day, when the suggested referrer or the strength changed)."""
+    """`lead.detected` (once per counterparty and lead period), `lead.updated` (at most once
+    a day, when the suggested referrer or the strength changed) or `lead.expired` (no
+    transaction for the expiry period; dated at `expires_at`, with the lead's last strength).
+    New types are added, existing ones never change: a consumer should skip the types it does
+    not handle."""
 
-    type: Literal["lead.detected", "lead.updated"]
+    type: Literal["lead.detected", "lead.updated", "lead.expired"]
     lead_id: str
     counterparty_key: str
     lead_type: LeadType

@@ -177,13 +177,7 @@ def link(
         return out
     state.seen = [*state.seen, event.event_id][-20:]
     t = event.occurred_at
-    lead_alive = (
-        state.lead is not None
-        and state.last_at is not None
-        and t - state.last_at <= timedelta(days=rules.lead_expiry_days)
-    )
-    if not lead_alive:
-        state.lead = None
+    expire(state, out, t, rules)
     if event.funding:
         if state.lead is not None:
             # The strongest tie over the window ending now; the lead's own referrer when every
@@ -252,8 +246,29 @@ def link(
     return out
 
 
+def lead_expires_at(state: CounterpartyState, rules: ReferralRules) -> datetime | None:
+    """When the live lead lapses if no transaction comes first; None without a lead."""
+    if state.lead is None or state.last_at is None:
+        return None
+    return state.last_at + timedelta(days=rules.lead_expiry_days)
+
+
+def expire(
+    state: CounterpartyState, out: CounterpartyOutcome, now: datetime, rules: ReferralRules
+) -> None:
+    """Lapse the lead if it expired before `now`, with `lead.expired` dated at its expiry:
+    the same event whether the next transaction or the passing of time finds it first."""
+    expires_at = lead_expires_at(state, rules)
+    if expires_at is None or expires_at >= now:
+        return
+    out.leads.append(_lead_event("lead.expired", state, expires_at, rules))
+    state.lead = None
+    # Every tie is older than the window by now: nothing to keep but the key.
+    state.ties = []
+
+
 def _lead_event(
-    kind: Literal["lead.detected", "lead.updated"],
+    kind: Literal["lead.detected", "lead.updated", "lead.expired"],
     state: CounterpartyState,
     t: datetime,
     rules: ReferralRules,
@@ -402,6 +417,7 @@ class Movement:
     counterparty_key: str | None = None
     counterparty_own_bank_account: str | None = None  # a transfer within the bank
     counterparty_business: bool = False
+    income: bool = False  # salary, pension or benefit: the payer's money, not the customer's
     hashes: tuple[str, ...] = ()
 
 
@@ -475,8 +491,11 @@ def on_account_event(
             *[c for c in state.counterparties if c != event.counterparty_key],
             event.counterparty_key,
         ][-20:]
+        # A prospect converts by moving their own money in; a first salary from an employer
+        # that our customers know is a new hire, not a conversion (it stays a tie).
         funding = (
             kind == "transfer.in"
+            and not event.income
             and state.candidate is None
             and state.opened_at is not None
             and t - state.opened_at <= timedelta(days=rules.chain_funding_days)
@@ -740,7 +759,11 @@ def decide(
         )
     if candidate.recheck:
         return state, answer("attributed")  # confirmed: the referee may qualify now
-    if candidate.referee in state.upline:
+    # The upline arrives with the referrer's own decision; the referrer's own candidate is
+    # known from its opening on. Checking both catches A->B with B->A in either order, even
+    # when both referrals are decided at the same moment.
+    own = state.candidate
+    if candidate.referee in state.upline or (own is not None and own.referrer == candidate.referee):
         return state, answer(
             "rejected",
             ReferralReason.REFERRAL_RING,

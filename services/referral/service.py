@@ -14,18 +14,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
 from pydantic import BaseModel
 
-from schemas.account_events import AccountEvent, CustomerUpdated, TransferIn, TransferOut
+from schemas.account_events import (
+    INCOME_PURPOSES,
+    AccountEvent,
+    CustomerUpdated,
+    TransferIn,
+    TransferOut,
+)
 from schemas.referral import LeadChanged, ReferralChanged
 from services.referral.domain import (
     Candidate,
     ChainMatch,
     CodeGrant,
+    CounterpartyOutcome,
     CounterpartyState,
     CustomerReferralState,
     Decision,
@@ -34,6 +41,8 @@ from services.referral.domain import (
     RefereeOutcome,
     ReferralRules,
     decide,
+    expire,
+    lead_expires_at,
     link,
     on_account_event,
     on_chain_match,
@@ -169,7 +178,9 @@ class ReferralService:
         """What the rules need of an account event, with counterparties keyed: the raw
         account number of another bank goes no further than this function."""
         key = own_account = None
-        business = False
+        business = income = False
+        if isinstance(event, TransferIn):
+            income = event.purpose in INCOME_PURPOSES
         if isinstance(event, TransferIn | TransferOut):
             cp = event.counterparty
             business = cp.kind == "business"
@@ -192,6 +203,7 @@ class ReferralService:
             counterparty_key=key,
             counterparty_own_bank_account=own_account,
             counterparty_business=business,
+            income=income,
             hashes=hashes,
         )
 
@@ -267,9 +279,11 @@ class ReferralService:
         self.counterparties[marks_key] = orjson.dumps(marks)
 
     async def _release(self, partition: int, day: int) -> None:
-        """Apply, in event-time order, every pending link dated before `day`."""
+        """Apply, in event-time order, every pending link dated before `day`; then lapse the
+        leads whose expiry falls before it."""
         index_key = f"#pending:{partition}"
         still: list[str] = []
+        expiring: dict[int, set[str]] = {}
         for key in orjson.loads(self.counterparties.get(index_key) or b"[]"):
             state = self.counterparty(key)
             if state is None:
@@ -292,7 +306,49 @@ class ReferralService:
             self.counterparties[key] = state.model_dump_json().encode()
             if rest:
                 still.append(key)
+            if (expires_at := lead_expires_at(state, self.rules)) is not None:
+                expiring.setdefault(expires_at.toordinal(), set()).add(key)
+        self._index_expiries(partition, expiring)
         self.counterparties[index_key] = orjson.dumps(still)
+        await self._expire(partition, day)
+
+    def _index_expiries(self, partition: int, expiring: dict[int, set[str]]) -> None:
+        """File each live lead under the day its lead would lapse. A lead that gets a later
+        tie is filed again under its new day and found alive when the old one comes up."""
+        days_key = f"#expiry-days:{partition}"
+        days = set(orjson.loads(self.counterparties.get(days_key) or b"[]"))
+        for expiry_day, keys in expiring.items():
+            bucket_key = f"#expiry:{partition}:{expiry_day}"
+            bucket = set(orjson.loads(self.counterparties.get(bucket_key) or b"[]"))
+            if not keys <= bucket:
+                self.counterparties[bucket_key] = orjson.dumps(sorted(bucket | keys))
+            days.add(expiry_day)
+        if expiring:
+            self.counterparties[days_key] = orjson.dumps(sorted(days))
+
+    async def _expire(self, partition: int, day: int) -> None:
+        """`lead.expired` for every lead of this partition whose expiry falls before `day`:
+        every link before `day` has been applied, so no tie can still save it. The events go
+        out before the states and the index change (a crash repeats the same events)."""
+        days_key = f"#expiry-days:{partition}"
+        days = orjson.loads(self.counterparties.get(days_key) or b"[]")
+        due = [d for d in days if d < day]
+        if not due:
+            return
+        before = datetime.fromordinal(day).replace(tzinfo=UTC)
+        for expiry_day in due:
+            bucket_key = f"#expiry:{partition}:{expiry_day}"
+            for key in orjson.loads(self.counterparties.get(bucket_key) or b"[]"):
+                state = self.counterparty(key)
+                if state is None:
+                    continue
+                outcome = CounterpartyOutcome(state)
+                expire(state, outcome, before, self.rules)
+                if outcome.leads:
+                    await self._publish(list(outcome.leads))
+                    self.counterparties[key] = state.model_dump_json().encode()
+            del self.counterparties[bucket_key]
+        self.counterparties[days_key] = orjson.dumps([d for d in days if d >= day])
 
     async def handle_step(self, step: Step) -> None:
         async def work() -> None:

@@ -388,6 +388,7 @@ def referral_section(
         figures["converted_counterparties_that_were_leads_before"] = len(found)
         figures["lead_recall"] = _ratio(len(found), len(conversions))
         figures["leads_detected"] = types.get("lead.detected", 0)
+        figures["leads_expired"] = types.get("lead.expired", 0)
     return Section(running=True, figures=figures)
 
 

@@ -286,7 +286,14 @@ class Simulator:
         payday = rng.randrange(5, 26)
         for day in self._days(first, last):
             if salary is not None and employer is not None and day.day == payday:
-                book.move("transfer.in", self._at(day, 9, 11), salary, "system", employer)
+                book.move(
+                    "transfer.in",
+                    self._at(day, 9, 11),
+                    salary,
+                    "system",
+                    employer,
+                    purpose="salary",
+                )
             if rent is not None and landlord is not None and day.day == 1:
                 book.move("transfer.out", self._at(day), rent, "mobile", landlord)
             if saving is not None and day.day == 15:

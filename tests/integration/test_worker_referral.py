@@ -116,10 +116,6 @@ def test_referrals_match_the_truth(
         e["referee"] for e in events if e["type"] in ("referral.rejected", "referral.held")
     }
     for case in truth.fraud:
-        if case.pattern == "ring":
-            # Not guaranteed in a fast replay: it needs the referrer's own attribution applied
-            # before the ring closes, across partitions (docs/referral.md, "Left to do").
-            continue
         assert set(case.referees) & rejected_or_held, case.pattern
 
 

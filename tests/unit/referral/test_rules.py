@@ -214,6 +214,24 @@ def test_funding_within_30_days_is_flagged_for_the_chain_and_makes_a_chain_candi
     ]
 
 
+def test_a_first_salary_is_a_tie_not_chain_funding() -> None:
+    c = Customer("N")
+    c.send("account.opened", 0, account_id="AN")
+    for at in (5, 6):
+        c.send(
+            "transfer.in",
+            at,
+            account_id="AN",
+            amount=Decimal(8000),
+            counterparty_key="employer",
+            income=at == 5,
+        )
+    assert [(x.counterparty_key, x.funding) for x in c.links] == [
+        ("employer", False),
+        ("employer", True),
+    ]
+
+
 def test_self_referral_shared_device_ring_and_velocity() -> None:
     referrer = CustomerReferralState(customer_id="R", hashes=["phoneR"], upline=["X"])
     # the referee is the referrer
@@ -285,6 +303,32 @@ def test_ring_of_three_through_the_upline() -> None:
     )
     a.decided_by(c.state)
     assert a.events == [("referral.rejected", ReferralReason.REFERRAL_RING)]
+
+
+def test_two_customers_referring_each_other_are_caught_while_both_referrals_travel() -> None:
+    """A's code opens B while B's code brings A back, and each candidate reaches its referrer
+    before either decision is back: no upline is known yet, the referrer's own candidate is."""
+    a, b = Customer("A"), Customer("B")
+    a.state = CustomerReferralState(customer_id="A", opened_at=day(-400))
+    b.send(
+        "account.opened",
+        0,
+        code=CodeGrant(owner="A", issued_at=day(-1)),
+        account_id="B1",
+        referral_code="CODEA123",
+    )
+    a.send(
+        "account.opened",
+        1,
+        code=CodeGrant(owner="B", issued_at=day(0)),
+        account_id="A2",
+        referral_code="CODEB123",
+    )
+    assert a.state is not None and b.state is not None
+    _, to_b = decide(a.state, b.candidates[-1], RULES)
+    _, to_a = decide(b.state, a.candidates[-1], RULES)
+    assert to_a is not None and to_b is not None
+    assert to_a.reason_code is to_b.reason_code is ReferralReason.REFERRAL_RING
 
 
 def test_qualifies_by_deposit_or_by_transactions_once() -> None:
@@ -378,3 +422,13 @@ def test_no_qualifying_while_a_recheck_is_on_its_way() -> None:
     clean.send("deposit", 0.02, account_id="A", amount=Decimal(5000))
     clean.decided_by(other)  # confirmed: now it qualifies
     assert [e for e, _ in clean.events] == ["referral.attributed", "referral.qualified"]
+
+
+def test_a_lead_without_transactions_for_180_days_expires_and_a_new_tie_starts_afresh() -> None:
+    cp = Counterparty()
+    for n in range(3):
+        cp.pay("A", n)
+    cp.pay("B", 2 + 181)
+    assert [kind for kind, *_ in cp.leads] == ["lead.detected", "lead.expired"]
+    assert cp.state is not None and cp.state.lead is None
+    assert [t.customer_id for t in cp.state.ties] == ["B"]

@@ -210,3 +210,72 @@ def test_links_apply_in_event_time_order_whatever_the_interleaving_of_sources() 
     all_of_1_first = [(1, x) for x in source1] + [(0, x) for x in source0]
     assert run(all_of_0_first) == run(all_of_1_first)
     assert run(all_of_0_first)[-1] == ("match", "A")
+
+
+def test_a_lead_lapses_with_the_passing_of_event_time_as_it_does_at_its_next_tie() -> None:
+    """`lead.expired` comes once every input partition has passed the lead's expiry, dated at
+    the expiry, and is the same event the next transaction would have found."""
+    t0 = datetime(2025, 3, 1, 10, tzinfo=UTC)
+
+    def at(days: float) -> datetime:
+        return t0 + timedelta(days=days)
+
+    def a_link(n: int, day: float) -> LinkRecord:
+        return LinkRecord(
+            link=Link(
+                event_id=f"e{n}",
+                occurred_at=at(day),
+                customer_id="A",
+                counterparty_key="cp",
+                business=False,
+                direction="out",
+                amount=Decimal(100),
+            )
+        )
+
+    def run(records: list[LinkRecord]) -> list[LeadChanged]:
+        outputs: list[ReferralOutput] = []
+
+        async def publish(o: list[ReferralOutput]) -> None:
+            outputs.extend(o)
+
+        async def nothing(*_: object) -> None:
+            return None
+
+        async def no_code(_: str) -> None:
+            return None
+
+        service = ReferralService(
+            {},
+            {},
+            Ports(publish, nothing, nothing, nothing, no_code),
+            ReferralRules(),
+            b"k",
+            sources=1,
+            lateness=timedelta(0),
+        )
+
+        async def go() -> None:
+            for record in records:
+                await service.handle_link_record(record, 0)
+
+        asyncio.run(go())
+        return [o for o in outputs if isinstance(o, LeadChanged)]
+
+    def mark(day: float) -> LinkRecord:
+        return LinkRecord(watermark=Watermark(source=0, day=at(day).toordinal()))
+
+    ties = [a_link(1, 1), a_link(2, 2), a_link(3, 3)]
+    # The lead's last tie is on day 3: it lapses at day 183, 10:00.
+    on_its_day = run([*ties, mark(10), mark(183)])
+    assert [o.type for o in on_its_day] == ["lead.detected"]
+    by_time = run([*ties, mark(10), mark(184), mark(200)])
+    assert [o.type for o in by_time] == ["lead.detected", "lead.expired"]
+    assert by_time[-1].occurred_at == by_time[-1].expires_at == at(183)
+    by_next_tie = run([*ties, mark(10), a_link(4, 250), mark(251)])
+    assert [o.type for o in by_next_tie] == ["lead.detected", "lead.expired"]
+    assert by_next_tie[-1] == by_time[-1]
+    # A tie before the expiry keeps the lead alive: filed again under its new day.
+    saved = run([*ties, mark(10), a_link(4, 100), mark(101), mark(184), mark(281)])
+    assert [o.type for o in saved] == ["lead.detected", "lead.expired"]
+    assert saved[-1].occurred_at == at(280)
