@@ -47,6 +47,7 @@ from services.rewards.domain import (
 from services.rewards.domain import redeem as decide_redemption
 from services.runtime import db
 from services.runtime.codec import encode
+from services.runtime.tracing import current_traceparent
 
 _TIME = DateTime(timezone=True)
 _LOCK = "rapport-rewards-ledger"
@@ -192,6 +193,8 @@ class OutboxRow(SQLModel, table=True):
     key: str = Field(max_length=64)
     payload: bytes
     published_at: datetime | None = Field(default=None, sa_type=_TIME, index=True)
+    # W3C trace context of the event being handled when the entry was booked.
+    traceparent: str | None = Field(default=None, max_length=55)
 
 
 class OutboxLeaseRow(SQLModel, table=True):
@@ -230,6 +233,9 @@ def _book(
     actor: str | None = None,
 ) -> list[LedgerEntryBooked]:
     booked = []
+    # Set while a worker handles an event (the context follows asyncio.to_thread); the relay
+    # sends the entry later, under this trace.
+    trace = current_traceparent()
     for b in bookings:
         account = _account(session, b.customer_id, now)
         account.points += b.points
@@ -255,7 +261,14 @@ def _book(
         )
         session.add(row)
         event = _published(row, account.flagged)
-        session.add(OutboxRow(entry_id=row.entry_id, key=row.customer_id, payload=encode(event)))
+        session.add(
+            OutboxRow(
+                entry_id=row.entry_id,
+                key=row.customer_id,
+                payload=encode(event),
+                traceparent=trace,
+            )
+        )
         booked.append(event)
     session.flush()
     return booked

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from services.rewards import ledger, metrics
+from services.runtime.tracing import TRACEPARENT
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class OutboxRelay:
                 headers=[
                     (SEQ_HEADER, str(row.seq).encode()),
                     (OUTBOX_HEADER, self.identity.encode()),
+                    *([(TRACEPARENT, row.traceparent.encode())] if row.traceparent else []),
                 ],
             )
             for row in rows

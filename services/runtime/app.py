@@ -25,11 +25,11 @@ from services.runtime.codec import (
 from services.runtime.deadletter import DeadLetters
 from services.runtime.faust_fixes import HandledOffsets, Turn
 from services.runtime.metrics import (
-    CONSUMER_LAG,
     EVENT_AGE,
     EVENTS_CONSUMED,
     PROCESSING_DELAY,
     REBALANCES,
+    WORKER_PROGRESS,
 )
 from services.runtime.settings import RuntimeSettings
 
@@ -61,7 +61,7 @@ def create_app(service: str, settings: RuntimeSettings, **overrides: Any) -> fau
     options.update(overrides)
     app = faust.App(settings.app_id(service), **options)
     faust_fixes.install(app)
-    CONSUMER_LAG.watch(service, app)
+    WORKER_PROGRESS.watch(service, app)
 
     async def count_rebalance(sender: Any, /, *_: Any, **__: Any) -> None:
         REBALANCES.labels(service).inc()

@@ -126,23 +126,36 @@ REBALANCES = Counter(
 )
 
 
-class ConsumerLag(Collector):
-    """`rapport_consumer_lag_records{service,topic,partition}`: for each input partition this
-    worker holds, the records not handled yet (the partition's end offset minus the next record
-    due), computed when scraped."""
+class WorkerProgress(Collector):
+    """Computed when scraped, per faust app (one per worker process):
+
+    - `rapport_consumer_lag_records{service,topic,partition}`: for each input partition this
+      worker holds, the records not handled yet (its end offset minus the next record due);
+    - `rapport_table_recovery_remaining_records{service}` and `..._in_progress{service}`: the
+      changelog records a recovering worker still has to read back into its tables before it
+      takes input again (0 and 0 once ready)."""
 
     def __init__(self) -> None:
         self._apps: list[tuple[str, Any]] = []
 
     def watch(self, service: str, app: Any) -> None:
-        """Report the partitions of a faust app (one per worker process)."""
         self._apps.append((service, app))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        lag = GaugeMetricFamily(
             "rapport_consumer_lag_records",
             "Records of each held input partition not handled yet.",
             labels=["service", "topic", "partition"],
+        )
+        remaining = GaugeMetricFamily(
+            "rapport_table_recovery_remaining_records",
+            "Changelog records still to read back into the worker's tables.",
+            labels=["service"],
+        )
+        recovering = GaugeMetricFamily(
+            "rapport_table_recovery_in_progress",
+            "1 while the worker rebuilds its tables from their changelogs, else 0.",
+            labels=["service"],
         )
         for service, app in self._apps:
             for tp, due in list(app.rapport_handled.next.items()):
@@ -151,12 +164,26 @@ class ConsumerLag(Collector):
                 except (KafkaError, NotReady):  # revoked meanwhile, or the consumer restarts
                     continue
                 if end is not None:
-                    family.add_metric([service, tp.topic, str(tp.partition)], max(end - due, 0))
-        yield family
+                    lag.add_metric([service, tp.topic, str(tp.partition)], max(end - due, 0))
+            # Not `app.tables.recovery`: that property would build the recovery service of an
+            # app that has not started it (or has no tables).
+            recovery: Any = getattr(app.tables, "_recovery", None)
+            in_recovery = recovery is not None and bool(recovery.in_recovery)
+            left = 0
+            if in_recovery:
+                try:
+                    left = max(recovery.active_remaining_total(), 0)
+                except (KeyError, TypeError):  # offsets of a partition not fetched yet
+                    left = 0
+            recovering.add_metric([service], 1.0 if in_recovery else 0.0)
+            remaining.add_metric([service], left)
+        yield lag
+        yield remaining
+        yield recovering
 
 
-CONSUMER_LAG = ConsumerLag()
-REGISTRY.register(CONSUMER_LAG)
+WORKER_PROGRESS = WorkerProgress()
+REGISTRY.register(WORKER_PROGRESS)
 
 
 def serve_metrics(port: int, host: str) -> None:

@@ -84,6 +84,13 @@ def handling(message: Any) -> Iterator[Handling]:
         CURRENT.reset(token)
 
 
+def current_traceparent() -> str | None:
+    """The `traceparent` an output of the record being handled carries (None outside one):
+    for outputs sent later by someone else, such as the rewards outbox relay."""
+    current = CURRENT.get()
+    return None if current is None else current.traceparent().decode()
+
+
 def output_headers() -> list[tuple[str, bytes]]:
     """Headers for an output of the record being handled (none outside a handling)."""
     current = CURRENT.get()

@@ -6,6 +6,7 @@ PostgreSQL, on the real broker."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 import uuid
@@ -27,9 +28,10 @@ from services.runtime import db
 from services.runtime.broker import LocalBroker
 from services.runtime.codec import encode
 from services.runtime.settings import RuntimeSettings
+from services.runtime.tracing import trace_id_of
 from tests.integration.stack import (
     end_offsets,
-    produce,
+    produce_with_headers,
     records_since,
     service_env,
     wait_until_consumed,
@@ -40,7 +42,12 @@ REFERRALS = 2000
 REFERRERS = 400  # five referrals each, in one month: 1,000 points, under every cap
 
 
-def qualified_referrals(run: str) -> list[tuple[bytes, bytes]]:
+def trace_of(source_event_id: str) -> str:
+    """The trace id the bank's producer gave a referral event (a W3C trace id, 32 hex)."""
+    return hashlib.sha256(source_event_id.encode()).hexdigest()[:32]
+
+
+def qualified_referrals(run: str) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     start = datetime(2026, 3, 1, tzinfo=UTC)
     records = []
     for n in range(REFERRALS):
@@ -54,7 +61,8 @@ def qualified_referrals(run: str) -> list[tuple[bytes, bytes]]:
             via="code",
             lead_type=LeadType.RETAIL,
         )
-        records.append((event.referral_id.encode(), encode(event)))
+        traceparent = f"00-{trace_of(event.event_id)}-00f067aa0ba902b7-01".encode()
+        records.append((event.referral_id.encode(), encode(event), [("traceparent", traceparent)]))
     # Redelivered by an upstream retry: the same event again, later in the stream.
     return records + records[::40]
 
@@ -68,7 +76,7 @@ def test_killed_rewards_worker_books_each_referral_exactly_once(
     env = {**service_env(topics, rapport_home), "DATABASE_URL": database_url}
     group = RuntimeSettings(instance=env["RAPPORT_INSTANCE"]).app_id("rewards")
     marks = end_offsets(topics.bootstrap, REWARDS_LEDGER.name)
-    produce(topics.bootstrap, REFERRAL_EVENTS.name, qualified_referrals(run))
+    produce_with_headers(topics.bootstrap, REFERRAL_EVENTS.name, qualified_referrals(run))
 
     rng = random.Random(7)
     for after in [rng.randrange(150, 1200) for _ in range(3)]:
@@ -95,11 +103,16 @@ def test_killed_rewards_worker_books_each_referral_exactly_once(
     assert (referrers, referees) == (REFERRALS * 200, REFERRALS * 100)
     assert ledger.check_balances(database_url).mismatches == {}
 
-    published = Counter(
-        orjson.loads(r.value or b"{}")["entry_id"]
+    records = [
+        r
         for r in records_since(topics.bootstrap, REWARDS_LEDGER.name, marks)
         if (r.key or b"").startswith(run.encode())
-    )
+    ]
+    published = Counter(orjson.loads(r.value or b"{}")["entry_id"] for r in records)
+    # Each entry continues the trace of the referral event that booked it, through the outbox.
+    for r in records:
+        source = orjson.loads(r.value or b"{}")["source_event_id"]
+        assert trace_id_of(r.headers) == trace_of(source)
     assert set(published) == {e.entry_id for e in entries}
     twice = {k: n for k, n in published.items() if n > 1}
     assert not twice, f"{len(twice)} entries published more than once"
@@ -139,10 +152,15 @@ def test_a_relay_taking_over_sends_only_what_was_not_sent_before(
         qualify(n)
     time.sleep(0.3)  # its lease lapses
     assert asyncio.run(relay_once()) == 4
-    published = Counter(
-        orjson.loads(r.value or b"{}")["entry_id"]
+    records = [
+        r
         for r in records_since(topics.bootstrap, REWARDS_LEDGER.name, marks)
         if (r.key or b"").startswith(run.encode())
-    )
+    ]
+    published = Counter(orjson.loads(r.value or b"{}")["entry_id"] for r in records)
+    # Each entry continues the trace of the referral event that booked it, through the outbox.
+    for r in records:
+        source = orjson.loads(r.value or b"{}")["source_event_id"]
+        assert trace_id_of(r.headers) == trace_of(source)
     assert len(published) == 16 and set(published.values()) == {1}
     assert ledger.outbox_backlog(url) == 0

@@ -148,6 +148,9 @@ def test_a_real_prometheus_scrapes_the_worker_and_counts_what_was_sent(
             lag_series = query('count(rapport_consumer_lag_records{service="lifecycle"})')
             assert lag_series is not None and 1 <= lag_series <= 6
             assert query('sum(rapport_consumer_lag_records{service="lifecycle"})') == 0
+            # Its tables are recovered: it would not take input otherwise.
+            assert query('rapport_table_recovery_in_progress{service="lifecycle"}') == 0
+            assert query('rapport_table_recovery_remaining_records{service="lifecycle"}') == 0
             for board, expr in dashboard_queries():
                 answer = httpx.get(
                     f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=5
