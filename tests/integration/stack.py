@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,14 +14,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.runtime.broker import LocalBroker
+from services.runtime.osutil import free_port
 from services.runtime.readback import Consumed, read_topic
 
 METRICS_PORT_BASE = 19300
@@ -131,6 +135,87 @@ def worker(service: str, env: dict[str, str], log_dir: Path) -> Iterator[Running
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+
+
+class Prometheus:
+    """A real Prometheus server (Debian's package) scraping running workers every second, with
+    Rapport's alert rules loaded; PromQL through its HTTP API."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def answer(self, promql: str) -> dict[str, Any]:
+        found: dict[str, Any] = httpx.get(
+            f"{self.url}/api/v1/query", params={"query": promql}, timeout=5
+        ).json()
+        return found
+
+    def query(self, promql: str) -> float | None:
+        """The first sample's value, or None when the query selects nothing."""
+        result = self.answer(promql)["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_for(self, promql: str, at_least: float | None = None, timeout: float = 60) -> float:
+        """The query's value once it has one (after the first scrapes), and once it has
+        reached `at_least` when given; the last value when the time is up."""
+        deadline = time.monotonic() + timeout
+        value: float | None = None
+        while time.monotonic() < deadline:
+            try:
+                value = self.query(promql)
+            except (httpx.HTTPError, KeyError, ValueError):
+                value = None
+            if value is not None and (at_least is None or value >= at_least):
+                return value
+            time.sleep(0.5)
+        if value is None:
+            raise AssertionError(f"Prometheus never answered {promql}")
+        return value
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise AssertionError(
+            f"{name} is needed (Debian package prometheus; ./run test installs it)"
+        )
+    return found
+
+
+@contextmanager
+def prometheus(workers: Iterable[RunningWorker], work_dir: Path) -> Iterator[Prometheus]:
+    """Start a Prometheus scraping these workers; stop it afterwards."""
+    port = free_port()
+    targets = [w.metrics_url.removeprefix("http://").removesuffix("/metrics") for w in workers]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(DEPLOY / "prometheus" / "rules" / "rapport.yml")],
+        "scrape_configs": [
+            {"job_name": "rapport-workers", "static_configs": [{"targets": targets}]}
+        ],
+    }
+    (work_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = work_dir / "prometheus.log"
+    server = subprocess.Popen(
+        [
+            tool("prometheus"),
+            f"--config.file={work_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work_dir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    try:
+        yield Prometheus(port)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{log.read_text()[-2000:]}") from failed
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:

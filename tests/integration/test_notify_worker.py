@@ -28,6 +28,7 @@ from tests.integration.stack import (
     end_offsets,
     produce,
     produce_with_headers,
+    prometheus,
     records_since,
     service_env,
     worker,
@@ -83,6 +84,23 @@ def test_at_risk_customers_get_a_message_or_an_rm_task_by_tier(
         )
         notifications = wait_for(lambda: on(NOTIFICATIONS.name, lambda n: n["customer_id"] == mass))
         tasks = wait_for(lambda: on(RM_TASKS.name, lambda t: t["customer_id"] == hnw))
+        # What Prometheus scrapes counts them as the worker does.
+        with prometheus([running], tmp_path) as server:
+            for promql, name, labels in (
+                (
+                    'sum(rapport_notify_notifications_total{outcome="scheduled"})',
+                    "rapport_notify_notifications_total",
+                    {"outcome": "scheduled"},
+                ),
+                (
+                    'sum(rapport_notify_rm_tasks_total{change="created",kind="retention_call"})',
+                    "rapport_notify_rm_tasks_total",
+                    {"change": "created", "kind": "retention_call"},
+                ),
+            ):
+                counted = running.total(name, **labels)
+                assert counted >= 1
+                assert server.wait_for(promql, at_least=counted) == counted
     # The notification continues the stage change's trace.
     (sent,) = [
         r

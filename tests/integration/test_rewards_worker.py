@@ -32,6 +32,7 @@ from services.runtime.tracing import trace_id_of
 from tests.integration.stack import (
     end_offsets,
     produce_with_headers,
+    prometheus,
     records_since,
     service_env,
     wait_until_consumed,
@@ -40,6 +41,7 @@ from tests.integration.stack import (
 
 REFERRALS = 2000
 REFERRERS = 400  # five referrals each, in one month: 1,000 points, under every cap
+REFERRER_RULE = "referral.referrer"
 
 
 def trace_of(source_event_id: str) -> str:
@@ -91,6 +93,28 @@ def test_killed_rewards_worker_books_each_referral_exactly_once(
         while ledger.outbox_backlog(database_url):
             assert time.monotonic() < deadline, "the outbox relay did not catch up"
             time.sleep(0.5)
+        # The last worker booked the rest: Prometheus counts it as the worker does, and the
+        # points are the rule's 200 per referrer entry.
+        with prometheus([running], tmp_path) as server:
+            entries = running.total("rapport_rewards_ledger_entries_total", rule=REFERRER_RULE)
+            points = running.total("rapport_rewards_points_total", rule=REFERRER_RULE)
+            assert entries > 0 and points == 200 * entries
+            assert (
+                server.wait_for(
+                    f'sum(rapport_rewards_ledger_entries_total{{rule="{REFERRER_RULE}"}})',
+                    at_least=entries,
+                )
+                == entries
+            )
+            assert (
+                server.query(f'sum(rapport_rewards_points_total{{rule="{REFERRER_RULE}"}})')
+                == points
+            )
+            published = running.total("rapport_rewards_outbox_published_total")
+            assert (
+                server.wait_for("sum(rapport_rewards_outbox_published_total)", at_least=published)
+                == published
+            )
 
     with Session(db.get_engine(database_url)) as session:
         entries = session.exec(

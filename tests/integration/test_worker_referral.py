@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.integration.stack import (
     METRICS_PORT_BASE,
     end_offsets,
     produce,
+    prometheus,
     records_since,
     service_env,
     wait_until_consumed,
@@ -70,7 +72,17 @@ def referral_events_of_a_run(
             assert time.monotonic() < deadline, "the referral steps never settled"
             before = after
             time.sleep(2)
-    records = records_since(topics.bootstrap, REFERRAL_EVENTS.name, mark)
+        records = records_since(topics.bootstrap, REFERRAL_EVENTS.name, mark)
+        if workers == 1:
+            # Prometheus counts each referral event type as often as it is on the topic.
+            published = Counter(orjson.loads(r.value or b"{}")["type"] for r in records)
+            with prometheus(running, logs) as server:
+                for kind in ("referral.attributed", "referral.qualified", "referral.rejected"):
+                    promql = f'sum(rapport_referral_referrals_total{{type="{kind}"}})'
+                    assert published[kind] > 0
+                    assert server.wait_for(promql, at_least=published[kind]) == published[kind]
+                leads = server.query('sum(rapport_referral_leads_total{change="detected"})')
+                assert leads == published["lead.detected"] > 0
     return {(e := orjson.loads(r.value or b"{}"))["event_id"]: e for r in records}
 
 

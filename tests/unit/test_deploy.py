@@ -9,7 +9,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
+import orjson
 import yaml
 
 from schemas.topics import ALL_TOPICS, dead_letter_topic
@@ -79,6 +81,22 @@ def test_the_compose_stack_has_every_service_with_a_health_check() -> None:
             source = volume.split(":", 1)[0]
             if source.startswith("."):
                 assert (DEPLOY / "compose" / source).exists(), source
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
+    """The schema is the Compose Specification's, as docker-compose 1.29.2 ships it
+    (tests/fixtures/compose_spec.json, Apache-2.0): no container engine is needed to check the
+    file's structure. The top-level `name` came to the specification after that schema."""
+    schema = orjson.loads(
+        (Path(__file__).parents[1] / "fixtures" / "compose_spec.json").read_bytes()
+    )
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    compose.pop("name", None)
+    errors = [
+        f"{'/'.join(map(str, e.path))}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(compose)
+    ]
+    assert errors == []
 
 
 def test_the_image_runs_as_a_user_with_pinned_dependencies() -> None:
