@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from services.runtime.broker import BrokerError, LocalBroker
+from tests.credentials import API_KEYS_JSON
 
 TEST_BROKER_PORT = int(os.environ.get("RAPPORT_TEST_BROKER_PORT", "19092"))
+
+
+@pytest.fixture(autouse=True)
+def api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every API a test builds knows the callers of tests/credentials.py."""
+    for name in list(os.environ):
+        if name.startswith("RAPPORT_AUTH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("RAPPORT_AUTH_API_KEYS", API_KEYS_JSON)
 
 
 @pytest.fixture(scope="session")

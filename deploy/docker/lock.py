@@ -19,31 +19,35 @@ HEADER = (
 
 
 def runtime_closure(root: str = "rapport") -> dict[str, str]:
-    """Distribution name -> installed version, for `root`'s non-extra requirements, recursively."""
+    """Distribution name -> installed version, for `root`'s non-extra requirements and the
+    extras they ask for (`psycopg[binary]`, `pyjwt[crypto]`), recursively."""
     found: dict[str, tuple[str, str]] = {}
+    walked: set[tuple[str, str]] = set()
 
-    def needed(requirements: list[str] | None) -> list[str]:
-        names = []
-        for text in requirements or []:
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                names.append(requirement.name)
-        return names
+    def needed(requirements: list[str] | None, extras: set[str]) -> list[Requirement]:
+        return [
+            requirement
+            for requirement in map(Requirement, requirements or [])
+            if requirement.marker is None
+            or any(requirement.marker.evaluate({"extra": e}) for e in {"", *extras})
+        ]
 
-    def walk(name: str) -> None:
-        key = re.sub(r"[-_.]+", "-", name).lower()
-        if key in found:
-            return
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            return  # a requirement of another platform
-        found[key] = (dist.metadata["Name"], dist.version)
-        for child in needed(dist.requires):
-            walk(child)
+    def walk(requirement: Requirement) -> None:
+        key = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        for extra in {"", *requirement.extras}:
+            if (key, extra) in walked:
+                continue
+            walked.add((key, extra))
+            try:
+                dist = metadata.distribution(requirement.name)
+            except metadata.PackageNotFoundError:
+                return  # a requirement of another platform
+            found[key] = (dist.metadata["Name"], dist.version)
+            for child in needed(dist.requires, {extra} - {""}):
+                walk(child)
 
-    for name in needed(metadata.distribution(root).requires):
-        walk(name)
+    for requirement in needed(metadata.distribution(root).requires, set()):
+        walk(requirement)
     return dict(found.values())
 
 

@@ -150,6 +150,10 @@ def documents() -> list[dict[str, Any]]:
                 "RAPPORT_METRICS_HOST": "0.0.0.0",  # noqa: S104
                 "RAPPORT_API_HOST": "0.0.0.0",  # noqa: S104
                 "RAPPORT_LOG_FORMAT": "json",
+                # The bank's identity provider (docs/security.md); its public keys below.
+                "RAPPORT_AUTH_JWT_ISSUER": "https://idp.bank.example/CHANGE-ME",
+                "RAPPORT_AUTH_JWT_AUDIENCE": "rapport",
+                "RAPPORT_AUTH_JWT_JWKS": '{"keys": []}',
             },
         },
         {
@@ -162,8 +166,6 @@ def documents() -> list[dict[str, Any]]:
                 "DATABASE_URL": "postgresql://rapport:CHANGE-ME@postgres.example:5432/rapport",
                 "RAPPORT_LIFECYCLE_PSEUDONYM_KEY": "CHANGE-ME",
                 "RAPPORT_REFERRAL_PSEUDONYM_KEY": "CHANGE-ME",
-                "RAPPORT_REFERRAL_ADMIN_TOKEN": "CHANGE-ME",
-                "RAPPORT_REWARDS_ADMIN_TOKEN": "CHANGE-ME",
             },
         },
         {

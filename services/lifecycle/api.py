@@ -6,12 +6,13 @@ import asyncio
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path
 
 from schemas.account_events import ID_PATTERN
 from services.lifecycle import read_model
 from services.lifecycle.metrics import customer_samples
 from services.lifecycle.read_model import CustomerLifecycle, LifecycleSummary
+from services.runtime.auth import Role, assigned_rm, customer_reader, require
 from services.runtime.metrics import read_model_gauge
 from services.runtime.settings import RuntimeSettings
 
@@ -31,6 +32,8 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         "/customers/{customer_id}/lifecycle",
         summary="A customer's stage, tier, open churn signals, score and key figures",
         responses={404: {"description": "The lifecycle service has not seen this customer"}},
+        # The bank's view of a customer, for their RM (and administrators); not the channel's.
+        dependencies=[Depends(customer_reader(assigned_rm(url)))],
     )
     async def customer_lifecycle(
         customer_id: Annotated[str, Path(pattern=ID_PATTERN, description="Bank customer id")],
@@ -44,7 +47,11 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             )
         return found
 
-    @router.get("/lifecycle/summary", summary="Customers by stage and by tier")
+    @router.get(
+        "/lifecycle/summary",
+        summary="Customers by stage and by tier",
+        dependencies=[Depends(require(Role.OPS))],
+    )
     async def lifecycle_summary() -> LifecycleSummary:
         return await asyncio.to_thread(read_model.summary, url)
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from schemas.account_events import ID_PATTERN
@@ -18,12 +18,14 @@ from services.notify import store
 from services.notify.domain import Profile
 from services.notify.metrics import intervention_samples, task_samples
 from services.notify.store import NotificationView, Preferences, TaskSummary, UpliftCell
+from services.runtime.auth import Principal, Role, assigned_rm, customer_reader, require, rm_scope
 from services.runtime.codec import encode
 from services.runtime.metrics import read_model_gauge
 from services.runtime.produce import send_and_confirm
 from services.runtime.settings import RuntimeSettings
 
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="Bank customer id")]
+RmCaller = Annotated[Principal, Depends(require(Role.RM))]
 
 
 class OutcomeRequest(BaseModel):
@@ -47,10 +49,12 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         intervention_samples(partial(store.uplift, url)),
     )
     router = APIRouter(tags=["notify"])
+    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL))
 
     @router.put(
         "/customers/{customer_id}/preferences",
         summary="A customer's channel opt-outs (absolute), language and time zone",
+        dependencies=[Depends(require(Role.CHANNEL))],
     )
     async def preferences(customer_id: CustomerId, body: Preferences) -> Profile:
         return await asyncio.to_thread(
@@ -60,6 +64,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     @router.get(
         "/customers/{customer_id}/notifications",
         summary="A customer's notifications and their status, newest first",
+        dependencies=[for_customer],
     )
     async def notifications(
         customer_id: CustomerId, limit: Annotated[int, Query(ge=1, le=500)] = 50
@@ -71,8 +76,11 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         summary="An RM's (or a queue's) tasks: open first, then queued, by priority and due time",
     )
     async def tasks(
-        rm_id: Annotated[str, Path(max_length=64)], include_closed: bool = False
+        rm_id: Annotated[str, Path(max_length=64)],
+        principal: RmCaller,
+        include_closed: bool = False,
     ) -> list[RmTaskChanged]:
+        rm_scope(principal, rm_id, f"the task list of {rm_id!r}")
         return await asyncio.to_thread(store.tasks_of, url, rm_id, include_closed)
 
     @router.post(
@@ -82,8 +90,12 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         responses={404: {"description": "No such task"}},
     )
     async def outcome(
-        task_id: Annotated[str, Path(max_length=64)], body: OutcomeRequest
+        task_id: Annotated[str, Path(max_length=64)], body: OutcomeRequest, principal: RmCaller
     ) -> list[RmTaskChanged]:
+        assignee = await asyncio.to_thread(store.task_assignee, url, task_id)
+        if assignee is None:
+            raise HTTPException(404, detail=f"no task {task_id!r}")
+        rm_scope(principal, assignee, f"task {task_id!r}")
         changed = await asyncio.to_thread(
             store.record_outcome, url, task_id, body.outcome, body.note, datetime.now(UTC)
         )
@@ -95,13 +107,18 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         )
         return changed
 
-    @router.get("/tasks/summary", summary="Tasks per assignee and status, outcomes, overdue")
+    @router.get(
+        "/tasks/summary",
+        summary="Tasks per assignee and status, outcomes, overdue",
+        dependencies=[Depends(require(Role.OPS))],
+    )
     async def summary() -> TaskSummary:
         return await asyncio.to_thread(store.task_summary, url, datetime.now(UTC))
 
     @router.get(
         "/interventions/uplift",
         summary="Retention of treated against holdout at-risk customers, per tier and cause",
+        dependencies=[Depends(require(Role.OPS))],
     )
     async def uplift() -> list[UpliftCell]:
         return await asyncio.to_thread(store.uplift, url)

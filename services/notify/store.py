@@ -424,6 +424,13 @@ def tasks_of(url: str, assignee: str, include_closed: bool) -> list[RmTaskChange
     )
 
 
+def task_assignee(url: str, task_id: str) -> str | None:
+    """Whose task it is (an RM id or a team queue); None when there is no such task."""
+    with db.session_scope(url) as session:
+        row = session.get(TaskRow, task_id)
+        return None if row is None else row.assignee
+
+
 def record_outcome(
     url: str, task_id: str, outcome: str, note: str | None, now: datetime
 ) -> list[RmTaskChanged] | None:

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel
 
 from schemas.account_events import ID_PATTERN
@@ -15,7 +15,7 @@ from services.referral import read_model
 from services.referral.config import ReferralSettings, internal_topics, topics_to_create
 from services.referral.read_model import CustomerReferrals, Funnel
 from services.referral.service import Review, Step
-from services.runtime.api import require_admin
+from services.runtime.auth import Role, assigned_rm, customer_reader, require
 from services.runtime.codec import encode
 from services.runtime.produce import send_and_confirm
 from services.runtime.settings import RuntimeSettings
@@ -45,11 +45,13 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     url = settings.resolved_database_url
     config = ReferralSettings()
     router = APIRouter(tags=["referral"])
+    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL))
 
     @router.post(
         "/customers/{customer_id}/referral-codes",
         status_code=201,
         summary="Issue a referral code to a customer (valid for a year by default)",
+        dependencies=[for_customer],
     )
     async def issue(customer_id: CustomerId) -> IssuedCode:
         row = await asyncio.to_thread(
@@ -64,11 +66,16 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     @router.get(
         "/customers/{customer_id}/referrals",
         summary="A customer's codes, the referrals they made and their status",
+        dependencies=[for_customer],
     )
     async def referrals(customer_id: CustomerId) -> CustomerReferrals:
         return await asyncio.to_thread(read_model.customer_referrals, url, customer_id)
 
-    @router.get("/referrals/funnel", summary="Leads, attributed, qualified and rejected counts")
+    @router.get(
+        "/referrals/funnel",
+        summary="Leads, attributed, qualified and rejected counts",
+        dependencies=[Depends(require(Role.OPS))],
+    )
     async def funnel() -> Funnel:
         return await asyncio.to_thread(read_model.funnel, url)
 
@@ -76,8 +83,8 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         "/referrals/{referral_id}/review",
         status_code=202,
         summary="Release or reject a held referral (administrators)",
+        dependencies=[Depends(require())],
         responses={
-            403: {"description": "No or wrong administrator token"},
             404: {"description": "No such referral"},
             409: {"description": "The referral is not held"},
         },
@@ -85,9 +92,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def review(
         referral_id: Annotated[str, Path(max_length=64)],
         body: ReviewRequest,
-        x_rapport_admin_token: Annotated[str | None, Header()] = None,
     ) -> ReviewAccepted:
-        require_admin(config.admin_token, x_rapport_admin_token, "RAPPORT_REFERRAL_ADMIN_TOKEN")
         found = await asyncio.to_thread(read_model.referral, url, referral_id)
         if found is None:
             raise HTTPException(404, detail=f"no referral {referral_id!r}")

@@ -24,8 +24,6 @@ class ReferralSettings(BaseSettings, ReferralRules):
     pseudonym_key: str = "development-only-pseudonym-key"
     # How often the worker writes changed referrals and leads to the read model.
     read_model_interval_seconds: float = 1.0
-    # Reviews of held referrals need this token in X-Rapport-Admin-Token; none set, none taken.
-    admin_token: str | None = None
 
     def rules(self) -> ReferralRules:
         """The domain's rule object, without the worker's own settings."""

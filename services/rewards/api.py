@@ -7,7 +7,7 @@ import asyncio
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
@@ -24,15 +24,12 @@ from services.rewards.ledger import (
     RedemptionResult,
     RewardsSummary,
 )
-from services.runtime.api import require_admin
+from services.runtime.auth import Principal, Role, assigned_rm, customer_reader, require
 from services.runtime.settings import RuntimeSettings
 
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="Bank customer id")]
-AdminToken = Annotated[str | None, Header(description="the RAPPORT_REWARDS_ADMIN_TOKEN")]
-Actor = Annotated[
-    str | None,
-    Header(max_length=64, description="who is acting, recorded in the audit trail"),
-]
+# The administrator acting, recorded in the audit trail by their subject.
+Admin = Annotated[Principal, Depends(require())]
 
 
 class RedemptionRequest(BaseModel):
@@ -65,20 +62,14 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     config = RewardsSettings()
     rules = config.rules()
     router = APIRouter(tags=["rewards"])
-    admin = APIRouter(tags=["rewards administration"])
-
-    def authorised(token: str | None, actor: str | None) -> str:
-        require_admin(config.admin_token, token, "RAPPORT_REWARDS_ADMIN_TOKEN")
-        if not actor or not actor.strip():
-            raise HTTPException(
-                400, detail="X-Rapport-Actor must name the administrator, for the audit trail"
-            )
-        return actor.strip()
+    admin = APIRouter(tags=["rewards administration"], dependencies=[Depends(require())])
+    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL))
 
     @router.get(
         "/customers/{customer_id}/rewards",
         summary="Points and cash balances, pending referral rewards, withheld points, flag",
         responses={404: {"description": "The ledger has never seen this customer"}},
+        dependencies=[for_customer],
     )
     async def rewards(customer_id: CustomerId) -> RewardsSummary:
         found = await asyncio.to_thread(ledger.summary, url, customer_id, rules)
@@ -89,6 +80,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     @router.get(
         "/rewards/summary",
         summary="Entries and points by rule, withheld points, flagged accounts, outbox backlog",
+        dependencies=[Depends(require(Role.OPS))],
     )
     async def totals() -> LedgerTotals:
         return await asyncio.to_thread(ledger.totals, url)
@@ -96,6 +88,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     @router.get(
         "/customers/{customer_id}/ledger",
         summary="A customer's ledger entries in booking order, with their source events",
+        dependencies=[for_customer],
     )
     async def entries(
         customer_id: CustomerId,
@@ -107,7 +100,8 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     @router.post(
         "/customers/{customer_id}/redemptions",
         status_code=201,
-        summary="Redeem points, once per Idempotency-Key",
+        summary="Redeem points, once per Idempotency-Key (the customer's channel)",
+        dependencies=[Depends(require(Role.CHANNEL))],
         responses={
             409: {"description": "Not enough points, or the account is flagged for review"},
             422: {"description": "The Idempotency-Key was used for a different request"},
@@ -154,14 +148,18 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def adjust(
         customer_id: CustomerId,
         body: AdjustmentRequest,
-        x_rapport_admin_token: AdminToken = None,
-        x_rapport_actor: Actor = None,
+        principal: Admin,
     ) -> LedgerEntryBooked:
-        actor = authorised(x_rapport_admin_token, x_rapport_actor)
         if body.points == 0:
             raise HTTPException(422, detail="an adjustment of 0 points changes nothing")
         return await asyncio.to_thread(
-            ledger.adjust, url, customer_id, body.points, body.reason, actor, ledger.utcnow()
+            ledger.adjust,
+            url,
+            customer_id,
+            body.points,
+            body.reason,
+            principal.subject,
+            ledger.utcnow(),
         )
 
     @admin.post(
@@ -172,12 +170,10 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def clear_flag(
         customer_id: CustomerId,
         body: FlagClearance,
-        x_rapport_admin_token: AdminToken = None,
-        x_rapport_actor: Actor = None,
+        principal: Admin,
     ) -> dict[str, str]:
-        actor = authorised(x_rapport_admin_token, x_rapport_actor)
         cleared = await asyncio.to_thread(
-            ledger.clear_flag, url, customer_id, body.note, actor, ledger.utcnow()
+            ledger.clear_flag, url, customer_id, body.note, principal.subject, ledger.utcnow()
         )
         if not cleared:
             raise HTTPException(409, detail=f"customer {customer_id!r} is not flagged")
@@ -191,23 +187,17 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     )
     async def create_campaign(
         campaign: Campaign,
-        x_rapport_admin_token: AdminToken = None,
-        x_rapport_actor: Actor = None,
+        principal: Admin,
     ) -> Campaign:
-        actor = authorised(x_rapport_admin_token, x_rapport_actor)
         created = await asyncio.to_thread(
-            ledger.create_campaign, url, campaign, actor, ledger.utcnow()
+            ledger.create_campaign, url, campaign, principal.subject, ledger.utcnow()
         )
         if not created:
             raise HTTPException(409, detail=f"campaign {campaign.campaign_id!r} exists")
         return campaign
 
     @admin.get("/campaigns", summary="Every campaign, active or not (administrators)")
-    async def list_campaigns(
-        x_rapport_admin_token: AdminToken = None,
-        x_rapport_actor: Actor = None,
-    ) -> list[Campaign]:
-        authorised(x_rapport_admin_token, x_rapport_actor)
+    async def list_campaigns() -> list[Campaign]:
         return await asyncio.to_thread(ledger.campaigns, url)
 
     @admin.patch(
@@ -218,14 +208,17 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def change_campaign(
         campaign_id: Annotated[str, Path(max_length=64)],
         change: CampaignChange,
-        x_rapport_admin_token: AdminToken = None,
-        x_rapport_actor: Actor = None,
+        principal: Admin,
     ) -> Campaign:
-        actor = authorised(x_rapport_admin_token, x_rapport_actor)
         changes = change.model_dump(exclude_unset=True)
         try:
             updated = await asyncio.to_thread(
-                ledger.update_campaign, url, campaign_id, changes, actor, ledger.utcnow()
+                ledger.update_campaign,
+                url,
+                campaign_id,
+                changes,
+                principal.subject,
+                ledger.utcnow(),
             )
         except ValidationError as exc:
             problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
@@ -238,11 +231,8 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
     @admin.get("/audit", summary="Who did what by hand, newest first (administrators)")
     async def audit(
-        x_rapport_admin_token: AdminToken = None,
-        x_rapport_actor: Actor = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[AuditEntry]:
-        authorised(x_rapport_admin_token, x_rapport_actor)
         return await asyncio.to_thread(ledger.audit_trail, url, limit)
 
     return [router, admin]

@@ -15,9 +15,6 @@ class RewardsSettings(BaseSettings, RewardRules):
 
     model_config = SettingsConfigDict(env_prefix="RAPPORT_REWARDS_", extra="ignore", frozen=True)
 
-    # Campaigns, adjustments and flag reviews need this token in X-Rapport-Admin-Token (and the
-    # administrator's name in X-Rapport-Actor, for the audit trail); none set, none taken.
-    admin_token: str | None = None
     # How often the outbox relay looks for entries to publish when this worker booked none
     # (it looks at once when it did), and how long its lease lasts (another worker takes over
     # that long after the relaying one died).

@@ -4,16 +4,16 @@ request metrics by route template."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import importlib
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.runtime import db
+from services.runtime.auth import Authenticator, AuthSettings
 from services.runtime.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from services.runtime.osutil import port_open
 from services.runtime.settings import RuntimeSettings
@@ -26,16 +26,6 @@ async def broker_reachable(bootstrap: list[str]) -> str | None:
         if await asyncio.to_thread(port_open, host or "127.0.0.1", int(port), 1.0):
             return None
     return f"no Kafka bootstrap server answers ({', '.join(bootstrap)})"
-
-
-def require_admin(expected: str | None, given: str | None, variable: str) -> None:
-    """Refuse (403) a request without the administrator token; none configured, none taken."""
-    if not expected or not given or not hmac.compare_digest(expected, given):
-        raise HTTPException(
-            403,
-            detail=f"this needs the X-Rapport-Admin-Token header with the token set in {variable} "
-            "(refused while none is set)",
-        )
 
 
 def create_api(service: str, settings: RuntimeSettings, routers: list[APIRouter]) -> FastAPI:
@@ -83,6 +73,8 @@ def create_api(service: str, settings: RuntimeSettings, routers: list[APIRouter]
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    # Built here so that unusable keys stop the API at start, with the reason.
+    app.state.authenticator = Authenticator(AuthSettings())
     for router in routers:
         app.include_router(router)
     return app

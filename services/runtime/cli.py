@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 from pathlib import Path
@@ -161,6 +162,11 @@ def cmd_api(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     from services.runtime.api import load_api
 
     app = load_api(args.service, settings)
+    if not app.state.authenticator.configured:
+        logging.getLogger(__name__).warning(
+            "no authentication is configured (RAPPORT_AUTH_*): every request but /healthz, "
+            "/readyz and /metrics will be refused; see docs/security.md"
+        )
     uvicorn.run(
         app,
         host=settings.api_host,
@@ -194,6 +200,11 @@ def cmd_up(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport up"""
     start_stack(settings)
     console.print(f"logs in {settings.home / 'run'}; stop with `rapport down`")
+    from services.runtime import supervisor
+
+    keys = supervisor.development_keys_file(settings)
+    if keys.exists():
+        console.print(f"development API keys (header X-API-Key), one per role: {keys}")
     return 0
 
 
@@ -372,17 +383,27 @@ def _counts_table(counts: list[WorkerCounts]) -> None:
             console.print(table)
 
 
+def _ops_headers(settings: RuntimeSettings) -> dict[str, str]:
+    """The ops role's development key, when `rapport up` made the keys."""
+    from services.runtime import supervisor
+    from services.runtime.auth import Role, key_for
+
+    key = key_for(supervisor.development_keys_file(settings), Role.OPS)
+    return {"X-API-Key": key} if key else {}
+
+
 def _stage_tier_table(settings: RuntimeSettings, timeout: float = 20.0) -> None:
     """Customers by stage and tier, asked of the lifecycle API as a user would."""
     import httpx
 
     url = f"http://{settings.api_host}:{settings.api_port('lifecycle')}/lifecycle/summary"
+    headers = _ops_headers(settings)
     deadline = time.monotonic() + timeout
     summary: dict[str, dict[str, dict[str, int]]] = {}
     # The read model trails the stream by about a second: wait until two answers agree.
     while time.monotonic() < deadline:
         try:
-            latest = httpx.get(url, timeout=5).json()
+            latest = httpx.get(url, headers=headers, timeout=5).json()
         except (httpx.HTTPError, ValueError):
             latest = {}
         if latest and latest == summary:
@@ -405,11 +426,12 @@ def _rewards_table(settings: RuntimeSettings, timeout: float = 60.0) -> None:
     import httpx
 
     url = f"http://{settings.api_host}:{settings.api_port('rewards')}/rewards/summary"
+    headers = _ops_headers(settings)
     deadline = time.monotonic() + timeout
     summary: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
-            summary = httpx.get(url, timeout=5).json()
+            summary = httpx.get(url, headers=headers, timeout=5).json()
         except (httpx.HTTPError, ValueError):
             summary = {}
         if summary and summary.get("outbox_backlog") == 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from services.runtime.auth import Authenticator, AuthSettings, write_development_keys
 from services.runtime.osutil import pid_alive, port_open, read_pid
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 
@@ -48,9 +49,26 @@ def run_dir(settings: RuntimeSettings) -> Path:
     return path
 
 
+def development_keys_file(settings: RuntimeSettings) -> Path:
+    """The API keys `rapport up` makes when no authentication is configured."""
+    return run_dir(settings) / "api-keys.json"
+
+
+def _environment(settings: RuntimeSettings) -> dict[str, str]:
+    """The children's environment. Without any authentication set up, the APIs take a fresh
+    random key per role from an owner-only file (development only: docs/security.md)."""
+    env = dict(os.environ)
+    if not Authenticator(AuthSettings()).configured:
+        keys = development_keys_file(settings)
+        write_development_keys(keys)
+        env["RAPPORT_AUTH_API_KEYS_FILE"] = str(keys)
+    return env
+
+
 def start(settings: RuntimeSettings, processes: list[Process], timeout: float = 60.0) -> None:
     """Start what is not running yet and wait until each answers on its port."""
     directory = run_dir(settings)
+    env = _environment(settings)
     for proc in processes:
         pid_file = directory / f"{proc.name}.pid"
         if read_pid(pid_file) is not None:
@@ -66,6 +84,7 @@ def start(settings: RuntimeSettings, processes: list[Process], timeout: float = 
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=env,
             )
         pid_file.write_text(str(child.pid))
     deadline = time.monotonic() + timeout

@@ -16,7 +16,8 @@ from services.runtime import db
 from services.runtime.api import load_api
 from services.runtime.broker import LocalBroker
 from services.runtime.settings import RuntimeSettings
-from tests.integration.test_notify_store import stage, treated
+from tests.credentials import ADMIN, CHANNEL, OPS, RM1
+from tests.integration.test_notify_store import profile_update, stage, treated
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 NIGHT = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
@@ -26,7 +27,7 @@ def test_preferences_tasks_outcomes_and_uplift(topics: LocalBroker, tmp_path: Pa
     settings = RuntimeSettings(kafka_bootstrap_servers=topics.bootstrap, home=tmp_path)
     url = settings.resolved_database_url
     db.upgrade(url)
-    client = TestClient(load_api("notify", settings))
+    client = TestClient(load_api("notify", settings), headers=ADMIN)
 
     chosen = {"opted_out": ["sms"], "locale": "en", "time_zone": "Europe/London"}
     answer = client.put("/customers/C1/preferences", json=chosen)
@@ -50,3 +51,36 @@ def test_preferences_tasks_outcomes_and_uplift(topics: LocalBroker, tmp_path: Pa
     assert client.post("/tasks/nope/outcome", json={"outcome": "lost"}).status_code == 404
     assert client.get("/tasks/summary").json()["outcomes"] == {"retained": 1}
     assert client.get("/interventions/uplift").json() == []  # no outcome known yet
+
+
+def test_an_rm_sees_their_own_tasks_and_customers_only(topics: LocalBroker, tmp_path: Path) -> None:
+    settings = RuntimeSettings(kafka_bootstrap_servers=topics.bootstrap, home=tmp_path)
+    url = settings.resolved_database_url
+    db.upgrade(url)
+    rules = NotifyRules()
+    mine, theirs = treated("M"), treated("T")
+    for customer, rm in ((mine, "RM001"), (theirs, "RM002")):
+        store.apply(url, profile_update(customer, rm_id=rm), rules, NOW)  # type: ignore[arg-type]
+        store.apply(url, stage(customer, Stage.AT_RISK, NIGHT, Tier.HNW), rules, NOW)
+    client = TestClient(load_api("notify", settings), headers=RM1)
+
+    (task,) = client.get("/rm/RM001/tasks").json()
+    assert task["customer_id"] == mine
+    assert client.get("/rm/RM002/tasks").status_code == 403
+    assert client.get(f"/customers/{mine}/notifications").status_code == 200
+    assert client.get(f"/customers/{theirs}/notifications").status_code == 403
+    (other,) = client.get("/rm/RM002/tasks", headers=ADMIN).json()
+    refused = client.post(f"/tasks/{other['task_id']}/outcome", json={"outcome": "retained"})
+    assert refused.status_code == 403
+    done = client.post(f"/tasks/{task['task_id']}/outcome", json={"outcome": "retained"})
+    assert done.status_code == 200
+    # Summaries are for ops; preferences are the customer's, through the channel.
+    assert client.get("/tasks/summary").status_code == 403
+    assert client.get("/tasks/summary", headers=OPS).status_code == 200
+    assert client.put(f"/customers/{mine}/preferences", json={"locale": "en"}).status_code == 403
+    assert (
+        client.put(
+            f"/customers/{mine}/preferences", json={"locale": "en"}, headers=CHANNEL
+        ).status_code
+        == 200
+    )

@@ -16,6 +16,7 @@ from services.runtime import db
 from services.runtime.api import load_api
 from services.runtime.broker import LocalBroker
 from services.runtime.settings import RuntimeSettings
+from tests.credentials import ADMIN, CHANNEL, OPS
 
 T = datetime(2025, 5, 1, tzinfo=UTC)
 
@@ -36,8 +37,8 @@ def referral(kind: str, rid: str, referee: str, **fields: object) -> ReferralCha
 
 
 @pytest.fixture
-def client(kafka: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
-    monkeypatch.setenv("RAPPORT_REFERRAL_ADMIN_TOKEN", "s3cret")
+def client(kafka: LocalBroker, tmp_path: Path) -> TestClient:
+    """The API as the bank's customer-facing channel calls it (others say so per request)."""
     settings = RuntimeSettings(kafka_bootstrap_servers=kafka.bootstrap, home=tmp_path)
     url = settings.resolved_database_url
     db.upgrade(url)
@@ -82,7 +83,7 @@ def client(kafka: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             text("SELECT detected_at, updated_at FROM referral_leads WHERE lead_id = 'L1'")
         ).one()
     assert str(detected).startswith("2025-05-01") and str(updated).startswith("2025-05-04")
-    return TestClient(load_api("referral", settings))
+    return TestClient(load_api("referral", settings), headers=CHANNEL)
 
 
 def test_codes_referrals_and_funnel(client: TestClient) -> None:
@@ -101,17 +102,19 @@ def test_codes_referrals_and_funnel(client: TestClient) -> None:
     }
     assert mine["leads_suggested"] == 1
 
-    retail = client.get("/referrals/funnel").json()["by_lead_type"]["retail"]
+    assert client.get("/referrals/funnel").status_code == 403  # not the channel's business
+    retail = client.get("/referrals/funnel", headers=OPS).json()["by_lead_type"]["retail"]
     assert (retail["leads"], retail["attributed"], retail["qualified"]) == (1, 1, 1)
     assert (retail["rejected"], retail["held"]) == (1, 1)
 
 
-def test_review_needs_the_token_and_a_held_referral(client: TestClient) -> None:
+def test_review_needs_an_administrator_and_a_held_referral(client: TestClient) -> None:
     body = {"decision": "release"}
     assert client.post("/referrals/r3/review", json=body).status_code == 403
-    wrong = {"X-Rapport-Admin-Token": "nope"}
-    assert client.post("/referrals/r3/review", json=body, headers=wrong).status_code == 403
-    token = {"X-Rapport-Admin-Token": "s3cret"}
+    assert client.post("/referrals/r3/review", json=body, headers=OPS).status_code == 403
+    unknown = client.post("/referrals/r3/review", json=body, headers={"X-API-Key": "nope"})
+    assert unknown.status_code == 401
+    token = ADMIN
     missing = client.post("/referrals/zzz/review", json=body, headers=token)
     assert missing.status_code == 404 and "zzz" in missing.json()["detail"]
     not_held = client.post("/referrals/r1/review", json=body, headers=token)

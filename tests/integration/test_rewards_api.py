@@ -15,14 +15,14 @@ from services.rewards.domain import RewardRules
 from services.runtime import db
 from services.runtime.api import load_api
 from services.runtime.settings import RuntimeSettings
+from tests.credentials import ADMIN, CHANNEL, OPS
 
 T = datetime(2026, 5, 1, tzinfo=UTC)
-ADMIN = {"X-Rapport-Admin-Token": "s3cret", "X-Rapport-Actor": "ops-anna"}
 
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
-    monkeypatch.setenv("RAPPORT_REWARDS_ADMIN_TOKEN", "s3cret")
+def client(tmp_path: Path) -> TestClient:
+    """The API as the bank's customer-facing channel calls it (admins say so per request)."""
     settings = RuntimeSettings(home=tmp_path)
     url = settings.resolved_database_url
     db.upgrade(url)
@@ -38,7 +38,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
             lead_type=LeadType.RETAIL,
         )
         ledger.apply(url, event, RewardRules(), T)
-    return TestClient(load_api("rewards", settings))
+    return TestClient(load_api("rewards", settings), headers=CHANNEL)
 
 
 def test_balance_and_paged_ledger(client: TestClient) -> None:
@@ -71,14 +71,12 @@ def test_redemptions_are_idempotent_and_never_overdraw(client: TestClient) -> No
     assert client.get("/customers/R1/rewards").json()["points"] == 350
 
 
-def test_administration_needs_the_token_and_a_named_actor(client: TestClient) -> None:
+def test_administration_needs_an_administrator(client: TestClient) -> None:
     adjustment = {"points": 50, "reason": "goodwill after complaint"}
     assert client.post("/customers/C9/adjustments", json=adjustment).status_code == 403
-    no_actor = {"X-Rapport-Admin-Token": "s3cret"}
-    assert (
-        client.post("/customers/C9/adjustments", json=adjustment, headers=no_actor).status_code
-        == 400
-    )
+    assert client.post("/customers/C9/adjustments", json=adjustment, headers=OPS).status_code == 403
+    assert client.get("/rewards/summary").status_code == 403  # the channel sees no totals
+    assert client.get("/rewards/summary", headers=OPS).status_code == 200
     booked = client.post("/customers/C9/adjustments", json=adjustment, headers=ADMIN)
     assert booked.status_code == 201 and booked.json()["kind"] == "adjustment"
     assert (
@@ -122,6 +120,6 @@ def test_campaigns_are_created_listed_changed_and_audited(client: TestClient) ->
     assert client.patch("/campaigns/nope", json={"active": True}, headers=ADMIN).status_code == 404
     audit = client.get("/audit", headers=ADMIN).json()
     assert [(a["actor"], a["action"]) for a in audit] == [
-        ("ops-anna", "campaign_updated"),
-        ("ops-anna", "campaign_created"),
+        ("admin-ann", "campaign_updated"),
+        ("admin-ann", "campaign_created"),
     ]

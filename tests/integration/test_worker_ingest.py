@@ -22,6 +22,7 @@ from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, STAGE_CHANGED
 from services.runtime.api import load_api
 from services.runtime.broker import LocalBroker
 from services.runtime.settings import RuntimeSettings
+from tests.credentials import ADMIN
 from tests.integration.stack import RunningWorker, produce, read_all, service_env, worker
 from tests.unit.test_account_events import VALID, event
 
@@ -227,7 +228,7 @@ def test_the_api_serves_the_read_model_the_worker_keeps(
     lifecycle_worker: RunningWorker, topics: LocalBroker, rapport_home: Path
 ) -> None:
     settings = RuntimeSettings(kafka_bootstrap_servers=topics.bootstrap, home=rapport_home)
-    client = TestClient(load_api("lifecycle", settings))
+    client = TestClient(load_api("lifecycle", settings), headers=ADMIN)
     path = f"/customers/L{RUN}/lifecycle"
     deadline = time.monotonic() + 60
     while (body := client.get(path).json()).get("stage") != "dormant":
