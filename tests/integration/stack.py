@@ -27,8 +27,9 @@ from services.runtime.broker import LocalBroker
 from services.runtime.osutil import free_port
 from services.runtime.readback import Consumed, read_topic
 
-METRICS_PORT_BASE = 19300
-API_PORT_BASE = 18300
+# Overridable, like RAPPORT_TEST_BROKER_PORT, so that two test sessions can share a machine.
+METRICS_PORT_BASE = int(os.environ.get("RAPPORT_TEST_METRICS_PORT_BASE", "19300"))
+API_PORT_BASE = int(os.environ.get("RAPPORT_TEST_API_PORT_BASE", "18300"))
 
 
 def service_env(kafka: LocalBroker, home: Path, instance: str | None = None) -> dict[str, str]:
