@@ -25,6 +25,15 @@ REPLICAS = 3
 OUTPUT = Path(__file__).with_name("rapport.yaml")
 
 LABELS = {"app.kubernetes.io/part-of": "rapport"}
+# Strimzi's TLS listener, its cluster CA, and the SCRAM user it makes for Rapport.
+KAFKA_USER = "rapport"
+KAFKA_CA_DIR = "/etc/rapport/kafka-ca"
+KAFKA_USER_DIR = "/etc/rapport/kafka-user"
+VOLUMES = [
+    {"name": "state", "emptyDir": {}},
+    {"name": "kafka-ca", "secret": {"secretName": f"{KAFKA_CLUSTER}-cluster-ca-cert"}},
+    {"name": "kafka-user", "secret": {"secretName": KAFKA_USER}},
+]
 
 
 def _meta(name: str, component: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -55,7 +64,18 @@ def _container(name: str, args: list[str], port: int, probes: dict[str, Any]) ->
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "state", "mountPath": "/var/lib/rapport"}],
+        # The Strimzi user's SCRAM password, read from the file its secret mounts.
+        "env": [
+            {
+                "name": "RAPPORT_KAFKA_SASL_PASSWORD_FILE",
+                "value": f"{KAFKA_USER_DIR}/password",
+            }
+        ],
+        "volumeMounts": [
+            {"name": "state", "mountPath": "/var/lib/rapport"},
+            {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True},
+            {"name": "kafka-user", "mountPath": KAFKA_USER_DIR, "readOnly": True},
+        ],
         **probes,
     }
 
@@ -87,7 +107,7 @@ def _deployment(
                 "spec": {
                     "terminationGracePeriodSeconds": 60,
                     "containers": [container],
-                    "volumes": [{"name": "state", "emptyDir": {}}],
+                    "volumes": VOLUMES,
                 },
             },
         },
@@ -129,6 +149,42 @@ def _kafka_topic(spec: TopicSpec) -> dict[str, Any]:
     }
 
 
+def _kafka_user() -> dict[str, Any]:
+    """The SCRAM user the services log in as, with what it may do: its topics, its consumer
+    groups (faust's changelog and internal topics share the `rapport-` prefix)."""
+
+    def allow(kind: str, name: str, pattern: str, operations: list[str]) -> dict[str, Any]:
+        return {
+            "resource": {"type": kind, "name": name, "patternType": pattern},
+            "operations": operations,
+        }
+
+    cluster = {"resource": {"type": "cluster"}, "operations": ["IdempotentWrite", "Describe"]}
+
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaUser",
+        "metadata": {
+            "name": KAFKA_USER,
+            "namespace": NAMESPACE,
+            "labels": {**LABELS, "strimzi.io/cluster": KAFKA_CLUSTER},
+        },
+        "spec": {
+            "authentication": {"type": "scram-sha-512"},
+            "authorization": {
+                "type": "simple",
+                "acls": [
+                    allow("topic", "bank.account-events", "prefix", ["Read", "Describe"]),
+                    allow("topic", "bank.account-events.v1.dlq", "literal", ["All"]),
+                    allow("topic", "rapport", "prefix", ["All"]),
+                    allow("group", "rapport", "prefix", ["All"]),
+                    cluster,
+                ],
+            },
+        },
+    }
+
+
 def documents() -> list[dict[str, Any]]:
     """Every resource, in apply order."""
     docs: list[dict[str, Any]] = [
@@ -142,7 +198,11 @@ def documents() -> list[dict[str, Any]]:
             "kind": "ConfigMap",
             "metadata": _meta("rapport-config"),
             "data": {
-                "KAFKA_BOOTSTRAP_SERVERS": f"{KAFKA_CLUSTER}-kafka-bootstrap:9092",
+                "KAFKA_BOOTSTRAP_SERVERS": f"{KAFKA_CLUSTER}-kafka-bootstrap:9093",
+                "RAPPORT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "RAPPORT_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                "RAPPORT_KAFKA_SASL_USERNAME": KAFKA_USER,
+                "RAPPORT_KAFKA_SSL_CAFILE": f"{KAFKA_CA_DIR}/ca.crt",
                 "RAPPORT_ENVIRONMENT": "production",
                 "RAPPORT_TOPIC_PARTITIONS": str(PARTITIONS),
                 "RAPPORT_TOPIC_REPLICATION_FACTOR": str(REPLICAS),
@@ -185,7 +245,7 @@ def documents() -> list[dict[str, Any]]:
                                 "ports": [],
                             }
                         ],
-                        "volumes": [{"name": "state", "emptyDir": {}}],
+                        "volumes": VOLUMES,
                     },
                 },
             },
@@ -244,6 +304,7 @@ def documents() -> list[dict[str, Any]]:
             }
         )
         docs += [_pdb(worker), _pdb(api)]
+    docs.append(_kafka_user())
     for spec in ALL_TOPICS:
         docs.append(_kafka_topic(spec))
         if spec.has_dlq:

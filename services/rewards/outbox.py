@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from services.rewards import ledger, metrics
+from services.runtime.kafka_security import client_options
 from services.runtime.tracing import TRACEPARENT
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,10 @@ class OutboxRelay:
             self.renew_at = now + self.lease_seconds / 3
         if self.producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                **client_options(),
             )
             await producer.start()
             self.producer = producer
@@ -166,7 +170,9 @@ class OutboxRelay:
         """For each partition of the topic, the outbox seq of the last record this database's
         outbox put there (another stack's outbox may share the topic: its records are passed
         over, up to `_SCAN_BACK` records back)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **client_options()
+        )
         await consumer.start()
         try:
             partitions = [TopicPartition(self.topic, p) for p in range(self.partitions)]

@@ -24,6 +24,7 @@ from services.runtime.codec import (
 )
 from services.runtime.deadletter import DeadLetters
 from services.runtime.faust_fixes import HandledOffsets, Turn
+from services.runtime.kafka_security import kafka_security
 from services.runtime.metrics import (
     EVENT_AGE,
     EVENTS_CONSUMED,
@@ -57,6 +58,7 @@ def create_app(service: str, settings: RuntimeSettings, **overrides: Any) -> fau
         "producer_acks": -1,
         "broker_session_timeout": settings.consumer_session_timeout_seconds,
         "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout_seconds / 3),
+        "broker_credentials": kafka_security().faust_credentials(),
     }
     options.update(overrides)
     app = faust.App(settings.app_id(service), **options)

@@ -52,11 +52,20 @@ def kafka_version() -> str:
 class LocalBroker:
     """One broker instance: its jars, its configuration, its data and its process."""
 
-    def __init__(self, home: Path, port: int = 9092, heap: str = "1g") -> None:
+    def __init__(
+        self,
+        home: Path,
+        port: int = 9092,
+        heap: str = "1g",
+        scram_user: tuple[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.port = port
         self.controller_port = port + 1
         self.heap = heap
+        # With a SCRAM user, clients must authenticate (SASL_PLAINTEXT, SCRAM-SHA-512) on
+        # `port`; the broker talks to itself on a plaintext listener at port + 2.
+        self.scram_user = scram_user
         self.directory = home / f"broker-{port}"
         self.data_dir = self.directory / "data"
         self.log_file = self.directory / "server.log"
@@ -136,9 +145,34 @@ class LocalBroker:
     def _write_config(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         template = Template((DEPLOY_KAFKA / "server.properties.template").read_text())
+        controller = f"CONTROLLER://127.0.0.1:{self.controller_port}"
+        if self.scram_user is None:
+            listeners = {
+                "listeners": f"PLAINTEXT://127.0.0.1:{self.port},{controller}",
+                "advertised_listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                "inter_broker_listener": "PLAINTEXT",
+                "protocol_map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "security": "",
+            }
+        else:
+            internal = f"INTERNAL://127.0.0.1:{self.port + 2}"
+            listeners = {
+                "listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port},{internal},{controller}",
+                "advertised_listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port},{internal}",
+                "inter_broker_listener": "INTERNAL",
+                "protocol_map": (
+                    "SASL_PLAINTEXT:SASL_PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+                ),
+                "security": "sasl.enabled.mechanisms=SCRAM-SHA-512\n"
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            }
         self.config_file.write_text(
             template.substitute(
-                port=self.port, controller_port=self.controller_port, data_dir=self.data_dir
+                port=self.port,
+                controller_port=self.controller_port,
+                data_dir=self.data_dir,
+                **listeners,
             )
         )
 
@@ -166,6 +200,14 @@ class LocalBroker:
                 # One token: a random id may begin with "-", which would read as an option.
                 f"--cluster-id={kraft_id}",
                 f"--config={self.config_file}",
+                *(
+                    [
+                        "--add-scram",
+                        "SCRAM-SHA-512=[name={},password={}]".format(*self.scram_user),
+                    ]
+                    if self.scram_user
+                    else []
+                ),
             ],
             capture_output=True,
             text=True,

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.topics import ACCOUNT_EVENTS
+from services.runtime.kafka_security import client_options
 from services.runtime.settings import RuntimeSettings
 
 
@@ -54,6 +55,7 @@ def make_producer(settings: RuntimeSettings) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=20,
         max_batch_size=256 * 1024,
+        **client_options(),
     )
 
 
@@ -64,7 +66,9 @@ async def send_and_confirm(bootstrap: list[str], records: Iterable[OneOff]) -> N
     """Send (topic, key, value, headers) records in order with an idempotent producer and return
     once the broker has every one: for the few records an API call or an operator's command
     publishes, outside any worker."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **client_options()
+    )
     await producer.start()
     try:
         acks = [

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.runtime.kafka_security import client_options
+
 
 @dataclass(frozen=True)
 class Consumed:
@@ -32,7 +34,9 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 async def topic_ends(bootstrap: list[str] | str, topics: list[str]) -> dict[str, dict[int, int]]:
     """The next offset of every partition of each topic (topics that do not exist: none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options()
+    )
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topics)
@@ -49,7 +53,9 @@ async def read_topics(
     bootstrap: list[str] | str, topics: list[str], limit_seconds: float = 60
 ) -> dict[str, list[Consumed]]:
     """Every record now in each topic (a topic that does not exist reads as empty)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options()
+    )
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topics)

@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.topics import ALL_TOPICS, TopicSpec, dead_letter_topics
+from services.runtime.kafka_security import client_options
 from services.runtime.settings import RuntimeSettings
 
 
@@ -35,7 +36,9 @@ async def create_topics(
     """Create every topic (or those of `specs`) that does not exist yet; existing ones are left
     as they are."""
     count = partitions or settings.topic_partitions
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_list, request_timeout_ms=30000, **client_options()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
