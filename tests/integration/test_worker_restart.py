@@ -1,5 +1,6 @@
-"""A lifecycle worker killed with SIGKILL mid-stream and restarted, several times, produces the
-same stage changes and churn signals as an uninterrupted worker on the same input.
+"""A lifecycle worker killed with SIGKILL mid-stream and restarted, several times, and a worker
+whose broker stops and starts again mid-stream, produce the same stage changes and churn signals
+as an uninterrupted worker on the same input.
 
 Both runs read the whole input topic, so this module runs after test_worker_ingest (whose counts
 assume it is the only producer so far) and adds its own population first."""
@@ -7,11 +8,13 @@ assume it is the only producer so far) and adds its own population first."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 
 from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, STAGE_CHANGED
 from services.runtime.broker import LocalBroker
@@ -31,11 +34,16 @@ OUTPUTS = (STAGE_CHANGED.name, CHURN_SIGNALS.name)
 
 
 def outputs_of_one_run(
-    topics: LocalBroker, home: Path, logs: Path, kills: list[int]
+    topics: LocalBroker,
+    home: Path,
+    logs: Path,
+    kills: list[int],
+    broker_restart_after: int | None = None,
 ) -> tuple[dict[str, bytes], int]:
     """Run a fresh worker group over the whole input, SIGKILLing it after each number of events
-    in `kills` (counted from its restart); return its outputs by event_id and how many records
-    it wrote in all (duplicates included)."""
+    in `kills` (counted from its restart), and, in its last run, stopping and restarting the
+    broker after `broker_restart_after` events; return its outputs by event_id and how many
+    records it wrote in all (duplicates included)."""
     instance = uuid.uuid4().hex[:8]
     env = service_env(topics, home, instance)
     group = RuntimeSettings(instance=instance).app_id("lifecycle")
@@ -46,15 +54,26 @@ def outputs_of_one_run(
             running.process.kill()  # SIGKILL: no shutdown, no final commit, no flush
             running.process.wait()
     with worker("lifecycle", env, logs) as running:
-        wait_until_consumed(topics.bootstrap, group, ACCOUNT_EVENTS.name, running)
+        if broker_restart_after is not None:
+            running.wait_for("rapport_events_consumed_total", broker_restart_after)
+            topics.stop()
+            time.sleep(5)  # the worker's connections fail meanwhile
+            topics.start(timeout=120)
+            before_restart = running.total("rapport_events_consumed_total")
+        wait_until_consumed(topics.bootstrap, group, ACCOUNT_EVENTS.name, running, timeout=300)
+        if broker_restart_after is not None:
+            # It went on after the broker came back, in the same process.
+            assert running.total("rapport_events_consumed_total") > before_restart
     records = [r for topic in OUTPUTS for r in records_since(topics.bootstrap, topic, marks[topic])]
     by_id = {orjson.loads(r.value or b"{}")["event_id"]: r.value or b"" for r in records}
     return by_id, len(records)
 
 
-def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
-    topics: LocalBroker, rapport_home: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def reference(
+    topics: LocalBroker, rapport_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, bytes]:
+    """The outputs of an uninterrupted worker over a population added for this module."""
     # After the feeds of the earlier modules, so that each partition moves forward in time.
     sample = simulate(
         customers=150,
@@ -68,21 +87,42 @@ def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
         ACCOUNT_EVENTS.name,
         [(r.key, r.value) for r in records_from_lines(sample.lines)],
     )
-    reference, _ = outputs_of_one_run(topics, rapport_home, tmp_path, kills=[])
-    assert len(reference) > 500, "the population should produce a real stream of outputs"
+    outputs, _ = outputs_of_one_run(
+        topics, rapport_home, tmp_path_factory.mktemp("reference"), kills=[]
+    )
+    assert len(outputs) > 500, "the population should produce a real stream of outputs"
+    return outputs
 
-    rng = random.Random(5)
-    kills = [rng.randrange(300, 2500) for _ in range(3)]
-    restarted, written = outputs_of_one_run(topics, rapport_home, tmp_path, kills=kills)
 
-    missing = reference.keys() - restarted.keys()
-    extra = restarted.keys() - reference.keys()
+def assert_same_outputs(reference: dict[str, bytes], got: dict[str, bytes]) -> None:
+    missing = reference.keys() - got.keys()
+    extra = got.keys() - reference.keys()
     lost = sorted(orjson.loads(reference[k]) for k in missing)
     assert not missing, f"{len(missing)} outputs lost, e.g. " + "; ".join(
         f"{o['customer_id']} {o['type']} {o['occurred_at']}" for o in lost[:8]
     )
     assert not extra, f"{len(extra)} outputs that an uninterrupted run does not make"
-    differing = [k for k in reference if reference[k] != restarted[k]]
+    differing = [k for k in reference if reference[k] != got[k]]
     assert not differing, f"{len(differing)} outputs differ, e.g. {differing[:3]}"
+
+
+def test_killed_and_restarted_worker_equals_an_uninterrupted_one(
+    reference: dict[str, bytes], topics: LocalBroker, rapport_home: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(5)
+    kills = [rng.randrange(300, 2500) for _ in range(3)]
+    restarted, written = outputs_of_one_run(topics, rapport_home, tmp_path, kills=kills)
+    assert_same_outputs(reference, restarted)
     # Replays after a kill re-send some outputs with the same event_id; consumers dedupe them.
     assert written >= len(reference)
+
+
+def test_a_broker_restart_mid_stream_changes_nothing(
+    reference: dict[str, bytes], topics: LocalBroker, rapport_home: Path, tmp_path: Path
+) -> None:
+    """The broker stops for a few seconds while the worker runs: the worker reconnects by
+    itself and finishes with the uninterrupted run's outputs."""
+    survived, _ = outputs_of_one_run(
+        topics, rapport_home, tmp_path, kills=[], broker_restart_after=1500
+    )
+    assert_same_outputs(reference, survived)
