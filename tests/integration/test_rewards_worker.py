@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from schemas.referral import LeadType, ReferralChanged
@@ -183,3 +184,60 @@ def test_a_relay_taking_over_sends_only_what_was_not_sent_before(
     assert all(trace_id_of(r.headers) is None for r in records)
     assert len(published) == 16 and set(published.values()) == {1}
     assert ledger.outbox_backlog(url) == 0
+
+
+@pytest.mark.timeout(600)
+def test_a_database_outage_pauses_the_rewards_worker_and_loses_nothing(
+    topics: LocalBroker, rapport_home: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    """PostgreSQL refuses the ledger's database for a while: the worker waits (no dead letter,
+    no exit); killed during the outage and restarted after it, it has committed no offset past
+    what it booked, so every referral is booked exactly once in the end."""
+    run = uuid.uuid4().hex[:6]
+    name = f"rapport_outage_{run}"
+    admin = db.get_engine(postgres_url)
+
+    def sql(statement: str, **params: str) -> None:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text(statement), params)
+
+    sql(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    db.upgrade(url)
+    db.get_engine(url).dispose()
+    env = {**service_env(topics, rapport_home), "DATABASE_URL": url}
+    group = RuntimeSettings(instance=env["RAPPORT_INSTANCE"]).app_id("rewards")
+    count = 400
+    dead = end_offsets(topics.bootstrap, REFERRAL_EVENTS.dlq)
+    produce_with_headers(topics.bootstrap, REFERRAL_EVENTS.name, qualified_referrals(run)[:count])
+    try:
+        with worker("rewards", env, tmp_path) as running:
+            running.wait_for("rapport_events_consumed_total", 40, timeout=180)
+            sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name",
+                name=name,
+            )
+            time.sleep(3)
+            during = running.total("rapport_events_consumed_total")
+            time.sleep(6)
+            assert running.process.poll() is None, "the worker gave up during the outage"
+            assert running.total("rapport_events_consumed_total") == during, "it went on"
+            assert during < count, "the outage should come mid-stream"
+            running.process.kill()
+            running.process.wait()
+        sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        with worker("rewards", env, tmp_path) as running:
+            wait_until_consumed(topics.bootstrap, group, REFERRAL_EVENTS.name, running, timeout=300)
+        with Session(db.get_engine(url)) as session:
+            entries = session.exec(
+                select(LedgerEntryRow).where(col(LedgerEntryRow.customer_id).startswith(run))
+            ).all()
+        sides = Counter((e.referral_id, e.rule) for e in entries)
+        assert len(sides) == 2 * count and set(sides.values()) == {1}
+        assert ledger.check_balances(url).mismatches == {}
+        assert records_since(topics.bootstrap, REFERRAL_EVENTS.dlq, dead) == []
+    finally:
+        db.get_engine(url).dispose()
+        sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
