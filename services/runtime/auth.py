@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import jwt
 import orjson
+from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter
@@ -113,9 +114,7 @@ class Authenticator:
                 for key in jwt.PyJWKSet.from_json(jwks).keys:
                     self.keys[key.key_id or ""] = key.key
             if pem:
-                self.keys[""] = jwt.algorithms.get_default_algorithms()[
-                    settings.jwt_algorithms[0]
-                ].prepare_key(pem)
+                self.keys[""] = serialization.load_pem_public_key(pem.encode())
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
             raise AuthConfigurationError(f"the JWT verification keys are unusable: {exc}") from exc
         if self.keys and not (settings.jwt_issuer and settings.jwt_audience):

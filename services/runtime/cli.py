@@ -557,6 +557,36 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     return 0 if ok else 1
 
 
+def cmd_bench(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """rapport bench"""
+    import json
+
+    from services.bench.harness import run
+
+    def say(message: str) -> None:
+        console.print(message, style="dim")
+
+    report = run(settings, _external_cluster(settings), args.events, args.customers, args.runs, say)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    m = report.machine
+    table = Table(
+        "figure",
+        "median",
+        "unit",
+        "runs",
+        "note",
+        title=f"{report.events:,} events, {report.customers:,} customers; {m['cpus']} CPUs, "
+        f"{m['memory_mib']:,} MiB, Python {m['python']}, {m['date']}",
+    )
+    for f in report.figures:
+        runs = ", ".join(f"{v:,.1f}" for v in f.runs)
+        table.add_row(f.name, f"{f.value:,.1f}", f.unit, runs, f.note)
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
@@ -636,6 +666,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "bench", help="throughput, memory and recovery against a bare consumer (own broker)"
+    )
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--customers", type=int, default=100_000)
+    p.add_argument("--runs", type=int, default=3, help="each figure is the median of these")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,386 @@
+"""`rapport bench`: Rapport's throughput, memory and recovery against the ceiling of its own
+stack, on a broker of its own (RAPPORT_HOME/bench, the local broker's port + 100) with simulated
+events preloaded into the input topic.
+
+Each figure is the median of `runs` runs, each on a fresh consumer group (a new instance id),
+so that every run reads the whole preloaded topic. A figure is printed with the machine it came
+from; `--json` prints the same as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.topics import ACCOUNT_EVENTS
+from services.runtime import db
+from services.runtime.broker import LocalBroker
+from services.runtime.kafka_security import client_options
+from services.runtime.produce import produce_records, records_from_lines, send_and_confirm
+from services.runtime.readback import topic_ends
+from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
+from services.runtime.topics import create_topics
+from services.simulator.simulate import simulate
+
+RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_lettered_total")
+# About 63 valid events per simulated customer and year.
+EVENTS_PER_CUSTOMER_YEAR = 63
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    runs: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    events: int
+    customers: int
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, name: str, runs: list[float], unit: str, note: str = "") -> Figure:
+        figure = Figure(name, statistics.median(runs), unit, runs, note)
+        self.figures.append(figure)
+        return figure
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def machine() -> dict[str, Any]:
+    memory = 0
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) // 1024
+    return {
+        "cpus": os.cpu_count(),
+        "memory_mib": memory,
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+class Bench:
+    def __init__(
+        self, base: RuntimeSettings, external: bool, events: int, customers: int, runs: int
+    ) -> None:
+        self.events, self.customers, self.runs = events, customers, runs
+        self.home = base.home / "bench"
+        # Its own broker next to the local one, so the demo's topics are left alone.
+        self.broker = None if external else LocalBroker(self.home, port=base.broker_port + 100)
+        bootstrap = base.kafka_bootstrap_servers if self.broker is None else self.broker.bootstrap
+        self.settings = RuntimeSettings(
+            kafka_bootstrap_servers=bootstrap,
+            home=self.home,
+            database_url=f"sqlite:///{self.home / 'bench.db'}",
+            metrics_port_base=base.metrics_port_base + 200,
+        )
+        self.report = Report(machine(), events, customers)
+        self.preloaded = 0
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def prepare(self, say: Callable[[str], None]) -> None:
+        if self.broker is not None:
+            self.broker.start()
+        asyncio.run(create_topics(self.settings))
+        db.upgrade(self.settings.resolved_database_url)
+        ends = asyncio.run(topic_ends(self.settings.bootstrap_list, [ACCOUNT_EVENTS.name]))
+        self.preloaded = sum(ends.get(ACCOUNT_EVENTS.name, {}).values())
+        if self.preloaded >= self.events:
+            say(f"input topic already holds {self.preloaded:,} events: reused")
+            return
+        years = self.events / self.customers / EVENTS_PER_CUSTOMER_YEAR
+        days = max(int(years * 365) + 1, 7)
+        say(f"simulating {self.customers:,} customers over {days} days")
+        lines = simulate(customers=self.customers, days=days, seed=42).lines[: self.events]
+        asyncio.run(produce_records(self.settings, records_from_lines(lines), total=len(lines)))
+        self.preloaded += len(lines)
+
+    # -- measurements --------------------------------------------------------------------------
+
+    def ceiling(self) -> float:
+        """Records per second a bare aiokafka consumer drains the input at, decoding nothing."""
+
+        async def drain() -> float:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_list,
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024,
+                **client_options(),
+            )
+            await consumer.start()
+            try:
+                partitions = [
+                    TopicPartition(ACCOUNT_EVENTS.name, p)
+                    for p in consumer.partitions_for_topic(ACCOUNT_EVENTS.name) or []
+                ]
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+                ends = await consumer.end_offsets(partitions)
+                total = sum(ends.values())
+                seen = 0
+                started = time.perf_counter()
+                while seen < total:
+                    batches = await consumer.getmany(timeout_ms=1000, max_records=100_000)
+                    seen += sum(len(b) for b in batches.values())
+                return seen / (time.perf_counter() - started)
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(drain())
+
+    def drain_time(self, services: dict[str, int]) -> float:
+        """Seconds from the first record taken by `services` (name -> processes), on a fresh
+        group, until every group has committed the whole input (worker start-up excluded)."""
+        instance = uuid.uuid4().hex[:8]
+        with self.workers(services, instance) as processes:
+            started = self.first_record(processes)
+            return self.wait_committed(instance, list(services), processes) - started
+
+    def memory_per_customer(self) -> tuple[float, float]:
+        """(RSS in MiB, bytes per customer) of a lifecycle worker that has read the whole
+        input: its RSS then, less its RSS when it took its first record."""
+        instance = uuid.uuid4().hex[:8]
+        with self.workers({"lifecycle": 1}, instance) as processes:
+            self.first_record(processes)
+            start = rss(processes[0][1].pid)
+            self.wait_committed(instance, ["lifecycle"], processes)
+            full = rss(processes[0][1].pid)
+        return full / 2**20, (full - start) / self.customers
+
+    def recovery_time(self) -> float:
+        """Seconds for a restarted lifecycle worker with every customer's state to take input
+        again (process start included): its tables are read back from the changelog first
+        (the store is in memory). A new opening after the restart shows when it is ready."""
+        instance = uuid.uuid4().hex[:8]
+        with self.workers({"lifecycle": 1}, instance) as processes:
+            self.wait_committed(instance, ["lifecycle"], processes)
+        with self.workers({"lifecycle": 1}, instance) as processes:
+            started = time.monotonic()
+            asyncio.run(self.send_probe())
+            self.first_record(processes)
+            return time.monotonic() - started
+
+    async def send_probe(self) -> None:
+        customer = f"BENCH-{uuid.uuid4().hex[:12]}"
+        probe = {
+            "event_id": f"{customer}-open",
+            "event_type": "account.opened",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "customer_id": customer,
+            "account_id": f"{customer}-A",
+        }
+        await send_and_confirm(
+            self.settings.bootstrap_list,
+            [(ACCOUNT_EVENTS.name, customer.encode(), orjson.dumps(probe), [])],
+        )
+
+    @staticmethod
+    def first_record(processes: list[tuple[int, subprocess.Popen[bytes]]]) -> float:
+        """When the first of these workers has taken a record (monotonic time)."""
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            if any(scrape(port).get("records", 0) > 0 for port, _ in processes):
+                return time.monotonic()
+            for _, process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {process.returncode}")
+            time.sleep(0.05)
+        raise RuntimeError("no worker took a record within an hour")
+
+    # -- processes -----------------------------------------------------------------------------
+
+    @contextmanager
+    def workers(
+        self, services: dict[str, int], instance: str, extra: dict[str, str] | None = None
+    ) -> Iterator[list[tuple[int, subprocess.Popen[bytes]]]]:
+        processes: list[tuple[int, subprocess.Popen[bytes]]] = []
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            for service, count in services.items():
+                for n in range(count):
+                    base = self.settings.metrics_port_base + 10 * n + 40 * len(processes)
+                    port = base + SERVICE_NAMES.index(service) + 1
+                    env = {
+                        **os.environ,
+                        "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap_servers,
+                        "RAPPORT_HOME": str(self.home),
+                        "DATABASE_URL": self.settings.resolved_database_url,
+                        "RAPPORT_INSTANCE": instance,
+                        "RAPPORT_METRICS_PORT_BASE": str(base),
+                        "RAPPORT_LOG_LEVEL": "warn",
+                        **(extra or {}),
+                    }
+                    log = (logs / f"{service}-{instance}-{n}.log").open("ab")
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "services.runtime.cli", "worker", service],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                    processes.append((port, process))
+            yield processes
+        finally:
+            for _, process in processes:
+                process.terminate()
+            for _, process in processes:
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    def wait_committed(
+        self,
+        instance: str,
+        services: list[str],
+        processes: list[tuple[int, subprocess.Popen[bytes]]],
+    ) -> float:
+        """Until each service's group has committed the end of the input (returns when, in
+        monotonic time), then until no worker finishes another record for 3 s (the referral
+        steps go on after the input)."""
+        settings = self.settings.model_copy(update={"instance": instance})
+        groups = [settings.app_id(s) for s in services]
+        ends = asyncio.run(topic_ends(settings.bootstrap_list, [ACCOUNT_EVENTS.name]))[
+            ACCOUNT_EVENTS.name
+        ]
+        while True:
+            for _, process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {process.returncode}")
+            committed = asyncio.run(committed_offsets(settings.bootstrap_list, groups))
+            if all(
+                committed.get(group, {}).get(p, 0) >= end
+                for group in groups
+                for p, end in ends.items()
+            ):
+                done = time.monotonic()
+                break
+            time.sleep(0.2)
+        last = -1.0
+        while True:
+            now = sum(scrape(port).get("records", 0) for port, _ in processes)
+            if now == last:
+                return done
+            last = now
+            time.sleep(3)
+
+
+async def committed_offsets(bootstrap: list[str], groups: list[str]) -> dict[str, dict[int, int]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options())
+    await admin.start()
+    try:
+        found: dict[str, dict[int, int]] = {}
+        for group in groups:
+            offsets = await admin.list_consumer_group_offsets(group)
+            found[group] = {
+                tp.partition: meta.offset
+                for tp, meta in offsets.items()
+                if tp.topic == ACCOUNT_EVENTS.name
+            }
+        return found
+    finally:
+        await admin.close()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A few totals of a worker's /metrics (empty while it does not answer)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in (
+                "rapport_events_consumed_total",
+                "rapport_events_dead_lettered_total",
+            ):
+                values["records"] = values.get("records", 0) + sample.value
+    return values
+
+
+def rss(pid: int) -> float:
+    """Resident set size of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def run(
+    settings: RuntimeSettings,
+    external: bool,
+    events: int,
+    customers: int,
+    runs: int,
+    say: Callable[[str], None],
+) -> Report:
+    bench = Bench(settings, external, events, customers, runs)
+    bench.prepare(say)
+    total = bench.preloaded
+    report = bench.report
+    report.events = total
+
+    def repeat(what: str, measure: Callable[[], float]) -> list[float]:
+        values = []
+        for n in range(runs):
+            values.append(measure())
+            say(f"{what}: run {n + 1}/{runs}: {values[-1]:,.1f}")
+        return values
+
+    ceiling = report.add("bare aiokafka consumer", repeat("ceiling", bench.ceiling), "records/s")
+    for name, services in (
+        ("lifecycle worker", {"lifecycle": 1}),
+        ("two lifecycle worker processes", {"lifecycle": 2}),
+        ("whole pipeline (four workers)", dict.fromkeys(SERVICE_NAMES, 1)),
+    ):
+        seconds = repeat(name, partial(bench.drain_time, services))
+        rates = [total / s for s in seconds]
+        report.add(
+            name,
+            rates,
+            "events/s",
+            f"{statistics.median(rates) / ceiling.value:.2%} of the bare consumer",
+        )
+    one, two = report.figures[1].value, report.figures[2].value
+    report.add("scale-out: 2 workers / 1 worker", [two / one], "x")
+    rss_mib, per_customer = bench.memory_per_customer()
+    report.add("lifecycle worker RSS with every customer's state", [rss_mib], "MiB")
+    report.add("lifecycle state per customer", [per_customer], "bytes")
+    report.add(
+        "lifecycle recovery from the changelog",
+        repeat("recovery", bench.recovery_time),
+        "s",
+        f"{customers:,} customers, process start included; the store is in memory, so a "
+        "restart always replays the changelog",
+    )
+    return report
