@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +35,7 @@ from services.runtime import db
 from services.runtime.broker import LocalBroker
 from services.runtime.kafka_security import client_options
 from services.runtime.produce import produce_records, records_from_lines, send_and_confirm
-from services.runtime.readback import topic_ends
+from services.runtime.readback import partitions_of, topic_ends
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 from services.runtime.topics import create_topics
 from services.simulator.simulate import simulate
@@ -137,10 +137,7 @@ class Bench:
             )
             await consumer.start()
             try:
-                partitions = [
-                    TopicPartition(ACCOUNT_EVENTS.name, p)
-                    for p in consumer.partitions_for_topic(ACCOUNT_EVENTS.name) or []
-                ]
+                partitions = await partitions_of(consumer, [ACCOUNT_EVENTS.name])
                 consumer.assign(partitions)
                 await consumer.seek_to_beginning(*partitions)
                 ends = await consumer.end_offsets(partitions)

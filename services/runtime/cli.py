@@ -663,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=1000)
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     p.set_defaults(func=cmd_demo)
 

@@ -23,7 +23,8 @@ class Consumed:
     headers: dict[str, bytes]
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+async def partitions_of(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of these topics, from fresh metadata (none for a missing topic)."""
     await consumer._client.force_metadata_update()
     return [
         TopicPartition(topic, p)
@@ -39,7 +40,7 @@ async def topic_ends(bootstrap: list[str] | str, topics: list[str]) -> dict[str,
     )
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topics)
+        partitions = await partitions_of(consumer, topics)
         ends = await consumer.end_offsets(partitions) if partitions else {}
     finally:
         await consumer.stop()
@@ -58,7 +59,7 @@ async def read_topics(
     )
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topics)
+        partitions = await partitions_of(consumer, topics)
         out: dict[str, list[Consumed]] = {topic: [] for topic in topics}
         if not partitions:
             return out

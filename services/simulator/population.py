@@ -40,6 +40,9 @@ OWN_BANK = "RAPPORTBANK"
 OTHER_BANKS = ("ICBC", "CCB", "ABC", "BOC", "CMB", "SPDB")
 START = datetime(2025, 1, 1, tzinfo=UTC)
 WARM_UP_DAYS = 30
+# Conversions and planted fraud happen after the warm-up and a month before the end: shorter
+# periods have none.
+PLANTED_MIN_DAYS = WARM_UP_DAYS + 91
 CODE_ALPHABET = "".join(c for c in string.ascii_uppercase + string.digits if c not in "O0I1")
 
 
@@ -571,6 +574,8 @@ class Simulator:
     def _conversions(self, next_index: int) -> int:
         """Some counterparties open an account: with the introducer's code, or without one,
         moving money in from the account our customers paid."""
+        if self.days < PLANTED_MIN_DAYS:
+            return next_index  # too short a period for a chain to form and convert
         rng = self.rng
         people = [c for c in self.landlords if rng.random() < 0.25]
         businesses = [c for c in self.suppliers + self.employers if rng.random() < 0.1]
@@ -621,7 +626,7 @@ class Simulator:
     def _fraud(self, next_index: int) -> int:
         rng = self.rng
         established = [c for c, t in self.truth.customers.items() if t.stable]
-        if len(established) < 3:
+        if len(established) < 3 or self.days < PLANTED_MIN_DAYS:
             return next_index
         # Self-referral: a customer opens a second identity with their own code and phone.
         referrer = rng.choice(established)
