@@ -108,6 +108,7 @@ def consume(
     dead_letters = DeadLetters(app, service)
     consumed = EVENTS_CONSUMED
     handled: HandledOffsets = app.rapport_handled  # type: ignore[attr-defined]
+    handled.topics.add(spec.name)
 
     async def agent(stream: Any) -> None:
         async for event in stream.events():

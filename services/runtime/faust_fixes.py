@@ -23,6 +23,25 @@ commit is instead one past the last record handled in turn, committed through fa
 which flushes the producer (outputs and changelogs) first. An input topic with holes in its
 offsets (transaction markers, compaction) would stall at the first hole: Rapport's input topics
 have none.
+
+Partitions whose last records were dropped. faust drops records it has already fetched around a
+rebalance (queues cleared on revocation and on resume, records of a stale generation or of a
+stopped flow), and only a seek puts them back. Its seek after a rebalance
+(`Consumer.perform_seek`, aiokafka's `seek_to_committed`) skips partitions with no committed
+offset, and records fetched after that seek but before the flow resumes are dropped too (seen in
+CI: "record 839 arrived while 786 is due" just after "Worker ready"). A hole is seen by `turn`
+only when a later record of the partition arrives: when the dropped records are the partition's
+last (aiokafka fetches up to 1 MiB of a partition at once, a whole test partition), nothing
+arrives, and the worker holds the partition without taking it while its other topics go on.
+`HandledOffsets.check_stalled`, run every few seconds, seeks back a partition that has records
+past the one due but has given none for a while, whether or not a later one ever comes. A
+partition only slowed down (records waiting behind a full buffer of another topic) is sought
+back needlessly: its records then come twice, and the second copies are passed over.
+
+Seeks run on the consumer's thread. faust's `Consumer.seek` calls aiokafka from the event
+loop's thread while the aiokafka consumer runs on faust's consumer thread: it deleted fetched
+records under aiokafka's `fetched_records` (KeyError, the fetcher and the worker crashed in CI)
+and could be lost under a fetch that completed at the same time.
 """
 
 from __future__ import annotations
@@ -33,12 +52,18 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from faust.exceptions import NotReady
 from faust.transport.consumer import Consumer
 
 log = logging.getLogger(__name__)
 
 # How long a seek back is given to take effect before it is asked for again.
 _RESEEK_AFTER_SECONDS = 5.0
+# How long a partition with records past the one due may give none before it is sought back.
+_STALLED_AFTER_SECONDS = 30.0
+# How often the partitions are checked for that.
+_CHECK_EVERY_SECONDS = 2.0
 
 
 class Turn(enum.Enum):
@@ -53,9 +78,12 @@ class HandledOffsets:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.next: dict[Any, int] = {}
+        self.topics: set[str] = set()  # the topics whose records go through `turn`
         self._seeks: dict[Any, tuple[int, float]] = {}
+        self._arrived: dict[Any, float] = {}  # when a record of the partition last came
 
     async def turn(self, tp: Any, offset: int) -> Turn:
+        self._arrived[tp] = time.monotonic()
         expected = self.next.get(tp)
         if expected is None:
             expected = self.next[tp] = await self._start_of(tp)
@@ -77,6 +105,53 @@ class HandledOffsets:
         for tp in tps:
             self.next.pop(tp, None)
             self._seeks.pop(tp, None)
+            self._arrived.pop(tp, None)
+
+    async def check_stalled(self) -> None:
+        """Seek back each held partition that has records past the one due but gave none for
+        `_STALLED_AFTER_SECONDS`: the due records were dropped and no later record came to show
+        the hole (see the module's docstring)."""
+        app = self.app
+        recovery = app.tables.recovery
+        if (
+            app.rebalancing
+            or not app.flow_control.is_active()
+            or recovery.in_recovery
+            or not recovery.completed.is_set()
+        ):
+            return
+        now = time.monotonic()
+        consumer = app.consumer
+        try:
+            assigned = [tp for tp in consumer.assignment() if tp.topic in self.topics]
+        except (KafkaError, NotReady):
+            return  # the consumer is not running (starting, or stopping)
+        for tp in assigned:
+            last = self._arrived.setdefault(tp, now)
+            if now - last < _STALLED_AFTER_SECONDS:
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except (AssertionError, KafkaError, NotReady):  # revoked meanwhile, or restarting
+                continue
+            if end is None:
+                continue  # not fetched yet
+            due = self.next.get(tp)
+            if due is None:
+                start = await self._start_of(tp)
+                # `turn` may have started the partition while the committed offset was read.
+                due = self.next.setdefault(tp, start)
+            if due >= end:
+                continue
+            self._arrived[tp] = now
+            log.warning(
+                "%s: record %d is due and none came for %.0f s (end %d); seeking back",
+                tp,
+                due,
+                now - last,
+                end,
+            )
+            await self._seek(tp, due)
 
     async def _start_of(self, tp: Any) -> int:
         """The committed offset, or the partition's first offset if none was committed (the
@@ -96,12 +171,17 @@ class HandledOffsets:
             return
         self._seeks[tp] = (expected, now)
         log.warning("%s: record %d arrived while %d is due; seeking back", tp, seen, expected)
+        await self._seek(tp, expected)
+
+    async def _seek(self, tp: Any, offset: int) -> None:
+        """Seek on the consumer's thread, where aiokafka runs (see the module's docstring)."""
+        thread = self.app.consumer._thread
         try:
-            await self.app.consumer.seek(tp, expected)
+            await thread.call_thread(thread._ensure_consumer().seek, tp, offset)
         except Exception:
             # A rebalance took the partition away meanwhile; its next owner starts from the
             # committed offset, which is never past `expected`.
-            log.warning("seek of %s to %d failed", tp, expected, exc_info=True)
+            log.warning("seek of %s to %d failed", tp, offset, exc_info=True)
 
 
 class _NoReadOffsets(dict[Any, int | None]):
@@ -152,4 +232,5 @@ def install(app: Any) -> HandledOffsets:
         handled.forget(args[0] if args else kwargs.get("revoked", ()))
 
     app.on_partitions_revoked.connect(on_revoked)
+    app.timer(interval=_CHECK_EVERY_SECONDS)(handled.check_stalled)
     return handled

@@ -6,6 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from faust.types import TP
+
+from services.runtime import faust_fixes
 from services.runtime.faust_fixes import HandledOffsets, Turn, _NoReadOffsets
 
 
@@ -15,6 +18,7 @@ class FakeKafka:
     def __init__(self, committed: dict[str, int], earliest: int) -> None:
         self._committed = committed
         self._earliest = earliest
+        self.seeks: list[tuple[str, int]] = []
 
     def _ensure_consumer(self) -> FakeKafka:
         return self
@@ -28,21 +32,39 @@ class FakeKafka:
     async def beginning_offsets(self, tps: list[str]) -> dict[str, int]:
         return dict.fromkeys(tps, self._earliest)
 
-
-class FakeConsumer:
-    def __init__(self, kafka: FakeKafka) -> None:
-        self._thread = kafka
-        self.seeks: list[tuple[str, int]] = []
-
     async def seek(self, tp: str, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+
+class FakeConsumer:
+    """Seeks are made on the consumer's thread (`_thread`), never through `Consumer.seek`."""
+
+    def __init__(self, kafka: FakeKafka) -> None:
+        self._thread = kafka
+        self.ends: dict[int, int] = {}
+
+    @property
+    def seeks(self) -> list[tuple[str, int]]:
+        return self._thread.seeks
+
+    def assignment(self) -> set[TP]:
+        return {TP("t", partition) for partition in self.ends}
+
+    def highwater(self, tp: TP) -> int:
+        return self.ends[tp.partition]
 
 
 def handled_offsets(
     committed: dict[str, int], earliest: int = 0
 ) -> tuple[HandledOffsets, FakeConsumer]:
     consumer = FakeConsumer(FakeKafka(committed, earliest))
-    app = SimpleNamespace(consumer=consumer)
+    ready = SimpleNamespace(is_set=lambda: True)
+    app = SimpleNamespace(
+        consumer=consumer,
+        rebalancing=False,
+        flow_control=SimpleNamespace(is_active=lambda: True),
+        tables=SimpleNamespace(recovery=SimpleNamespace(in_recovery=False, completed=ready)),
+    )
     return HandledOffsets(app), consumer
 
 
@@ -87,3 +109,37 @@ def test_faust_read_offsets_never_drop_a_record() -> None:
     read["p0"] = 100
     read.update({"p0": 200})
     assert read["p0"] is None
+
+
+async def test_a_partition_whose_due_record_never_comes_is_sought_back(monkeypatch: Any) -> None:
+    """The records dropped were the partition's last: no later record shows the hole."""
+    offsets, consumer = handled_offsets({})
+    offsets.topics.add("t")
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    tp = TP("t", 0)
+    consumer.ends = {0: 40}
+    offsets.next[tp] = 30
+    await offsets.check_stalled()  # first seen now
+    clock[0] += faust_fixes._STALLED_AFTER_SECONDS - 1
+    await offsets.check_stalled()
+    assert consumer.seeks == []
+    clock[0] += 2
+    await offsets.check_stalled()
+    assert consumer.seeks == [(tp, 30)]
+    await offsets.check_stalled()  # given time to take effect before it is asked for again
+    assert consumer.seeks == [(tp, 30)]
+
+
+async def test_a_partition_handled_to_its_end_is_left_alone(monkeypatch: Any) -> None:
+    offsets, consumer = handled_offsets({})
+    offsets.topics.add("t")
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    tp = TP("t", 0)
+    consumer.ends = {0: 40}
+    offsets.next[tp] = 40
+    await offsets.check_stalled()
+    clock[0] += 60
+    await offsets.check_stalled()
+    assert consumer.seeks == []
