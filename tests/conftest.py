@@ -31,14 +31,20 @@ def rapport_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("rapport-home")
 
 
+def own_broker(home: Path, port: int, heap: str, **options: object) -> LocalBroker:
+    """A broker of the tests' own, on the jars the project assembled before (not copied
+    again per session)."""
+    shared_home = Path(os.environ.get("RAPPORT_HOME", Path.home() / ".cache" / "rapport"))
+    broker = LocalBroker(home, port=port, heap=heap, **options)  # type: ignore[arg-type]
+    broker.assemble = lambda: LocalBroker(shared_home).assemble()  # type: ignore[method-assign]
+    return broker
+
+
 @pytest.fixture(scope="session")
 def kafka(rapport_home: Path) -> Iterator[LocalBroker]:
     """A real single-node Kafka, started fresh for this session on its own port, so tests never
     see a developer's demo data; its jars are shared with `rapport broker start`."""
-    shared_home = Path(os.environ.get("RAPPORT_HOME", Path.home() / ".cache" / "rapport"))
-    broker = LocalBroker(rapport_home, port=TEST_BROKER_PORT, heap="768m")
-    # Reuse the jars the project assembled before instead of copying them again per session.
-    broker.assemble = lambda: LocalBroker(shared_home).assemble()  # type: ignore[method-assign]
+    broker = own_broker(rapport_home, TEST_BROKER_PORT, "768m")
     try:
         broker.start(timeout=120)
     except BrokerError as exc:

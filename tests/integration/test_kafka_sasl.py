@@ -5,7 +5,6 @@ stage change; with a wrong password, or none, nothing gets through."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from services.runtime.produce import send_and_confirm
 from services.runtime.readback import read_topics
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
-from tests.conftest import TEST_BROKER_PORT
+from tests.conftest import TEST_BROKER_PORT, own_broker
 from tests.integration.stack import service_env, worker
 
 USER, PASSWORD = "rapport-svc", "scram-" + uuid.uuid4().hex
@@ -30,14 +29,12 @@ USER, PASSWORD = "rapport-svc", "scram-" + uuid.uuid4().hex
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    shared_home = Path(os.environ.get("RAPPORT_HOME", Path.home() / ".cache" / "rapport"))
-    broker = LocalBroker(
+    broker = own_broker(
         tmp_path_factory.mktemp("sasl-home"),
-        port=TEST_BROKER_PORT + 100,
-        heap="512m",
+        TEST_BROKER_PORT + 100,
+        "512m",
         scram_user=(USER, PASSWORD),
     )
-    broker.assemble = lambda: LocalBroker(shared_home).assemble()  # type: ignore[method-assign]
     try:
         broker.start(timeout=120)
     except BrokerError as exc:

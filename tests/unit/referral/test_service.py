@@ -146,6 +146,37 @@ def test_the_order_of_internal_steps_does_not_change_the_outcome(simulation: Sim
     assert straight == shuffled
 
 
+def counterparty_step(
+    sources: int,
+) -> tuple[ReferralService, list[ReferralOutput], list[Step]]:
+    """A service fed links by hand, with what it publishes and the steps it sends."""
+    outputs: list[ReferralOutput] = []
+    steps: list[Step] = []
+
+    async def publish(o: list[ReferralOutput]) -> None:
+        outputs.extend(o)
+
+    async def send_steps(s: list[Step]) -> None:
+        steps.extend(s)
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    async def no_code(_: str) -> None:
+        return None
+
+    service = ReferralService(
+        {},
+        {},
+        Ports(publish, nothing, nothing, send_steps, no_code),
+        ReferralRules(),
+        b"k",
+        sources=sources,
+        lateness=timedelta(0),
+    )
+    return service, outputs, steps
+
+
 def test_links_apply_in_event_time_order_whatever_the_interleaving_of_sources() -> None:
     """Two input partitions' links reach a counterparty in different interleavings; the
     watermarks make the lead's referrer and the chain match come out the same."""
@@ -167,30 +198,7 @@ def test_links_apply_in_event_time_order_whatever_the_interleaving_of_sources() 
     source1 = [a_link(4, "B", 1.5), a_link(5, "B", 2.5), a_link(6, "NEW", 3.5, funding=True)]
 
     def run(order: list[tuple[int, Link]]) -> list[tuple[str, str]]:
-        outputs: list[ReferralOutput] = []
-        steps: list[Step] = []
-
-        async def publish(o: list[ReferralOutput]) -> None:
-            outputs.extend(o)
-
-        async def send_steps(s: list[Step]) -> None:
-            steps.extend(s)
-
-        async def nothing(*_: object) -> None:
-            return None
-
-        async def no_code(_: str) -> None:
-            return None
-
-        service = ReferralService(
-            {},
-            {},
-            Ports(publish, nothing, nothing, send_steps, no_code),
-            ReferralRules(),
-            b"k",
-            sources=2,
-            lateness=timedelta(0),
-        )
+        service, outputs, steps = counterparty_step(sources=2)
 
         async def go() -> None:
             for _, item in order:
@@ -234,26 +242,7 @@ def test_a_lead_lapses_with_the_passing_of_event_time_as_it_does_at_its_next_tie
         )
 
     def run(records: list[LinkRecord]) -> list[LeadChanged]:
-        outputs: list[ReferralOutput] = []
-
-        async def publish(o: list[ReferralOutput]) -> None:
-            outputs.extend(o)
-
-        async def nothing(*_: object) -> None:
-            return None
-
-        async def no_code(_: str) -> None:
-            return None
-
-        service = ReferralService(
-            {},
-            {},
-            Ports(publish, nothing, nothing, nothing, no_code),
-            ReferralRules(),
-            b"k",
-            sources=1,
-            lateness=timedelta(0),
-        )
+        service, outputs, _ = counterparty_step(sources=1)
 
         async def go() -> None:
             for record in records:
