@@ -377,6 +377,9 @@ class CustomerReferralState(BaseModel):
     upline: list[str] = []  # who referred this customer, and who referred them
     referred: list[tuple[datetime, str]] = []  # (attributed at, referee), as a referrer
     decided: list[str] = []  # referral ids decided as a referrer: redeliveries change nothing
+    # Referrals this customer let through as a referrer, with the referee's hashes as last
+    # known: checked again when this customer's own phone or device hashes arrive later.
+    vouched: list[Candidate] = []
     channel: str | None = None
     candidate: Candidate | None = None
     # A recheck of new phone or device hashes is on its way: no qualifying until it is back.
@@ -398,6 +401,8 @@ class CustomerReferralState(BaseModel):
 class RefereeOutcome:
     state: CustomerReferralState
     events: list[ReferralChanged] = field(default_factory=list)
+    # Answers this customer owes as a referrer (a shared device found after the fact).
+    decisions: list[Decision] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
 
@@ -444,7 +449,9 @@ def on_account_event(
     kind = event.event_type
 
     if kind == "customer.updated":
+        new = set(event.hashes) - set(state.hashes)
         state.hashes = sorted({*state.hashes, *event.hashes})[-21:]
+        _recheck_vouched(state, out, new)
         candidate = state.candidate
         if (
             candidate is not None
@@ -523,6 +530,27 @@ def on_account_event(
         state.transactions += 1
     _qualify(state, out, t, rules)
     return out
+
+
+def _recheck_vouched(state: CustomerReferralState, out: RefereeOutcome, new: set[str]) -> None:
+    """The referrer's phone or device hashes came after referrals it let through (in a replay,
+    its partition may lag the referee's): a referee sharing one is rejected now, or its
+    referral reversed if it qualified meanwhile."""
+    if not new:
+        return
+    caught = [c for c in state.vouched if set(c.referee_hashes) & new]
+    if not caught:
+        return
+    state.vouched = [c for c in state.vouched if c not in caught]
+    for candidate in caught:
+        out.decisions.append(
+            Decision(
+                candidate=candidate.model_copy(update={"recheck": True}),
+                outcome="rejected",
+                reason_code=ReferralReason.SHARED_PHONE_OR_DEVICE,
+                reason="the referee shares a phone number or device with the referrer",
+            )
+        )
 
 
 def _new_relationship(
@@ -622,6 +650,19 @@ def on_decision(
         return out
     if candidate.recheck:
         state.rechecking = False
+        if decision.outcome == "rejected" and state.status == "qualified":
+            # Found after the referee qualified: the reward is clawed back.
+            state.status = "reversed"
+            out.events.append(
+                referral_event(
+                    "referral.reversed",
+                    candidate,
+                    candidate.occurred_at,
+                    reason_code=decision.reason_code,
+                    reason=decision.reason,
+                )
+            )
+            return out
         if decision.outcome == "attributed" or state.status not in ("pending", "attributed"):
             _qualify(state, out, candidate.occurred_at, rules)
             return out
@@ -717,6 +758,11 @@ def on_review(
 # -- 3. referrers ------------------------------------------------------------------------------
 
 
+def _vouch(state: CustomerReferralState, candidate: Candidate) -> None:
+    kept = [c for c in state.vouched if c.referral_id != candidate.referral_id]
+    state.vouched = [*kept, candidate.model_copy(update={"recheck": False})][-50:]
+
+
 def decide(
     state: CustomerReferralState | None, candidate: Candidate, rules: ReferralRules
 ) -> tuple[CustomerReferralState, Decision | None]:
@@ -758,6 +804,7 @@ def decide(
             "the referee shares a phone number or device with the referrer",
         )
     if candidate.recheck:
+        _vouch(state, candidate)
         return state, answer("attributed")  # confirmed: the referee may qualify now
     # The upline arrives with the referrer's own decision; the referrer's own candidate is
     # known from its opening on. Checking both catches A->B with B->A in either order, even
@@ -773,6 +820,7 @@ def decide(
     since = t - timedelta(days=rules.velocity_window_days)
     recent = [r for r in state.referred if r[0] > since]
     state.referred = [*recent, (t, candidate.referee)]
+    _vouch(state, candidate)
     if len(recent) >= rules.velocity_limit:
         return state, answer(
             "held",

@@ -385,7 +385,10 @@ class ReferralService:
     async def _commit(self, outcome: RefereeOutcome) -> None:
         await self._publish(list(outcome.events))
         await self.ports.send_links(outcome.links)
-        await self.ports.send_steps([Step(candidate=c) for c in outcome.candidates])
+        await self.ports.send_steps(
+            [Step(candidate=c) for c in outcome.candidates]
+            + [Step(decision=d) for d in outcome.decisions]
+        )
         self._save(outcome.state)
 
     async def _publish(self, outputs: list[ReferralOutput]) -> None:

@@ -432,3 +432,49 @@ def test_a_lead_without_transactions_for_180_days_expires_and_a_new_tie_starts_a
     assert [kind for kind, *_ in cp.leads] == ["lead.detected", "lead.expired"]
     assert cp.state is not None and cp.state.lead is None
     assert [t.customer_id for t in cp.state.ties] == ["B"]
+
+
+def test_a_referrer_whose_phone_arrives_late_still_catches_a_referee_sharing_it() -> None:
+    """In a replay the referrer's profile can come after the referral was decided: the
+    referral is rejected then, or reversed when the referee has qualified meanwhile."""
+    for qualified_first in (False, True):
+        referee = Customer("E")
+        referee.send("customer.updated", 0, hashes=("phone-shared",))
+        referee.send("account.opened", 0, code=GRANT, account_id="AE", referral_code="ABCD1234")
+        referrer = referee.decided_by(CustomerReferralState(customer_id="R"))  # no hashes yet
+        assert referee.events[-1] == ("referral.attributed", None)
+        if qualified_first:
+            referee.send("deposit", 1, account_id="AE", amount=Decimal(5000))
+            assert referee.events[-1][0] == "referral.qualified"
+        late = on_account_event(
+            referrer,
+            "R",
+            Movement(
+                event_id="R-profile",
+                event_type="customer.updated",
+                occurred_at=day(2),
+                hashes=("phone-shared",),
+            ),
+            None,
+            RULES,
+        )
+        (decision,) = late.decisions
+        referee._take(on_decision(referee.state, decision, RULES))
+        expected = "referral.reversed" if qualified_first else "referral.rejected"
+        assert referee.events[-1] == (expected, ReferralReason.SHARED_PHONE_OR_DEVICE)
+        # Once is enough: the same profile again decides nothing more.
+        assert (
+            on_account_event(
+                late.state,
+                "R",
+                Movement(
+                    event_id="R-profile-2",
+                    event_type="customer.updated",
+                    occurred_at=day(3),
+                    hashes=("phone-shared",),
+                ),
+                None,
+                RULES,
+            ).decisions
+            == []
+        )
