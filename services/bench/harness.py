@@ -20,18 +20,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.topics import ACCOUNT_EVENTS
-from services.runtime import db
+from schemas.topics import ACCOUNT_EVENTS, NOTIFICATIONS, STAGE_CHANGED
+from services.runtime import db, tracing
 from services.runtime.broker import LocalBroker
 from services.runtime.kafka_security import client_options
 from services.runtime.produce import produce_records, records_from_lines, send_and_confirm
@@ -154,9 +154,40 @@ class Bench:
 
         return asyncio.run(drain())
 
+    def reset_outputs(self) -> None:
+        """Delete every topic but the input, then create Rapport's topics again: a run's
+        downstream workers then read only what its own upstream workers produce."""
+
+        async def reset() -> None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.settings.bootstrap_list, **client_options()
+            )
+            await admin.start()
+            try:
+                doomed = [
+                    t
+                    for t in await admin.list_topics()
+                    if t != ACCOUNT_EVENTS.name and not t.startswith("__")
+                ]
+                if doomed:
+                    await admin.delete_topics(doomed)
+                # Deletion completes in the background; creating a name still being deleted
+                # fails, so wait until none is listed.
+                for _ in range(300):
+                    if not set(doomed) & set(await admin.list_topics()):
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await admin.close()
+            await create_topics(self.settings)
+
+        asyncio.run(reset())
+
     def drain_time(self, services: dict[str, int]) -> float:
         """Seconds from the first record taken by `services` (name -> processes), on a fresh
-        group, until every group has committed the whole input (worker start-up excluded)."""
+        group and fresh output topics, until every group has committed the whole input (worker
+        start-up excluded)."""
+        self.reset_outputs()
         instance = uuid.uuid4().hex[:8]
         with self.workers(services, instance) as processes:
             started = self.first_record(processes)
@@ -165,6 +196,7 @@ class Bench:
     def memory_per_customer(self) -> tuple[float, float]:
         """(RSS in MiB, bytes per customer) of a lifecycle worker that has read the whole
         input: its RSS then, less its RSS when it took its first record."""
+        self.reset_outputs()
         instance = uuid.uuid4().hex[:8]
         with self.workers({"lifecycle": 1}, instance) as processes:
             self.first_record(processes)
@@ -177,6 +209,7 @@ class Bench:
         """Seconds for a restarted lifecycle worker with every customer's state to take input
         again (process start included): its tables are read back from the changelog first
         (the store is in memory). A new opening after the restart shows when it is ready."""
+        self.reset_outputs()
         instance = uuid.uuid4().hex[:8]
         with self.workers({"lifecycle": 1}, instance) as processes:
             self.wait_committed(instance, ["lifecycle"], processes)
@@ -199,6 +232,119 @@ class Bench:
             self.settings.bootstrap_list,
             [(ACCOUNT_EVENTS.name, customer.encode(), orjson.dumps(probe), [])],
         )
+
+    def latency(self, rate: int, seconds: float) -> dict[str, list[float]]:
+        """Seconds from an account opening's production to the stage change it causes, and to
+        the notification that follows, with lifecycle and notify running and the openings
+        produced at a steady `rate` for `seconds`. The workers start at the end of the
+        preloaded input; each opening carries a trace id of its own, which its outputs carry
+        on (W3C traceparent)."""
+        self.reset_outputs()
+        instance = uuid.uuid4().hex[:8]
+        services = {"lifecycle": 1, "notify": 1}
+        asyncio.run(self.start_groups_at_the_end(instance, list(services)))
+        with self.workers(services, instance) as processes:
+            asyncio.run(self.send_probe())
+            self.first_record(processes)
+            return asyncio.run(self.measure_latency(instance, rate, seconds))
+
+    async def start_groups_at_the_end(self, instance: str, services: list[str]) -> None:
+        settings = self.settings.model_copy(update={"instance": instance})
+        ends = (await topic_ends(settings.bootstrap_list, [ACCOUNT_EVENTS.name]))[
+            ACCOUNT_EVENTS.name
+        ]
+        for service in services:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=settings.bootstrap_list,
+                group_id=settings.app_id(service),
+                enable_auto_commit=False,
+                **client_options(),
+            )
+            await consumer.start()
+            try:
+                offsets = {TopicPartition(ACCOUNT_EVENTS.name, p): end for p, end in ends.items()}
+                consumer.assign(list(offsets))
+                await consumer.commit(offsets)
+            finally:
+                await consumer.stop()
+
+    async def measure_latency(
+        self, instance: str, rate: int, seconds: float
+    ) -> dict[str, list[float]]:
+        outputs = [STAGE_CHANGED.name, NOTIFICATIONS.name]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_list,
+            enable_auto_commit=False,
+            **client_options(),
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_list, linger_ms=1, **client_options()
+        )
+        await consumer.start()
+        await producer.start()
+        sent: dict[str, float] = {}
+        found: dict[str, dict[str, float]] = {topic: {} for topic in outputs}
+        try:
+            partitions = await partitions_of(consumer, outputs)
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            for tp in partitions:
+                await consumer.position(tp)
+
+            async def collect(until: float) -> None:
+                # Every opening makes a stage change, not every one a notification: after the
+                # last stage change, until notifications stop coming for 3 s.
+                quiet_since = time.monotonic()
+                while time.monotonic() < until and (
+                    not produced.is_set()
+                    or len(found[STAGE_CHANGED.name]) < len(sent)
+                    or time.monotonic() - quiet_since < 3
+                ):
+                    batches = await consumer.getmany(timeout_ms=200)
+                    if batches:
+                        quiet_since = time.monotonic()
+                    for tp, records in batches.items():
+                        for record in records:
+                            trace = tracing.trace_id_of(record.headers)
+                            if trace in sent and trace not in found[tp.topic]:
+                                found[tp.topic][trace] = time.time() - sent[trace]
+
+            produced = asyncio.Event()
+            started = time.time()
+            collecting = asyncio.create_task(collect(time.monotonic() + seconds + 120))
+            tick, n = 0.01, 0
+            at = datetime(2031, 1, 1, tzinfo=UTC)
+            while (elapsed := time.time() - started) < seconds:
+                due = int(elapsed * rate) + 1
+                while n < due:
+                    customer = f"LAT{instance}{n:08d}"
+                    trace = uuid.uuid4().hex
+                    value = orjson.dumps(
+                        {
+                            "event_id": f"{customer}-open",
+                            "event_type": "account.opened",
+                            "occurred_at": (at + timedelta(seconds=n)).isoformat(),
+                            "customer_id": customer,
+                            "account_id": f"{customer}-A",
+                        }
+                    )
+                    sent[trace] = time.time()
+                    await producer.send(
+                        ACCOUNT_EVENTS.name,
+                        value,
+                        key=customer.encode(),
+                        headers=[("traceparent", f"00-{trace}-{trace[:16]}-01".encode())],
+                    )
+                    n += 1
+                await asyncio.sleep(tick)
+            produced.set()
+            await collecting
+        finally:
+            await producer.stop()
+            await consumer.stop()
+        return {topic: list(values.values()) for topic, values in found.items()} | {
+            "sent": [float(len(sent))]
+        }
 
     @staticmethod
     def first_record(processes: list[tuple[int, subprocess.Popen[bytes]]]) -> float:
@@ -342,6 +488,8 @@ def run(
     customers: int,
     runs: int,
     say: Callable[[str], None],
+    latency_rates: tuple[int, ...] = (1000, 5000),
+    latency_seconds: float = 10,
 ) -> Report:
     bench = Bench(settings, external, events, customers, runs)
     bench.prepare(say)
@@ -382,4 +530,26 @@ def run(
         f"{customers:,} customers, process start included; the store is in memory, so a "
         "restart always replays the changelog",
     )
+    for rate in latency_rates:
+        measured = bench.latency(rate, latency_seconds)
+        sent = int(measured["sent"][0])
+        for topic, what in (
+            (STAGE_CHANGED.name, "stage change"),
+            (NOTIFICATIONS.name, "notification"),
+        ):
+            values = sorted(measured[topic])
+            if not values:
+                report.add(f"latency to {what} at {rate:,}/s", [float("nan")], "s", "none came")
+                continue
+            note = (
+                f"{len(values):,} of {sent:,} openings; p50 {_quantile(values, 0.5):.3f} s, "
+                f"p99 {_quantile(values, 0.99):.3f} s, max {values[-1]:.3f} s"
+            )
+            report.add(
+                f"latency to {what} at {rate:,}/s, p99", [_quantile(values, 0.99)], "s", note
+            )
     return report
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return values[min(int(q * len(values)), len(values) - 1)]

@@ -18,7 +18,7 @@ from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
 from services.lifecycle.service import LifecycleService
-from services.runtime.app import consume, create_app, raw_topic, send_all
+from services.runtime.app import BATCH_SIZE, consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode
 from services.runtime.settings import RuntimeSettings
 
@@ -34,7 +34,9 @@ class Lifecycle:
     def __init__(self, app: faust.App, config: LifecycleSettings, database_url: str) -> None:
         # Keys as JSON strings, values as our own JSON bytes. The types, not a schema, set the
         # serializers faust uses when it recovers the table from its changelog.
-        self.table = app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes)
+        self.table = staging_of(app).table(
+            app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes)
+        )
         self.stage_topic = raw_topic(app, STAGE_CHANGED)
         self.signal_topic = raw_topic(app, CHURN_SIGNALS)
         self.milestone_topic = raw_topic(app, MILESTONES)
@@ -114,6 +116,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         decode_account_event,
         lifecycle.handle,
         label=lambda e: str(e.event_type),
+        batch=BATCH_SIZE,
     )
 
     # After a restart or a rebalance the read model may miss changes made before a crash.

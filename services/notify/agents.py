@@ -11,7 +11,7 @@ import faust
 import httpx
 from pydantic import TypeAdapter
 
-from schemas.account_events import AccountEvent, CustomerUpdated
+from schemas.account_events import CustomerUpdated
 from schemas.lifecycle import MILESTONE_ADAPTER, ChurnSignalChanged, StageChanged
 from schemas.notify import NotificationChanged, RmTaskChanged
 from schemas.referral import REFERRAL_EVENT_ADAPTER
@@ -30,6 +30,7 @@ from schemas.topics import (
 from services.notify import metrics, store
 from services.notify.config import SERVICE, NotifySettings
 from services.notify.delivery import deliver
+from services.runtime import tracing
 from services.runtime.app import consume, create_app, raw_topic, send_all
 from services.runtime.codec import (
     Rejection,
@@ -51,25 +52,39 @@ class Notify:
         self.notifications = raw_topic(app, NOTIFICATIONS)
         self.tasks = raw_topic(app, RM_TASKS)
 
-    async def on_account_event(self, event: AccountEvent, message: Any) -> None:
+    async def on_account_events(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
         # Of the account events, only profile changes (locale, time zone, RM, consent) matter.
-        if isinstance(event, CustomerUpdated):
-            await self.on_event(event, message)
+        changes = [i for i, (event, _) in enumerate(taken) if isinstance(event, CustomerUpdated)]
+        failures: list[Exception | None] = [None] * len(taken)
+        if changes:
+            outcome = await self.on_events([taken[i] for i in changes])
+            for i, failure in zip(changes, outcome, strict=True):
+                failures[i] = failure
+        return failures
 
-    async def on_event(self, event: Any, message: Any) -> None:
-        known = await asyncio.to_thread(store.apply, self.url, event, self.rules, datetime.now(UTC))
-        # Sent after the commit; a crash in between re-sends the same outputs on redelivery
-        # (the store keeps them with the event), and consumers dedupe by event_id.
-        await send_all(
-            (
-                (self.tasks, o.task_id.encode(), encode(o), None)
-                if isinstance(o, RmTaskChanged)
-                else (self.notifications, o.customer_id.encode(), encode(o), None)
-            )
-            for o in known
+    async def on_events(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
+        """A batch of events in one transaction; their outputs are sent after its commit (a
+        crash in between re-sends the same outputs on redelivery: the store keeps them with
+        the event, and consumers dedupe by event_id)."""
+        results = await asyncio.to_thread(
+            store.apply_all, self.url, [event for event, _ in taken], self.rules, datetime.now(UTC)
         )
-        for output in known:
-            metrics.record(output)
+        for (_, message), result in zip(taken, results, strict=True):
+            if isinstance(result, Exception):
+                continue
+            # Each event's outputs continue its trace.
+            with tracing.handling(message):
+                await send_all(
+                    (
+                        (self.tasks, o.task_id.encode(), encode(o), None)
+                        if isinstance(o, RmTaskChanged)
+                        else (self.notifications, o.customer_id.encode(), encode(o), None)
+                    )
+                    for o in result
+                )
+            for output in result:
+                metrics.record(output)
+        return [result if isinstance(result, Exception) else None for result in results]
 
 
 class Webhooks:
@@ -123,13 +138,12 @@ def build_app(settings: RuntimeSettings) -> faust.App:
     config = NotifySettings()
     app = create_app(SERVICE, settings)
     notify = Notify(app, config, settings)
-    # mypy cannot solve T through the Annotated union of event models.
-    consume(  # type: ignore[misc]
+    consume(
         app,
         SERVICE,
         ACCOUNT_EVENTS,
         decode_account_event,
-        notify.on_account_event,
+        handle_batch=notify.on_account_events,
         label=lambda e: str(e.event_type),
     )
     inputs: list[tuple[TopicSpec, TypeAdapter[Any]]] = [
@@ -140,7 +154,9 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         (REWARDS_LEDGER, LEDGER_ENTRY_ADAPTER),
     ]
     for spec, adapter in inputs:
-        consume(app, SERVICE, spec, model_decoder(adapter), notify.on_event, label=_type)
+        consume(
+            app, SERVICE, spec, model_decoder(adapter), handle_batch=notify.on_events, label=_type
+        )
     if config.webhook_urls():
         webhooks = Webhooks(app, config, settings)
         consume(

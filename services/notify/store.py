@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 from sqlalchemy import JSON, DateTime, LargeBinary, func
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from schemas.account_events import AccountEvent, CustomerUpdated, Locale, TimeZone
@@ -141,19 +142,44 @@ def _save_profile(session: Session, profile: Profile, at: datetime) -> None:
 
 def apply(url: str, event: NotifyInput, rules: NotifyRules, now: datetime) -> list[Output]:
     """Take one event; returns its outputs, the same ones again for an event taken before."""
+    (result,) = apply_all(url, [event], rules, now)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def apply_all(
+    url: str, events: list[NotifyInput], rules: NotifyRules, now: datetime
+) -> list[list[Output] | Exception]:
+    """Take events in order in one transaction (one commit for a batch, not one per event);
+    returns, for each, its outputs, or the exception its rules failed on (its changes are
+    undone, the others' kept). A database failure fails the whole call."""
+    results: list[list[Output] | Exception] = []
     with db.serialised_session(url, _LOCK) as session:
-        known = session.get(NotifySourceRow, event.event_id)
-        if known is not None:
-            return [_decode_output(raw) for raw in orjson.loads(known.outputs)]
-        outputs = _decide(session, event, rules)
-        session.add(
-            NotifySourceRow(
-                event_id=event.event_id,
-                outputs=orjson.dumps([encode(o).decode() for o in outputs]),
-                processed_at=now,
-            )
+        for event in events:
+            try:
+                with session.begin_nested():
+                    results.append(_take(session, event, rules, now))
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception as exc:
+                results.append(exc)
+    return results
+
+
+def _take(session: Session, event: NotifyInput, rules: NotifyRules, now: datetime) -> list[Output]:
+    known = session.get(NotifySourceRow, event.event_id)
+    if known is not None:
+        return [_decode_output(raw) for raw in orjson.loads(known.outputs)]
+    outputs = _decide(session, event, rules)
+    session.add(
+        NotifySourceRow(
+            event_id=event.event_id,
+            outputs=orjson.dumps([encode(o).decode() for o in outputs]),
+            processed_at=now,
         )
-        return outputs
+    )
+    return outputs
 
 
 def _decode_output(raw: str) -> Output:

@@ -24,9 +24,10 @@ from services.referral.service import (
     ReferralOutput,
     ReferralService,
     Step,
+    StepMark,
     Watermark,
 )
-from services.runtime.app import consume, create_app, raw_topic, send_all
+from services.runtime.app import BATCH_SIZE, consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode, model_decoder
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
@@ -43,11 +44,12 @@ class Referral:
         config: ReferralSettings,
         settings: RuntimeSettings,
     ) -> None:
-        self.customers = app.Table(
-            "referral-customers", default=None, key_type=str, value_type=bytes
+        staging = staging_of(app)
+        self.customers = staging.table(
+            app.Table("referral-customers", default=None, key_type=str, value_type=bytes)
         )
-        self.counterparties = app.Table(
-            "referral-counterparties", default=None, key_type=str, value_type=bytes
+        self.counterparties = staging.table(
+            app.Table("referral-counterparties", default=None, key_type=str, value_type=bytes)
         )
         self.links_spec, self.steps_spec = internal_topics(settings)
         self.output_topic = raw_topic(app, REFERRAL_EVENTS)
@@ -62,6 +64,7 @@ class Referral:
                 self._send_links,
                 self._broadcast_watermark,
                 self._send_steps,
+                self._broadcast_mark,
                 self._lookup_code,
             ),
             config.rules(),
@@ -102,6 +105,12 @@ class Referral:
             (self.steps_topic, step.customer_id.encode(), encode(step), None) for step in steps
         )
 
+    async def _broadcast_mark(self, mark: StepMark) -> None:
+        value = encode(Step(mark=mark))
+        await send_all(
+            (self.steps_topic, b"#mark", value, partition) for partition in range(self.partitions)
+        )
+
     async def _lookup_code(self, code: str) -> CodeGrant | None:
         return await asyncio.to_thread(read_model.find_code, self.database_url, code)
 
@@ -112,7 +121,7 @@ class Referral:
         await self.service.handle_link_record(record, message.partition)
 
     async def on_step(self, step: Step, message: Any) -> None:
-        await self.service.handle_step(step)
+        await self.service.handle_step(step, message.partition)
 
     async def write_read_model(self) -> None:
         """Write the referrals and leads changed since the last call, in a thread."""
@@ -144,6 +153,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         decode_account_event,
         referral.on_account_event,
         label=lambda e: str(e.event_type),
+        batch=BATCH_SIZE,
     )
     consume(
         app,
@@ -152,6 +162,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         model_decoder(TypeAdapter(LinkRecord)),
         referral.on_link,
         label=lambda r: "link" if r.link is not None else "watermark",
+        batch=BATCH_SIZE,
     )
     consume(
         app,
@@ -160,6 +171,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         model_decoder(TypeAdapter(Step)),
         referral.on_step,
         label=_step_kind,
+        batch=BATCH_SIZE,
     )
     app.timer(interval=config.read_model_interval_seconds)(referral.write_read_model)
     return app

@@ -388,10 +388,15 @@ class CustomerReferralState(BaseModel):
         None
     )
     qualified_at: datetime | None = None
-    # Money in during the qualifying window, with its source: whether the referrer funded it
-    # is known only once the decision arrives, which may be after the money.
-    inflows: list[tuple[Decimal, str | None, str | None]] = []
-    transactions: int = 0
+    # Money in during the qualifying window, with its time and source: whether the referrer
+    # funded it is known only once the decision arrives, which may be after the money, so
+    # qualification is worked out from these in event-time order, whenever the decision comes.
+    money_in: list[tuple[datetime, Decimal, str | None, str | None]] = []
+    # Times of customer-initiated transactions in the qualifying window.
+    transacted: list[datetime] = []
+    # As a referrer: candidates waiting until every earlier one has arrived (steps watermarks),
+    # to be decided in event-time order.
+    awaiting: list[Candidate] = []
     excluded_accounts: list[str] = []
     excluded_counterparties: list[str] = []
     seen: list[str] = []
@@ -522,13 +527,13 @@ def on_account_event(
     if state.opened_at is None or t - state.opened_at > timedelta(days=rules.qualify_within_days):
         return out
     if kind in MONEY_IN:
-        state.inflows = [
-            *state.inflows,
-            (event.amount, event.counterparty_own_bank_account, event.counterparty_key),
+        state.money_in = [
+            *state.money_in,
+            (t, event.amount, event.counterparty_own_bank_account, event.counterparty_key),
         ][-100:]
     if kind in CUSTOMER_INITIATED:
-        state.transactions += 1
-    _qualify(state, out, t, rules)
+        state.transacted = [*state.transacted, t][-100:]
+    _qualify(state, out, rules)
     return out
 
 
@@ -568,8 +573,8 @@ def _new_relationship(
     state.candidate = None
     state.status = None
     state.qualified_at = None
-    state.inflows = []
-    state.transactions = 0
+    state.money_in = []
+    state.transacted = []
     if not event.referral_code:
         return
     candidate = Candidate(
@@ -664,7 +669,7 @@ def on_decision(
             )
             return out
         if decision.outcome == "attributed" or state.status not in ("pending", "attributed"):
-            _qualify(state, out, candidate.occurred_at, rules)
+            _qualify(state, out, rules)
             return out
     elif state.status != "pending":
         return out
@@ -684,18 +689,19 @@ def on_decision(
     )
     if decision.outcome == "attributed":
         state.upline = list(decision.upline)
-        _qualify(state, out, candidate.occurred_at, rules)
+        _qualify(state, out, rules)
     return out
 
 
-def qualifying_deposits(state: CustomerReferralState) -> Decimal:
-    """Money in during the window, except what came from the referrer, directly or through an
-    external account the referrer uses."""
+def qualifying_deposits(state: CustomerReferralState, until: datetime | None = None) -> Decimal:
+    """Money in during the window (up to `until`), except what came from the referrer, directly
+    or through an external account the referrer uses."""
     return sum(
         (
             amount
-            for amount, account, counterparty in state.inflows
-            if (account is None or account not in state.excluded_accounts)
+            for t, amount, account, counterparty in state.money_in
+            if (until is None or t <= until)
+            and (account is None or account not in state.excluded_accounts)
             and (counterparty is None or counterparty not in state.excluded_counterparties)
         ),
         Decimal(0),
@@ -703,24 +709,36 @@ def qualifying_deposits(state: CustomerReferralState) -> Decimal:
 
 
 def _qualify(
-    state: CustomerReferralState, out: RefereeOutcome, t: datetime, rules: ReferralRules
+    state: CustomerReferralState,
+    out: RefereeOutcome,
+    rules: ReferralRules,
+    not_before: datetime | None = None,
 ) -> None:
+    """Qualify at the first moment, in event time, at which the referee had deposited enough
+    or transacted enough (not before the referral itself, nor before `not_before`): the same
+    moment and amount whether the decision came before the money or after it."""
     if state.status != "attributed" or state.candidate is None or state.rechecking:
         return
-    deposits = qualifying_deposits(state)
-    if deposits < rules.qualify_deposit and state.transactions < rules.qualify_transactions:
-        return
-    state.status = "qualified"
-    state.qualified_at = t
-    out.events.append(
-        referral_event(
-            "referral.qualified",
-            state.candidate,
-            t,
-            qualifying_amount=deposits,
-            qualifying_transactions=state.transactions,
+    since = max(state.candidate.occurred_at, not_before or state.candidate.occurred_at)
+    moments = sorted({t for t, *_ in state.money_in} | set(state.transacted))
+    for moment in moments:
+        at = max(moment, since)
+        deposits = qualifying_deposits(state, at)
+        transactions = sum(1 for t in state.transacted if t <= at)
+        if deposits < rules.qualify_deposit and transactions < rules.qualify_transactions:
+            continue
+        state.status = "qualified"
+        state.qualified_at = at
+        out.events.append(
+            referral_event(
+                "referral.qualified",
+                state.candidate,
+                at,
+                qualifying_amount=deposits,
+                qualifying_transactions=transactions,
+            )
         )
-    )
+        return
 
 
 def on_review(
@@ -740,7 +758,7 @@ def on_review(
     if approve:
         state.status = "attributed"
         out.events.append(referral_event("referral.released", candidate, t))
-        _qualify(state, out, t, rules)
+        _qualify(state, out, rules, not_before=t)
     else:
         state.status = "rejected"
         out.events.append(
@@ -763,15 +781,51 @@ def _vouch(state: CustomerReferralState, candidate: Candidate) -> None:
     state.vouched = [*kept, candidate.model_copy(update={"recheck": False})][-50:]
 
 
+def _decided_as(candidate: Candidate) -> str:
+    decided_as = candidate.referral_id
+    if candidate.recheck:
+        decided_as += ":" + ",".join(sorted(candidate.referee_hashes))
+    return decided_as
+
+
+def await_decision(
+    state: CustomerReferralState | None, candidate: Candidate
+) -> CustomerReferralState | None:
+    """A candidate reaching its referrer waits there until every candidate dated before it has
+    arrived (the steps watermarks); returns the state with it waiting, or None for one decided
+    or waiting already (a redelivery)."""
+    state = _working(state, lambda: CustomerReferralState(customer_id=candidate.referrer), False)
+    decided_as = _decided_as(candidate)
+    if decided_as in state.decided or any(_decided_as(c) == decided_as for c in state.awaiting):
+        return None
+    state.awaiting = [*state.awaiting, candidate]
+    return state
+
+
+def decide_awaiting(
+    state: CustomerReferralState, before: datetime, rules: ReferralRules
+) -> tuple[CustomerReferralState, list[Decision]]:
+    """Decide, in event-time order, the waiting candidates dated before `before`."""
+    ready = sorted(
+        (c for c in state.awaiting if c.occurred_at < before),
+        key=lambda c: (c.occurred_at, c.referral_id, c.recheck),
+    )
+    state.awaiting = [c for c in state.awaiting if c.occurred_at >= before]
+    decisions = []
+    for candidate in ready:
+        state, decision = decide(state, candidate, rules)
+        if decision is not None:
+            decisions.append(decision)
+    return state, decisions
+
+
 def decide(
     state: CustomerReferralState | None, candidate: Candidate, rules: ReferralRules
 ) -> tuple[CustomerReferralState, Decision | None]:
     """The fraud guards that need the referrer's facts. Returns None for a candidate decided
     before (a redelivery)."""
     state = _working(state, lambda: CustomerReferralState(customer_id=candidate.referrer), False)
-    decided_as = candidate.referral_id
-    if candidate.recheck:
-        decided_as += ":" + ",".join(sorted(candidate.referee_hashes))
+    decided_as = _decided_as(candidate)
     if decided_as in state.decided:
         return state, None
     state.decided = [*state.decided, decided_as][-200:]
@@ -809,8 +863,13 @@ def decide(
     # The upline arrives with the referrer's own decision; the referrer's own candidate is
     # known from its opening on. Checking both catches A->B with B->A in either order, even
     # when both referrals are decided at the same moment.
+    # Only the referrer's own referral made before this one counts: one made later is checked
+    # when it is decided (its referrer's own candidate is this one), so that a replay that
+    # reads the referrer's events ahead decides the same.
     own = state.candidate
-    if candidate.referee in state.upline or (own is not None and own.referrer == candidate.referee):
+    if candidate.referee in state.upline or (
+        own is not None and own.referrer == candidate.referee and own.occurred_at <= t
+    ):
         return state, answer(
             "rejected",
             ReferralReason.REFERRAL_RING,

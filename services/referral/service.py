@@ -40,7 +40,8 @@ from services.referral.domain import (
     Movement,
     RefereeOutcome,
     ReferralRules,
-    decide,
+    await_decision,
+    decide_awaiting,
     expire,
     lead_expires_at,
     link,
@@ -60,6 +61,17 @@ class Watermark(BaseModel):
     an event time before the start of `day` (an ordinal) has been sent."""
 
     source: int
+    day: int
+
+
+class StepMark(BaseModel):
+    """From a source to every steps partition: the source has sent everything dated before the
+    start of `day` (an ordinal) that makes candidates. Sources: `input:<p>` (an input partition:
+    candidates of code referrals and rechecks), `links:<p>` (a links partition: chain matches),
+    and `steps:<p>` (a steps partition: candidates made of the chain matches it had from every
+    links partition, forwarded once all of them passed the day)."""
+
+    source: str
     day: int
 
 
@@ -87,11 +99,12 @@ class Step(BaseModel):
     candidate: Candidate | None = None
     decision: Decision | None = None
     review: Review | None = None
+    mark: StepMark | None = None
 
     @property
     def kind(self) -> str:
         """Which step it is (a metric label)."""
-        for name in ("chain_match", "candidate", "decision", "review"):
+        for name in ("chain_match", "candidate", "decision", "review", "mark"):
             if getattr(self, name) is not None:
                 return name
         raise ValueError("a step with nothing in it")
@@ -105,6 +118,8 @@ class Step(BaseModel):
             return self.candidate.referrer
         if self.review is not None:
             return self.review.referee
+        if self.mark is not None:
+            return "#mark"  # sent to every partition, not by key
         assert self.decision is not None
         return self.decision.candidate.referee
 
@@ -118,6 +133,8 @@ class Ports:
     # To every partition of the links topic.
     broadcast_watermark: Callable[[Watermark], Awaitable[None]]
     send_steps: Callable[[list[Step]], Awaitable[None]]
+    # To every partition of the steps topic.
+    broadcast_mark: Callable[[StepMark], Awaitable[None]]
     lookup_code: Callable[[str], Awaitable[CodeGrant | None]]
 
 
@@ -236,6 +253,7 @@ class ReferralService:
         sent = int(self.customers.get(key) or b"0")
         if day > sent:
             await self.ports.broadcast_watermark(Watermark(source=partition, day=day))
+            await self.ports.broadcast_mark(StepMark(source=f"input:{partition}", day=day))
             self.customers[key] = str(day).encode()
 
     async def handle_link_record(self, record: LinkRecord, partition: int) -> None:
@@ -311,6 +329,8 @@ class ReferralService:
         self._index_expiries(partition, expiring)
         self.counterparties[index_key] = orjson.dumps(still)
         await self._expire(partition, day)
+        # After the chain matches it sent: the steps partitions may go on to this day.
+        await self.ports.broadcast_mark(StepMark(source=f"links:{partition}", day=day))
 
     def _index_expiries(self, partition: int, expiring: dict[int, set[str]]) -> None:
         """File each live lead under the day its lead would lapse. A lead that gets a later
@@ -350,19 +370,23 @@ class ReferralService:
             del self.counterparties[bucket_key]
         self.counterparties[days_key] = orjson.dumps([d for d in days if d >= day])
 
-    async def handle_step(self, step: Step) -> None:
+    async def handle_step(self, step: Step, partition: int) -> None:
+        if step.mark is not None:
+            await self._step_mark(step.mark, partition)
+            return
+
         async def work() -> None:
             if step.chain_match is not None:
                 await self._commit(
                     on_chain_match(self.customer(step.customer_id), step.chain_match)
                 )
             elif step.candidate is not None:
-                state, decision = decide(
-                    self.customer(step.customer_id), step.candidate, self.rules
-                )
-                if decision is not None:
-                    await self.ports.send_steps([Step(decision=decision)])
-                self._save(state)
+                waiting = await_decision(self.customer(step.customer_id), step.candidate)
+                if waiting is not None:
+                    if len(waiting.awaiting) == 1:
+                        # Its first waiting candidate: indexed before the state, as the links.
+                        self._index(f"#awaiting:{partition}", step.customer_id)
+                    self._save(waiting)
             elif step.decision is not None:
                 await self._commit(
                     on_decision(self.customer(step.customer_id), step.decision, self.rules)
@@ -382,6 +406,50 @@ class ReferralService:
 
         await self.locks.run(step.customer_id, work)
 
+    def _index(self, key: str, customer_id: str) -> None:
+        index = orjson.loads(self.customers.get(key) or b"[]")
+        if customer_id not in index:
+            self.customers[key] = orjson.dumps([*index, customer_id])
+
+    async def _step_mark(self, mark: StepMark, partition: int) -> None:
+        """Candidates wait at their referrer until every source has passed their day, then are
+        decided in event-time order: which referrals of a burst are held, and which leg of a
+        ring is rejected, then do not depend on how the partitions interleave."""
+        marks_key = f"#step-marks:{partition}"
+        marks = orjson.loads(self.customers.get(marks_key) or b"{}")
+        marks[mark.source] = max(marks.get(mark.source, 0), mark.day)
+        chain = _low(marks, "links", self.sources)
+        if chain > marks.get("forwarded", 0):
+            # The chain matches from every links partition before `chain` were handled here
+            # (each links partition sends its mark after its matches), and their candidates
+            # sent: tell every steps partition.
+            await self.ports.broadcast_mark(StepMark(source=f"steps:{partition}", day=chain))
+            marks["forwarded"] = chain
+        low = min(_low(marks, "input", self.sources), _low(marks, "steps", self.sources))
+        if low > marks.get("released", 0):
+            await self._decide_awaiting(partition, low)
+            marks["released"] = low
+        self.customers[marks_key] = orjson.dumps(marks)
+
+    async def _decide_awaiting(self, partition: int, day: int) -> None:
+        index_key = f"#awaiting:{partition}"
+        before = datetime.fromordinal(day).replace(tzinfo=UTC)
+        still: list[str] = []
+        for referrer in orjson.loads(self.customers.get(index_key) or b"[]"):
+
+            async def work(referrer: str = referrer) -> None:
+                state = self.customer(referrer)
+                if state is None or not state.awaiting:
+                    return
+                state, decisions = decide_awaiting(state, before, self.rules)
+                await self.ports.send_steps([Step(decision=d) for d in decisions])
+                self._save(state)
+                if state.awaiting:
+                    still.append(referrer)
+
+            await self.locks.run(referrer, work)
+        self.customers[index_key] = orjson.dumps(still)
+
     async def _commit(self, outcome: RefereeOutcome) -> None:
         await self._publish(list(outcome.events))
         await self.ports.send_links(outcome.links)
@@ -398,3 +466,8 @@ class ReferralService:
 
     def _save(self, state: CustomerReferralState) -> None:
         self.customers[state.customer_id] = state.model_dump_json().encode()
+
+
+def _low(marks: dict[str, int], kind: str, sources: int) -> int:
+    """The lowest day that every source of `kind` has passed (0 while one has sent none)."""
+    return min(marks.get(f"{kind}:{n}", 0) for n in range(sources))

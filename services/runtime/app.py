@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.streams import _current_event
 from sqlalchemy.exc import OperationalError
 
 from schemas.account_events import AccountEvent
@@ -33,10 +35,16 @@ from services.runtime.metrics import (
     WORKER_PROGRESS,
 )
 from services.runtime.settings import RuntimeSettings
+from services.runtime.staging import BATCHING, Staging
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+U = TypeVar("U")
+R = TypeVar("R")
+
+# Records a batching agent takes at most before it settles (services/runtime/staging.py).
+BATCH_SIZE = 1000
 
 
 def create_app(service: str, settings: RuntimeSettings, **overrides: Any) -> faust.App:
@@ -84,14 +92,28 @@ def raw_topic(app: faust.App, spec: TopicSpec) -> Any:
 
 async def send_all(records: Iterable[tuple[Any, bytes, bytes, int | None]]) -> None:
     """Send (topic, key, value, partition) records in order, then wait until the broker has
-    every one: one round trip for a handler's outputs instead of one per output."""
+    every one: one round trip for a handler's outputs instead of one per output. In a batching
+    agent the wait is the batch's (`staging.Staging.settle`)."""
     # Each output continues the trace of the record being handled (W3C traceparent).
     headers = tracing.output_headers()
+    staging = BATCHING.get()
+    if staging is not None:
+        for topic, key, value, partition in records:
+            await staging.send(topic, key, value, partition, headers)
+        return
     acks = [
         await topic.send(key=key, value=value, partition=partition, headers=headers)
         for topic, key, value, partition in records
     ]
     await asyncio.gather(*acks)
+
+
+def staging_of(app: faust.App) -> Staging:
+    """The app's one `Staging`, shared by its batching agents."""
+    staging: Staging | None = getattr(app, "rapport_staging", None)
+    if staging is None:
+        staging = app.rapport_staging = Staging()  # type: ignore[attr-defined]
+    return staging
 
 
 def consume(
@@ -102,9 +124,17 @@ def consume(
     handle: Callable[[T, Any], Awaitable[None]] | None = None,
     *,
     label: Callable[[T], str],
+    batch: int | None = None,
+    batch_within: float = 0.05,
+    handle_batch: Callable[[list[tuple[T, Any]]], Awaitable[list[Exception | None]]] | None = None,
 ) -> Any:
     """Register an agent that decodes each record of `spec`, dead-letters what is invalid and
-    hands valid events to `handle` with their message (for its topic, partition and offset)."""
+    hands valid events to `handle` with their message (for its topic, partition and offset).
+    With `batch`, up to that many records (or what came within `batch_within` seconds) are
+    handled before their outputs are awaited and their table writes made: for handlers whose
+    state is in tables made with `staging_of(app).table(...)`. `handle_batch` takes the valid
+    events of a batch with their messages at once, and returns, in their order, None for each
+    handled and the exception for each its rules failed on (dead-lettered)."""
     dead_letters = DeadLetters(app, service)
     consumed = EVENTS_CONSUMED
     handled: HandledOffsets = app.rapport_handled  # type: ignore[attr-defined]
@@ -120,23 +150,90 @@ def consume(
                 await _process(message, current)
             handled.handled(message.tp, message.offset)
 
-    async def _process(message: Any, current: tracing.Handling) -> None:
+    async def batch_agent(stream: Any) -> None:
+        # Events in batches: outputs are acknowledged and tables written once per batch
+        # (services/runtime/staging.py); offsets are reported handled only after that.
+        staging = staging_of(app)
+        BATCHING.set(staging)
+        async for events in stream.take_events(batch, within=batch_within):
+            await _tables_recovered(app)
+            done = []
+            taken: list[tuple[T, Any]] = []
+            for event in events:
+                message = event.message
+                if await handled.turn(message.tp, message.offset) is not Turn.DUE:
+                    continue
+                # Table writes take their changelog partition from the current event.
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    with tracing.handling(message) as current:
+                        if handle_batch is None:
+                            await _process(message, current)
+                        elif (result := await _decode(message, current)) is not None:
+                            taken.append((result, message))
+                finally:
+                    _current_event.reset(token)
+                handled.admit(message.tp, message.offset)
+                done.append(message)
+            if handle_batch is not None and taken:
+                await _process_batch(handle_batch, taken)
+            await staging.settle()
+            for message in done:
+                handled.handled(message.tp, message.offset)
+
+    async def _decode(message: Any, current: tracing.Handling) -> T | None:
         result = decode(message.key, message.value)
         if isinstance(result, Rejection):
             await dead_letters.send(message, result)
-            return
+            return None
         current.event_id = getattr(result, "event_id", None)
+        return result
+
+    async def _process(message: Any, current: tracing.Handling) -> None:
+        result = await _decode(message, current)
+        if result is None:
+            return
         try:
             if handle is not None:
                 await _with_retries(handle, result, message)
         except Exception as exc:
-            # A rule that fails on one event must not stop the partition behind it.
-            log.exception("handler failed on %s@%s", message.topic, message.offset)
-            await dead_letters.send(
-                message,
-                Rejection(RejectReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"),
-            )
+            await _failed(message, exc)
             return
+        _count(result, message)
+
+    async def _process_batch(
+        handle_batch: Callable[[list[tuple[T, Any]]], Awaitable[list[Exception | None]]],
+        taken: list[tuple[T, Any]],
+    ) -> None:
+        async def handle_all(items: list[tuple[T, Any]], _: Any) -> list[Exception | None]:
+            return await handle_batch(items)
+
+        try:
+            failures = await _with_retries(handle_all, taken, taken[-1][1])
+        except Exception:
+            # The batch failed as a whole: one at a time, so that only the culprit is lost.
+            log.exception("batch of %d failed; handling its events one at a time", len(taken))
+            failures = []
+            for item in taken:
+                try:
+                    failures += await _with_retries(handle_all, [item], item[1])
+                except Exception as exc:
+                    failures.append(exc)
+        for (result, message), failure in zip(taken, failures, strict=True):
+            if failure is None:
+                _count(result, message)
+            else:
+                await _failed(message, failure)
+
+    async def _failed(message: Any, exc: Exception) -> None:
+        # A rule that fails on one event must not stop the partition behind it.
+        log.error("handler failed on %s@%s", message.topic, message.offset, exc_info=exc)
+        await dead_letters.send(
+            message,
+            Rejection(RejectReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"),
+        )
+
+    def _count(result: T, message: Any) -> None:
         consumed.labels(service, spec.name, label(result)).inc()
         now = time.time()
         if message.timestamp:
@@ -145,8 +242,10 @@ def consume(
         if occurred_at is not None:
             EVENT_AGE.labels(service, spec.name).observe(max(now - occurred_at.timestamp(), 0.0))
 
-    agent.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"
-    return app.agent(raw_topic(app, spec), name=f"{service}.{spec.name}")(agent)
+    body = agent if batch is None and handle_batch is None else batch_agent
+    batch = batch or BATCH_SIZE
+    body.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"
+    return app.agent(raw_topic(app, spec), name=f"{service}.{spec.name}")(body)
 
 
 async def _tables_recovered(app: faust.App) -> None:
@@ -184,14 +283,11 @@ _TRANSIENT = (
 )
 
 
-async def _with_retries(
-    handle: Callable[[T, Any], Awaitable[None]], event: T, message: Any
-) -> None:
+async def _with_retries(handle: Callable[[U, Any], Awaitable[R]], event: U, message: Any) -> R:
     attempt = 0
     while True:
         try:
-            await handle(event, message)
-            return
+            return await handle(event, message)
         except _TRANSIENT as exc:
             attempt += 1
             log.warning(

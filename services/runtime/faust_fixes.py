@@ -78,6 +78,7 @@ class HandledOffsets:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.next: dict[Any, int] = {}
+        self.done: dict[Any, int] = {}  # per partition, one past the last record settled
         self.topics: set[str] = set()  # the topics whose records go through `turn`
         self._seeks: dict[Any, tuple[int, float]] = {}
         self._arrived: dict[Any, float] = {}  # when a record of the partition last came
@@ -96,14 +97,21 @@ class HandledOffsets:
         await self._seek_back(tp, expected, offset)
         return Turn.AHEAD
 
+    def admit(self, tp: Any, offset: int) -> None:
+        """The agent has taken the due record into a batch not yet settled: the next one is
+        due, but the offset to commit stays where it is."""
+        self.next[tp] = offset + 1
+
     def handled(self, tp: Any, offset: int) -> None:
         """The agent is done with the due record (processed or dead-lettered)."""
-        self.next[tp] = offset + 1
+        self.next[tp] = max(self.next.get(tp, 0), offset + 1)
+        self.done[tp] = offset + 1
 
     def forget(self, tps: Iterable[Any]) -> None:
         """Partitions revoked: their next assignment starts from the committed offset."""
         for tp in tps:
             self.next.pop(tp, None)
+            self.done.pop(tp, None)
             self._seeks.pop(tp, None)
             self._arrived.pop(tp, None)
 
@@ -210,7 +218,7 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     # faust's own bookkeeping is not used for these partitions: keep it from growing.
     self._acked[tp].clear()
     self._acked_index[tp].clear()
-    offset = handled.next.get(tp)
+    offset = handled.done.get(tp)
     committed = self._committed_offset[tp]
     if offset is None or (committed is not None and offset <= committed):
         return None

@@ -182,3 +182,30 @@ def test_uplift_compares_treated_and_holdout_customers(url: str) -> None:
         0.0,
     )
     assert cell.uplift == 1.0
+
+
+def test_a_batch_decides_as_one_event_at_a_time_and_undoes_only_a_failed_event(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = [stage(f"B{n}", Stage.GROWTH, NIGHT) for n in range(3)] + [
+        credit("B0", 0, NIGHT + timedelta(days=1))
+    ]
+    decide = store._decide
+
+    def failing_on_b1(session: object, event: object, rules: NotifyRules) -> object:
+        outputs = decide(session, event, rules)  # type: ignore[arg-type]
+        if getattr(event, "customer_id", None) == "B1":
+            raise ValueError("a rule failed")
+        return outputs
+
+    monkeypatch.setattr(store, "_decide", failing_on_b1)
+    results = store.apply_all(url, events, RULES, NOW)
+    assert [isinstance(r, ValueError) for r in results] == [False, True, False, False]
+    # B1's notification was undone with its event; the others are kept, and B1 is taken
+    # afresh when it comes again.
+    assert store.notifications(url, "B1", 10) == []
+    assert len(store.notifications(url, "B0", 10)) == 2
+    monkeypatch.setattr(store, "_decide", decide)
+    again = store.apply_all(url, events, RULES, NOW)
+    assert again[0] == results[0] and again[2:] == results[2:]
+    assert isinstance(again[1], list) and len(store.notifications(url, "B1", 10)) == 1

@@ -135,13 +135,6 @@ def test_referrals_match_the_truth(
         assert set(case.referees) & rejected_or_held, case.pattern
 
 
-@pytest.mark.xfail(
-    reason="issue 5 open: with two workers the steps reach a referrer in another order, so which "
-    "referrals of a velocity burst are held, which leg of a ring is rejected and a qualifying "
-    "amount can differ (docs/referral.md, 'Order of the steps'); the steps topic needs the "
-    "links' watermarks",
-    strict=False,
-)
 def test_two_workers_give_the_same_referral_events_as_one(
     one_worker: dict[str, dict[str, object]],
     topics: LocalBroker,

@@ -307,7 +307,9 @@ def test_ring_of_three_through_the_upline() -> None:
 
 def test_two_customers_referring_each_other_are_caught_while_both_referrals_travel() -> None:
     """A's code opens B while B's code brings A back, and each candidate reaches its referrer
-    before either decision is back: no upline is known yet, the referrer's own candidate is."""
+    before either decision is back: no upline is known yet, the referrer's own candidate is.
+    The later of the two referrals is the ring's: it is rejected, the first stands, in
+    whichever order the two are decided."""
     a, b = Customer("A"), Customer("B")
     a.state = CustomerReferralState(customer_id="A", opened_at=day(-400))
     b.send(
@@ -325,10 +327,16 @@ def test_two_customers_referring_each_other_are_caught_while_both_referrals_trav
         referral_code="CODEB123",
     )
     assert a.state is not None and b.state is not None
-    _, to_b = decide(a.state, b.candidates[-1], RULES)
-    _, to_a = decide(b.state, a.candidates[-1], RULES)
-    assert to_a is not None and to_b is not None
-    assert to_a.reason_code is to_b.reason_code is ReferralReason.REFERRAL_RING
+    for first in (True, False):
+        if first:
+            _, to_b = decide(a.state.model_copy(deep=True), b.candidates[-1], RULES)
+            _, to_a = decide(b.state.model_copy(deep=True), a.candidates[-1], RULES)
+        else:
+            _, to_a = decide(b.state.model_copy(deep=True), a.candidates[-1], RULES)
+            _, to_b = decide(a.state.model_copy(deep=True), b.candidates[-1], RULES)
+        assert to_a is not None and to_b is not None
+        assert to_b.outcome == "attributed"
+        assert to_a.reason_code is ReferralReason.REFERRAL_RING
 
 
 def test_qualifies_by_deposit_or_by_transactions_once() -> None:

@@ -12,14 +12,24 @@ from decimal import Decimal
 
 import pytest
 
-from schemas.referral import LeadChanged
-from services.referral.domain import CodeGrant, Link, ReferralRules
+from schemas.referral import LeadChanged, LeadType
+from services.referral.domain import (
+    Candidate,
+    CodeGrant,
+    Link,
+    Movement,
+    ReferralRules,
+    decide,
+    on_account_event,
+    on_decision,
+)
 from services.referral.service import (
     LinkRecord,
     Ports,
     ReferralOutput,
     ReferralService,
     Step,
+    StepMark,
     Watermark,
 )
 from services.runtime.codec import Rejection, decode_account_event
@@ -43,7 +53,7 @@ class Router:
         self.service = ReferralService(
             {},
             {},
-            Ports(self._publish, self._links, self._watermark, self._steps, self._code),
+            Ports(self._publish, self._links, self._watermark, self._steps, self._mark, self._code),
             ReferralRules(),
             b"k",
             sources=1,
@@ -62,6 +72,9 @@ class Router:
     async def _steps(self, steps: list[Step]) -> None:
         self.steps += steps
 
+    async def _mark(self, mark: StepMark) -> None:
+        self.steps.append(Step(mark=mark))
+
     async def _code(self, code: str) -> CodeGrant | None:
         return self.codes.get(code)
 
@@ -69,11 +82,11 @@ class Router:
         """Deliver queued links and steps (in a shuffled order when asked) until none is left."""
         while self.links or self.steps:
             if self.rng is not None and self.links and self.steps and self.rng.random() < 0.5:
-                await self.service.handle_step(self.steps.pop(0))
+                await self.service.handle_step(self.steps.pop(0), 0)
             elif self.links:
                 await self.service.handle_link_record(self.links.pop(0), 0)
             else:
-                await self.service.handle_step(self.steps.pop(0))
+                await self.service.handle_step(self.steps.pop(0), 0)
 
     def run(self, simulation: Simulation) -> Router:
         async def go() -> None:
@@ -168,7 +181,7 @@ def counterparty_step(
     service = ReferralService(
         {},
         {},
-        Ports(publish, nothing, nothing, send_steps, no_code),
+        Ports(publish, nothing, nothing, send_steps, nothing, no_code),
         ReferralRules(),
         b"k",
         sources=sources,
@@ -268,3 +281,88 @@ def test_a_lead_lapses_with_the_passing_of_event_time_as_it_does_at_its_next_tie
     saved = run([*ties, mark(10), a_link(4, 100), mark(101), mark(184), mark(281)])
     assert [o.type for o in saved] == ["lead.detected", "lead.expired"]
     assert saved[-1].occurred_at == at(280)
+
+
+def test_a_referrer_decides_its_candidates_in_event_time_order_whatever_their_arrival() -> None:
+    """Twelve referrals by one referrer reach it from two partitions in any order: they wait
+    for every source's mark and are then decided by event time, so the two that exceed the
+    velocity limit are always the last two made."""
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    candidates = [
+        Candidate(
+            referral_id=f"r{n:02}",
+            referrer="R",
+            referee=f"E{n:02}",
+            via="code",
+            lead_type=LeadType.RETAIL,
+            occurred_at=t0 + timedelta(hours=n),
+        )
+        for n in range(12)
+    ]
+    day = (t0 + timedelta(days=2)).toordinal()
+
+    def held(order: list[Candidate]) -> list[str]:
+        service, _, steps = counterparty_step(sources=2)
+
+        async def go() -> None:
+            for n, candidate in enumerate(order):
+                await service.handle_step(Step(candidate=candidate), 0)
+                if n == 5:  # a mark that lets nothing through yet: one source is missing
+                    await service.handle_step(Step(mark=StepMark(source="input:0", day=day)), 0)
+            assert not [s for s in steps if s.decision is not None]
+            for source in ("input:1", "steps:0", "steps:1"):
+                await service.handle_step(Step(mark=StepMark(source=source, day=day)), 0)
+
+        asyncio.run(go())
+        decisions = [s.decision for s in steps if s.decision is not None]
+        assert len(decisions) == 12
+        return sorted(d.candidate.referee for d in decisions if d.outcome == "held")
+
+    shuffled = list(candidates)
+    random.Random(5).shuffle(shuffled)
+    assert held(candidates) == held(shuffled) == held(candidates[::-1]) == ["E10", "E11"]
+
+
+def test_qualification_is_the_same_whether_the_decision_comes_before_the_money_or_after() -> None:
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    rules = ReferralRules()
+    opened = Movement(
+        event_id="o",
+        event_type="account.opened",
+        occurred_at=t0,
+        account_id="N1",
+        referral_code="CODE1234",
+    )
+    deposits = [
+        Movement(
+            event_id=f"d{n}",
+            event_type="deposit",
+            occurred_at=t0 + timedelta(days=n + 1),
+            account_id="N1",
+            amount=Decimal(amount),
+        )
+        for n, amount in enumerate(("600", "500", "900"))
+    ]
+    code = CodeGrant(owner="R", issued_at=t0 - timedelta(days=1))
+
+    def qualified(decision_after: int) -> list[tuple[str, datetime, Decimal | None]]:
+        outcome = on_account_event(None, "N", opened, code, rules)
+        state, events = outcome.state, list(outcome.events)
+        _, decision = decide(None, outcome.candidates[0], rules)
+        assert decision is not None
+        for n, movement in enumerate(deposits):
+            if n == decision_after:
+                step = on_decision(state, decision, rules)
+                state, events = step.state, events + step.events
+            step = on_account_event(state, "N", movement, None, rules)
+            state, events = step.state, events + step.events
+        if decision_after == len(deposits):
+            step = on_decision(state, decision, rules)
+            events += step.events
+        return [(e.type, e.occurred_at, e.qualifying_amount) for e in events]
+
+    expected = [
+        ("referral.attributed", t0, None),
+        ("referral.qualified", t0 + timedelta(days=2), Decimal(1100)),
+    ]
+    assert [qualified(n) for n in range(4)] == [expected] * 4

@@ -1,0 +1,150 @@
+"""Batches for table-backed workers: outputs sent without waiting, table writes held back until
+the broker has every output sent before them.
+
+A worker's rule is "an output is acknowledged before the state that records it is written"
+(a crash then replays the event into the same outputs instead of losing them). Applied per
+event, it costs a broker round trip per event with outputs. In a batch the same rule holds for
+the batch: the agent handles its events against a view of the tables that includes the writes
+held back (`StagedTable`), and `Staging.settle` waits for every output sent so far, then writes
+the tables in the order the writes were made, each with the event that made it (its changelog
+partition is the event's partition), and only then may the agent report the events as handled.
+
+One `Staging` serves all the agents of an app: two agents that write the same table (the
+referral worker's account events and steps) then read each other's held-back writes, and a
+settle writes a prefix of everybody's writes, each of which came after the outputs it depends
+on were sent, and those are all awaited first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.streams import _current_event, current_event
+
+log = logging.getLogger(__name__)
+
+_DELETED = object()
+
+# Set in the task of a batching agent: its sends are acknowledged at the next settle.
+BATCHING: ContextVar[Staging | None] = ContextVar("rapport_batching", default=None)
+
+
+@dataclass
+class _Send:
+    topic: Any
+    key: bytes
+    value: bytes
+    partition: int | None
+    headers: Any
+
+
+@dataclass
+class Staging:
+    """The held-back table writes and the unacknowledged sends of an app's batching agents."""
+
+    sends: list[_Send] = field(default_factory=list)
+    acks: list[Any] = field(default_factory=list)
+    # (event, table, key, value or _DELETED), in the order they were made.
+    writes: list[tuple[Any, StagedTable, str, Any]] = field(default_factory=list)
+
+    def table(self, table: Any) -> StagedTable:
+        return StagedTable(self, table)
+
+    async def send(
+        self, topic: Any, key: bytes, value: bytes, partition: int | None, headers: Any
+    ) -> None:
+        self.sends.append(_Send(topic, key, value, partition, headers))
+        self.acks.append(
+            await topic.send(key=key, value=value, partition=partition, headers=headers)
+        )
+
+    async def settle(self) -> None:
+        """Wait until the broker has every record sent so far, then write the tables up to
+        here. A send that failed is sent again, with all the others of this settle after it
+        (consumers de-duplicate by id), until the broker has it."""
+        sends, acks, writes = self.sends, self.acks, self.writes
+        self.sends, self.acks, self.writes = [], [], []
+        attempt = 0
+        while True:
+            try:
+                await asyncio.gather(*acks)
+                break
+            except (TimeoutError, KafkaError, ConnectionError) as exc:
+                attempt += 1
+                log.warning(
+                    "%d records not acknowledged (%s); sending again (%d)", len(sends), exc, attempt
+                )
+                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+                acks = [
+                    await s.topic.send(
+                        key=s.key, value=s.value, partition=s.partition, headers=s.headers
+                    )
+                    for s in sends
+                ]
+        for event, table, key, value in writes:
+            table.write_through(event, key, value)
+
+
+class StagedTable(MutableMapping[str, bytes]):
+    """A faust table seen with the writes its batch holds back; written through outside one."""
+
+    def __init__(self, staging: Staging, table: Any) -> None:
+        self.staging = staging
+        self.table = table
+        self.held: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> bytes:
+        if key in self.held:
+            value = self.held[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value  # type: ignore[no-any-return]
+        return self.table[key]  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self._write(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._write(key, _DELETED)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.table:
+            if key not in self.held:
+                yield key
+        for key, value in list(self.held.items()):
+            if value is not _DELETED:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def _write(self, key: str, value: Any) -> None:
+        if BATCHING.get() is None:
+            self.write_through(current_event(), key, value)
+            return
+        self.held[key] = value
+        self.staging.writes.append((current_event(), self, key, value))
+
+    def write_through(self, event: Any, key: str, value: Any) -> None:
+        """Write the table as `event` would (its partition names the changelog's), and drop
+        the held value if no later write replaced it."""
+        token = _current_event.set(None if event is None else weakref.ref(event))
+        try:
+            if value is _DELETED:
+                if key in self.table:
+                    del self.table[key]
+            else:
+                self.table[key] = value
+        finally:
+            _current_event.reset(token)
+        if key in self.held and self.held[key] is value:
+            del self.held[key]
