@@ -112,16 +112,25 @@ class Bench:
         asyncio.run(create_topics(self.settings))
         db.upgrade(self.settings.resolved_database_url)
         ends = asyncio.run(topic_ends(self.settings.bootstrap_list, [ACCOUNT_EVENTS.name]))
-        self.preloaded = sum(ends.get(ACCOUNT_EVENTS.name, {}).values())
-        if self.preloaded >= self.events:
-            say(f"input topic already holds {self.preloaded:,} events: reused")
+        held = sum(ends.get(ACCOUNT_EVENTS.name, {}).values())
+        # What was preloaded, as (events, customers): reused only when the topic holds exactly
+        # that (the latency runs add openings of their own after it).
+        marker = self.home / "preloaded.json"
+        preloaded = orjson.loads(marker.read_bytes()) if marker.exists() else None
+        if held >= self.events and preloaded == [held, self.customers]:
+            say(f"input topic already holds {held:,} events: reused")
+            self.preloaded = held
             return
+        if held:
+            say("input topic holds other events: made again")
+            self.reset_outputs(keep_input=False)
         years = self.events / self.customers / EVENTS_PER_CUSTOMER_YEAR
         days = max(int(years * 365) + 1, 7)
         say(f"simulating {self.customers:,} customers over {days} days")
         lines = simulate(customers=self.customers, days=days, seed=42).lines[: self.events]
         asyncio.run(produce_records(self.settings, records_from_lines(lines), total=len(lines)))
-        self.preloaded += len(lines)
+        self.preloaded = len(lines)
+        marker.write_bytes(orjson.dumps([self.preloaded, self.customers]))
 
     # -- measurements --------------------------------------------------------------------------
 
@@ -154,7 +163,7 @@ class Bench:
 
         return asyncio.run(drain())
 
-    def reset_outputs(self) -> None:
+    def reset_outputs(self, keep_input: bool = True) -> None:
         """Delete every topic but the input, then create Rapport's topics again: a run's
         downstream workers then read only what its own upstream workers produce."""
 
@@ -167,7 +176,7 @@ class Bench:
                 doomed = [
                     t
                     for t in await admin.list_topics()
-                    if t != ACCOUNT_EVENTS.name and not t.startswith("__")
+                    if (t != ACCOUNT_EVENTS.name or not keep_input) and not t.startswith("__")
                 ]
                 if doomed:
                     await admin.delete_topics(doomed)

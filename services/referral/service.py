@@ -273,10 +273,7 @@ class ReferralService:
                 # Its first pending link: index the counterparty, before the state, so that no
                 # pending link is ever left out of the index (an indexed key with nothing
                 # pending is harmless).
-                index_key = f"#pending:{partition}"
-                index = orjson.loads(self.counterparties.get(index_key) or b"[]")
-                if item.counterparty_key not in index:
-                    self.counterparties[index_key] = orjson.dumps([*index, item.counterparty_key])
+                _add_to_index(self.counterparties, f"#pending:{partition}", item.counterparty_key)
             state.pending.append(item)
             self.counterparties[item.counterparty_key] = state.model_dump_json().encode()
         elif record.watermark is not None:
@@ -385,7 +382,7 @@ class ReferralService:
                 if waiting is not None:
                     if len(waiting.awaiting) == 1:
                         # Its first waiting candidate: indexed before the state, as the links.
-                        self._index(f"#awaiting:{partition}", step.customer_id)
+                        _add_to_index(self.customers, f"#awaiting:{partition}", step.customer_id)
                     self._save(waiting)
             elif step.decision is not None:
                 await self._commit(
@@ -405,11 +402,6 @@ class ReferralService:
                 )
 
         await self.locks.run(step.customer_id, work)
-
-    def _index(self, key: str, customer_id: str) -> None:
-        index = orjson.loads(self.customers.get(key) or b"[]")
-        if customer_id not in index:
-            self.customers[key] = orjson.dumps([*index, customer_id])
 
     async def _step_mark(self, mark: StepMark, partition: int) -> None:
         """Candidates wait at their referrer until every source has passed their day, then are
@@ -471,3 +463,11 @@ class ReferralService:
 def _low(marks: dict[str, int], kind: str, sources: int) -> int:
     """The lowest day that every source of `kind` has passed (0 while one has sent none)."""
     return min(marks.get(f"{kind}:{n}", 0) for n in range(sources))
+
+
+def _add_to_index(store: Store, key: str, member: str) -> None:
+    """Add `member` to the JSON list stored under `key` (a partition's index of the keys that
+    hold something waiting)."""
+    index = orjson.loads(store.get(key) or b"[]")
+    if member not in index:
+        store[key] = orjson.dumps([*index, member])

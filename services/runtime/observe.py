@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.topics import ALL_TOPICS
+from services.runtime.kafka_security import client_options
+from services.runtime.readback import topic_ends
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 
 
@@ -94,12 +98,35 @@ def wait_until_drained(
 
 def wait_until_quiet(settings: RuntimeSettings, timeout: float = 120.0, still: float = 3.0) -> None:
     """Wait until no worker finishes another record, internal topics included, for `still`
-    seconds: a service's own steps (the referral service's) go on after its input is done."""
+    seconds, and every worker's group has committed the end of every topic it reads: a
+    service's own steps (the referral service's) go on after its input is done, and a batch
+    being handled counts its records only at its end."""
     deadline = time.monotonic() + timeout
     last = [c.all_records for c in read_workers(settings)]
     while time.monotonic() < deadline:
         time.sleep(still)
         now = [c.all_records for c in read_workers(settings)]
-        if now == last:
+        if now == last and asyncio.run(uncommitted(settings)) == 0:
             return
         last = now
+
+
+async def uncommitted(settings: RuntimeSettings) -> int:
+    """Records not yet committed by the workers' groups, over every topic each group reads."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list, **client_options())
+    await admin.start()
+    try:
+        committed = {
+            tp: meta.offset
+            for service in SERVICE_NAMES
+            for tp, meta in (
+                await admin.list_consumer_group_offsets(settings.app_id(service))
+            ).items()
+        }
+    finally:
+        await admin.close()
+    ends = await topic_ends(settings.bootstrap_list, sorted({tp.topic for tp in committed}))
+    return sum(
+        max(ends.get(tp.topic, {}).get(tp.partition, 0) - offset, 0)
+        for tp, offset in committed.items()
+    )
