@@ -465,7 +465,11 @@ def on_account_event(
         ):
             state.candidate = candidate.model_copy(update={"referee_hashes": tuple(state.hashes)})
             state.rechecking = True
-            out.candidates.append(state.candidate.model_copy(update={"recheck": True}))
+            # Dated at the profile change, not at the referral: it is made now, and the
+            # referrer decides candidates in event-time order (docs/referral.md).
+            out.candidates.append(
+                state.candidate.model_copy(update={"recheck": True, "occurred_at": t})
+            )
         return out
     if kind == "account.opened":
         if not state.open_accounts:
