@@ -92,7 +92,10 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     )
     async def entries(
         customer_id: CustomerId,
-        after: Annotated[int, Query(ge=0, description="next_after of the previous page")] = 0,
+        # A row id: SQL's BIGINT bounds it (a larger one answers 422, not a database error).
+        after: Annotated[
+            int, Query(ge=0, le=2**63 - 1, description="next_after of the previous page")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> LedgerPage:
         return await asyncio.to_thread(ledger.entries, url, customer_id, after, limit)
