@@ -12,7 +12,8 @@ partition is the event's partition), and only then may the agent report the even
 One `Staging` serves all the agents of an app: two agents that write the same table (the
 referral worker's account events and steps) then read each other's held-back writes, and a
 settle writes a prefix of everybody's writes, each of which came after the outputs it depends
-on were sent, and those are all awaited first.
+on were sent, and those are all awaited first. Settles run one at a time, so the prefixes reach
+the tables (and their changelogs) in the order the writes were made.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Staging:
     acks: list[Any] = field(default_factory=list)
     # (event, table, key, value or _DELETED), in the order they were made.
     writes: list[tuple[Any, StagedTable, str, Any]] = field(default_factory=list)
+    # One settle at a time: two agents' settles whose acknowledgements came back in the other
+    # order wrote an older value of a shared key over a newer one (the referral worker lost a
+    # counterparty from its index of pending links so).
+    settling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def table(self, table: Any) -> StagedTable:
         return StagedTable(self, table)
@@ -69,6 +74,10 @@ class Staging:
         """Wait until the broker has every record sent so far, then write the tables up to
         here. A send that failed is sent again, with all the others of this settle after it
         (consumers de-duplicate by id), until the broker has it."""
+        async with self.settling:
+            await self._settle()
+
+    async def _settle(self) -> None:
         sends, acks, writes = self.sends, self.acks, self.writes
         self.sends, self.acks, self.writes = [], [], []
         attempt = 0

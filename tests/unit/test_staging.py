@@ -134,6 +134,31 @@ async def test_a_later_write_held_back_survives_the_settle_of_an_earlier_one() -
     del event
 
 
+async def test_two_agents_settles_write_in_the_order_the_writes_were_made() -> None:
+    """Agent A settles, then agent B (sharing the table) writes the same key and settles; B's
+    acknowledgements come back first. B waits for A, so the table ends with B's value."""
+    staging, topic, table = Staging(), ControlledTopic(), RecordingTable()
+    store = staging.table(table)
+    BATCHING.set(staging)
+    event = in_event("a")
+    await staging.send(topic, b"k", b"from-a", None, None)
+    store["index"] = b"old"
+    settling_a = asyncio.create_task(staging.settle())
+    await asyncio.sleep(0)
+    event = in_event("b")
+    await staging.send(topic, b"k", b"from-b", None, None)
+    store["index"] = b"new"
+    settling_b = asyncio.create_task(staging.settle())
+    await asyncio.sleep(0)
+    topic.acks[1].set_result(None)
+    await asyncio.sleep(0)
+    topic.acks[0].set_result(None)
+    await asyncio.gather(settling_a, settling_b)
+    assert [value for _, _, value in table.log] == [b"old", b"new"]
+    assert table == {"index": b"new"} and store["index"] == b"new"
+    del event
+
+
 def test_outside_a_batch_writes_go_straight_to_the_table() -> None:
     staging, table = Staging(), RecordingTable()
     store = staging.table(table)
