@@ -18,7 +18,7 @@ from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
 from services.lifecycle.service import LifecycleService
-from services.runtime.app import BATCH_SIZE, consume, create_app, raw_topic, send_all, staging_of
+from services.runtime.app import consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode
 from services.runtime.settings import RuntimeSettings
 
@@ -116,7 +116,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         decode_account_event,
         lifecycle.handle,
         label=lambda e: str(e.event_type),
-        batch=BATCH_SIZE,
+        batched=True,
     )
 
     # After a restart or a rebalance the read model may miss changes made before a crash.

@@ -27,7 +27,7 @@ from services.referral.service import (
     StepMark,
     Watermark,
 )
-from services.runtime.app import BATCH_SIZE, consume, create_app, raw_topic, send_all, staging_of
+from services.runtime.app import consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode, model_decoder
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
@@ -153,7 +153,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         decode_account_event,
         referral.on_account_event,
         label=lambda e: str(e.event_type),
-        batch=BATCH_SIZE,
+        batched=True,
     )
     consume(
         app,
@@ -162,7 +162,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         model_decoder(TypeAdapter(LinkRecord)),
         referral.on_link,
         label=lambda r: "link" if r.link is not None else "watermark",
-        batch=BATCH_SIZE,
+        batched=True,
     )
     consume(
         app,
@@ -171,7 +171,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         model_decoder(TypeAdapter(Step)),
         referral.on_step,
         label=_step_kind,
-        batch=BATCH_SIZE,
+        batched=True,
     )
     app.timer(interval=config.read_model_interval_seconds)(referral.write_read_model)
     return app

@@ -124,13 +124,13 @@ def consume(
     handle: Callable[[T, Any], Awaitable[None]] | None = None,
     *,
     label: Callable[[T], str],
-    batch: int | None = None,
+    batched: bool = False,
     batch_within: float = 0.05,
     handle_batch: Callable[[list[tuple[T, Any]]], Awaitable[list[Exception | None]]] | None = None,
 ) -> Any:
     """Register an agent that decodes each record of `spec`, dead-letters what is invalid and
     hands valid events to `handle` with their message (for its topic, partition and offset).
-    With `batch`, up to that many records (or what came within `batch_within` seconds) are
+    `batched`: up to `BATCH_SIZE` records (or what came within `batch_within` seconds) are
     handled before their outputs are awaited and their table writes made: for handlers whose
     state is in tables made with `staging_of(app).table(...)`. `handle_batch` takes the valid
     events of a batch with their messages at once, and returns, in their order, None for each
@@ -155,7 +155,7 @@ def consume(
         # (services/runtime/staging.py); offsets are reported handled only after that.
         staging = staging_of(app)
         BATCHING.set(staging)
-        async for events in stream.take_events(batch, within=batch_within):
+        async for events in stream.take_events(BATCH_SIZE, within=batch_within):
             await _tables_recovered(app)
             done = []
             taken: list[tuple[T, Any]] = []
@@ -242,8 +242,7 @@ def consume(
         if occurred_at is not None:
             EVENT_AGE.labels(service, spec.name).observe(max(now - occurred_at.timestamp(), 0.0))
 
-    body = agent if batch is None and handle_batch is None else batch_agent
-    batch = batch or BATCH_SIZE
+    body = batch_agent if batched or handle_batch is not None else agent
     body.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"
     return app.agent(raw_topic(app, spec), name=f"{service}.{spec.name}")(body)
 

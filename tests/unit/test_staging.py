@@ -10,7 +10,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 from faust.streams import current_event
 
-from services.runtime.staging import BATCHING, Staging
+from services.runtime.staging import BATCHING, StagedTable, Staging
 
 
 class FakeEvent:
@@ -51,6 +51,13 @@ class ControlledTopic:
         return ack
 
 
+def a_batch() -> tuple[Staging, ControlledTopic, RecordingTable, StagedTable]:
+    """A staging in batching mode, a topic the test acknowledges, and a table seen through it."""
+    staging, topic, table = Staging(), ControlledTopic(), RecordingTable()
+    BATCHING.set(staging)
+    return staging, topic, table, staging.table(table)
+
+
 def in_event(name: str) -> Any:
     """Make `name` the current event, as the batching agent does for each record."""
     import weakref
@@ -63,9 +70,7 @@ def in_event(name: str) -> Any:
 
 
 async def test_writes_wait_for_the_outputs_sent_before_them() -> None:
-    staging, topic, table = Staging(), ControlledTopic(), RecordingTable()
-    store = staging.table(table)
-    BATCHING.set(staging)
+    staging, topic, table, store = a_batch()
     table["old"] = b"0"
     first = in_event("e1")
     await staging.send(topic, b"k", b"out-1", None, None)
@@ -94,9 +99,7 @@ async def test_a_send_that_fails_is_sent_again_with_those_after_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("services.runtime.staging.asyncio.sleep", _no_sleep)
-    staging, topic, table = Staging(), ControlledTopic(), RecordingTable()
-    store = staging.table(table)
-    BATCHING.set(staging)
+    staging, topic, table, store = a_batch()
     event = in_event("e1")
     await staging.send(topic, b"k", b"a", None, None)
     await staging.send(topic, b"k", b"b", None, None)
@@ -117,9 +120,7 @@ async def test_a_send_that_fails_is_sent_again_with_those_after_it(
 
 
 async def test_a_later_write_held_back_survives_the_settle_of_an_earlier_one() -> None:
-    staging, topic, table = Staging(), ControlledTopic(), RecordingTable()
-    store = staging.table(table)
-    BATCHING.set(staging)
+    staging, topic, table, store = a_batch()
     event = in_event("e1")
     await staging.send(topic, b"k", b"a", None, None)
     store["c"] = b"1"
@@ -137,9 +138,7 @@ async def test_a_later_write_held_back_survives_the_settle_of_an_earlier_one() -
 async def test_two_agents_settles_write_in_the_order_the_writes_were_made() -> None:
     """Agent A settles, then agent B (sharing the table) writes the same key and settles; B's
     acknowledgements come back first. B waits for A, so the table ends with B's value."""
-    staging, topic, table = Staging(), ControlledTopic(), RecordingTable()
-    store = staging.table(table)
-    BATCHING.set(staging)
+    staging, topic, table, store = a_batch()
     event = in_event("a")
     await staging.send(topic, b"k", b"from-a", None, None)
     store["index"] = b"old"
