@@ -278,6 +278,14 @@ def on_churn_signal(event: ChurnSignalChanged) -> Decision:
     return Decision(cancel_causes=[event.cause.value])
 
 
+def resolved_in_wait(triggered_at: datetime, send_at: datetime, resolved_at: datetime) -> bool:
+    """Whether a resolution of its cause cancels a retention message: it came after the message
+    was triggered and before the message goes out. Decided on event times only, so the answer
+    is the same whether notify takes the message or the resolution first (they come from two
+    topics, and their order of arrival changes from run to run)."""
+    return triggered_at <= resolved_at < send_at
+
+
 def on_lead(event: LeadChanged, referrer: Profile | None, rules: NotifyRules) -> Decision:
     """A new lead: corporate leads go to the corporate RM team, retail leads to the referrer's RM
     (to ask the customer for an introduction)."""

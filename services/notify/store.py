@@ -40,6 +40,7 @@ from services.notify.domain import (
     on_ledger_entry,
     on_referral,
     on_stage_changed,
+    resolved_in_wait,
     schedule,
     task_created,
 )
@@ -115,6 +116,18 @@ class InterventionRow(SQLModel, table=True):
     treated: bool
     outcome: str | None = Field(default=None, max_length=16)
     outcome_at: datetime | None = Field(default=None, sa_type=_TIME)
+
+
+class ResolutionRow(SQLModel, table=True):
+    """A churn signal's resolution, kept for the retention messages taken after it."""
+
+    __tablename__ = "notify_resolutions"
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    cause: str = Field(primary_key=True, max_length=40)
+    customer_id: str = Field(index=True, max_length=64)
+    signal: str = Field(max_length=40)
+    resolved_at: datetime = Field(sa_type=_TIME)
 
 
 class NotifySourceRow(SQLModel, table=True):
@@ -252,24 +265,23 @@ def _record(
             if r.send_at is not None
         ]
         out = schedule(message, profile, history, rules, source_event_id)
-        session.add(
-            NotificationRow(
-                notification_id=out.notification_id,
-                customer_id=out.customer_id,
-                category=out.category.value,
-                template=out.template,
-                channel=out.channel.value if out.channel else None,
-                dedupe_key=out.dedupe_key,
-                cause=message.cause,
-                status=out.type.split(".", 1)[1],
-                reason_code=out.reason_code,
-                occurred_at=out.occurred_at,
-                send_at=out.send_at,
-                source_event_id=source_event_id,
-            )
+        row = NotificationRow(
+            notification_id=out.notification_id,
+            customer_id=out.customer_id,
+            category=out.category.value,
+            template=out.template,
+            channel=out.channel.value if out.channel else None,
+            dedupe_key=out.dedupe_key,
+            cause=message.cause,
+            status=out.type.split(".", 1)[1],
+            reason_code=out.reason_code,
+            occurred_at=out.occurred_at,
+            send_at=out.send_at,
+            source_event_id=source_event_id,
         )
+        session.add(row)
         session.flush()
-        outputs.append(out)
+        outputs += [out, *_cancel_if_resolved(session, row)]
     for task in decision.tasks:
         day = task.at.replace(hour=0, minute=0, second=0, microsecond=0)
         assigned_today = session.exec(
@@ -313,37 +325,67 @@ def _record(
 
 
 def _cancel(session: Session, event: ChurnSignalChanged, causes: list[str]) -> list[Output]:
-    if not causes:
-        return []
-    waiting = session.exec(
-        select(NotificationRow).where(
-            NotificationRow.customer_id == event.customer_id,
-            # "sent": handed to a webhook sender that holds it until send_at.
-            col(NotificationRow.status).in_(("scheduled", "sent")),
-            col(NotificationRow.cause).in_(causes),
-            col(NotificationRow.send_at) > event.occurred_at,
-        )
-    ).all()
     outputs: list[Output] = []
-    for row in waiting:
-        row.status = "cancelled"
-        outputs.append(
-            NotificationChanged(
-                event_id=f"{row.notification_id}:cancelled",
-                type="notification.cancelled",
-                occurred_at=event.occurred_at,
-                notification_id=row.notification_id,
-                customer_id=row.customer_id,
-                category=Category(row.category),
-                template=row.template,
-                channel=Channel(row.channel) if row.channel else None,
-                dedupe_key=row.dedupe_key,
-                reason_code="signal_resolved",
-                reason=f"the {event.signal.value} signal resolved before the message went out",
-                source_event_id=event.event_id,
-            )
+    for cause in causes:
+        resolution = ResolutionRow(
+            event_id=event.event_id,
+            cause=cause,
+            customer_id=event.customer_id,
+            signal=event.signal.value,
+            resolved_at=event.occurred_at,
         )
+        session.add(resolution)
+        waiting = session.exec(
+            select(NotificationRow).where(
+                NotificationRow.customer_id == event.customer_id,
+                # "sent": handed to a webhook sender that holds it until send_at.
+                col(NotificationRow.status).in_(("scheduled", "sent")),
+                NotificationRow.cause == cause,
+            )
+        ).all()
+        outputs += [
+            _cancelled(row, resolution)
+            for row in waiting
+            if row.send_at is not None
+            and resolved_in_wait(
+                db.as_utc(row.occurred_at), db.as_utc(row.send_at), event.occurred_at
+            )
+        ]
     return outputs
+
+
+def _cancel_if_resolved(session: Session, row: NotificationRow) -> list[Output]:
+    """A retention message taken after the resolution that cancels it is cancelled at once."""
+    if row.status != "scheduled" or row.cause is None or row.send_at is None:
+        return []
+    resolutions = session.exec(
+        select(ResolutionRow)
+        .where(ResolutionRow.customer_id == row.customer_id, ResolutionRow.cause == row.cause)
+        .order_by(col(ResolutionRow.resolved_at), col(ResolutionRow.event_id))
+    ).all()
+    send_at, occurred_at = db.as_utc(row.send_at), db.as_utc(row.occurred_at)
+    for resolution in resolutions:
+        if resolved_in_wait(occurred_at, send_at, db.as_utc(resolution.resolved_at)):
+            return [_cancelled(row, resolution)]
+    return []
+
+
+def _cancelled(row: NotificationRow, resolution: ResolutionRow) -> NotificationChanged:
+    row.status = "cancelled"
+    return NotificationChanged(
+        event_id=f"{row.notification_id}:cancelled",
+        type="notification.cancelled",
+        occurred_at=db.as_utc(resolution.resolved_at),
+        notification_id=row.notification_id,
+        customer_id=row.customer_id,
+        category=Category(row.category),
+        template=row.template,
+        channel=Channel(row.channel) if row.channel else None,
+        dedupe_key=row.dedupe_key,
+        reason_code="signal_resolved",
+        reason=f"the {resolution.signal} signal resolved before the message went out",
+        source_event_id=resolution.event_id,
+    )
 
 
 def _close_interventions(session: Session, event: StageChanged) -> None:

@@ -120,6 +120,55 @@ def test_deferred_retention_message_is_cancelled_when_the_signal_resolves(url: s
     assert [n.status for n in store.notifications(url, customer, 10)] == ["cancelled"]
 
 
+def resolution_of(customer: str, at: datetime) -> ChurnSignalChanged:
+    return ChurnSignalChanged(
+        event_id=f"resolved-{customer}-{at:%H%M}",
+        type="churn_signal.resolved",
+        occurred_at=at,
+        customer_id=customer,
+        signal=SignalKind.COMPETITOR_TRANSFER,
+        cause=ChurnCause.COMPETITOR_ATTRACTION,
+        signal_weight=0.7,
+        churn_score=0.1,
+        stage=Stage.AT_RISK,
+        tier=Tier.MASS,
+        evidence={},
+    )
+
+
+@pytest.mark.parametrize("resolution_first", [False, True])
+@pytest.mark.parametrize(("resolved_after", "cancelled"), [(2, True), (-1, False), (12, False)])
+def test_cancellation_depends_on_event_times_not_on_which_topic_came_first(
+    url: str, resolution_first: bool, resolved_after: int, cancelled: bool
+) -> None:
+    """The stage change and the resolution come from two topics, in either order: a resolution
+    after the message was triggered and before it goes out (8:00) cancels it, either way, with
+    the same cancellation; one before the trigger or after the message went out does not."""
+    customer = treated("M")
+    store.apply(url, profile_update(customer, locale="en", time_zone="Asia/Shanghai"), RULES, NOW)  # type: ignore[arg-type]
+    events: list[store.NotifyInput] = [
+        stage(customer, Stage.AT_RISK, NIGHT),
+        resolution_of(customer, NIGHT + timedelta(hours=resolved_after)),
+    ]
+    if resolution_first:
+        events.reverse()
+    outputs = [o for e in events for o in store.apply(url, e, RULES, NOW)]
+    (message,) = [o for o in outputs if o.type == "notification.scheduled"]
+    assert isinstance(message, NotificationChanged) and message.deferred
+    cancellations = [o for o in outputs if o.type == "notification.cancelled"]
+    if not cancelled:
+        assert cancellations == []
+        return
+    (cancellation,) = cancellations
+    assert cancellation.model_dump() == {
+        **cancellation.model_dump(),
+        "event_id": f"{message.notification_id}:cancelled",
+        "occurred_at": NIGHT + timedelta(hours=resolved_after),
+        "source_event_id": events[int(not resolution_first)].event_id,
+    }
+    assert [n.status for n in store.notifications(url, customer, 10)] == ["cancelled"]
+
+
 def test_a_redelivered_event_gives_the_same_outputs_and_decides_nothing_new(url: str) -> None:
     event = stage("C1", Stage.GROWTH, NIGHT)
     first = store.apply(url, event, RULES, NOW)

@@ -1,0 +1,320 @@
+"""The four workers on a simulated stream, compared with an uninterrupted run of the same input:
+killed with SIGKILL one at a time and all together, several times, or scaled from one process
+per service to two and back, they publish the same stage changes, churn signals, milestones,
+referral events, ledger entries, notifications and RM tasks, each once after de-duplication by
+event id.
+
+Every run has a broker of its own, so no run's outputs reach another run's consumers, and the
+input is fed while the workers run, so every fault falls mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas.topics import ACCOUNT_EVENTS, ALL_TOPICS, REWARDS_LEDGER
+from services.referral import read_model
+from services.runtime import db
+from services.runtime.broker import BrokerError, LocalBroker
+from services.runtime.observe import uncommitted
+from services.runtime.produce import records_from_lines
+from services.runtime.settings import RuntimeSettings
+from services.runtime.topics import create_topics
+from services.simulator.simulate import Simulation, simulate
+from tests.conftest import TEST_BROKER_PORT, own_broker
+from tests.integration.stack import (
+    METRICS_PORT_BASE,
+    RunningWorker,
+    end_offsets,
+    produce,
+    read_all,
+    service_env,
+    worker,
+)
+
+SERVICES = ("lifecycle", "referral", "rewards", "notify")
+OUTPUTS = tuple(t.name for t in ALL_TOPICS if t is not ACCOUNT_EVENTS)
+# Set by the process that wrote the record, not by the event it answers: the booking time, and
+# the balance after the entry, which follows the order the rewards worker took its two input
+# topics in (each run's balances are checked against its own ledger instead).
+BOOKING_FIELDS = ("booked_at", "points_balance")
+# The pipeline's brokers: after the session broker and the SCRAM one.
+PORTS = iter(range(TEST_BROKER_PORT + 20, TEST_BROKER_PORT + 80, 4))
+FEED_SECONDS = 40.0
+
+
+@dataclass
+class Outputs:
+    """What a run published: each output record by event id, and how many records in all."""
+
+    by_id: dict[str, dict[str, object]] = field(default_factory=dict)
+    written: int = 0
+    events_in: int = 0
+    faults: list[str] = field(default_factory=list)
+
+    def count(self) -> Counter[str]:
+        return Counter(str(e["type"]) for e in self.by_id.values())
+
+
+class Pipeline:
+    """One process per service (a second one while scaled out) on a broker of the run's own."""
+
+    def __init__(self, broker: LocalBroker, home: Path, logs: Path) -> None:
+        self.broker = broker
+        self.env = service_env(broker, home, uuid.uuid4().hex[:8])
+        self.settings = RuntimeSettings(
+            kafka_bootstrap_servers=broker.bootstrap,
+            instance=self.env["RAPPORT_INSTANCE"],
+            metrics_port_base=METRICS_PORT_BASE,
+        )
+        self.logs = logs
+        self.stack = ExitStack()
+        self.running: dict[str, RunningWorker] = {}
+        self.extra: dict[str, ExitStack] = {}
+
+    def start(self, service: str) -> None:
+        self.running[service] = self.stack.enter_context(worker(service, self.env, self.logs))
+
+    def kill(self, *services: str) -> None:
+        """SIGKILL: no shutdown, no final commit, no flush; then start them again."""
+        for service in services:
+            process = self.running[service].process
+            process.kill()
+            process.wait()
+        for service in services:
+            self.start(service)
+
+    def scale_out(self, service: str) -> None:
+        """A second process of the service joins its group."""
+        second = ExitStack()
+        env = {**self.env, "RAPPORT_METRICS_PORT_BASE": str(METRICS_PORT_BASE + 10)}
+        second.enter_context(worker(service, env, self.logs))
+        self.extra[service] = second
+
+    def scale_in(self, service: str) -> None:
+        """The second process stops (SIGTERM) and its partitions go back to the first."""
+        self.extra.pop(service).close()
+
+    def busy(self) -> int:
+        return asyncio.run(uncommitted(self.settings))
+
+    def wait_until_drained(self, fed: threading.Event, timeout: float = 600) -> None:
+        """Until the feed is in, every group has committed the end of every topic it reads,
+        and no output has grown for a while (the referral steps make more steps)."""
+        deadline = time.monotonic() + timeout
+        last: list[dict[int, int]] = []
+        while True:
+            for service, running in self.running.items():
+                assert running.process.poll() is None, (
+                    f"{service} exited:\n{running.log.read_text()[-3000:]}"
+                )
+            ends = [end_offsets(self.broker.bootstrap, t) for t in OUTPUTS]
+            if fed.is_set() and ends == last and self.busy() == 0:
+                return
+            assert time.monotonic() < deadline, f"the pipeline never drained ({self.busy()} left)"
+            last = ends
+            time.sleep(4)
+
+    def close(self) -> None:
+        for second in self.extra.values():
+            second.close()
+        self.stack.close()
+
+
+def assert_balances_follow_the_ledger(entries: list[dict[str, object]]) -> None:
+    """Each entry's balance is the sum of the customer's entries up to it, in ledger order."""
+    balances: Counter[str] = Counter()
+    seen: set[object] = set()
+    for entry in entries:
+        if entry["event_id"] in seen:
+            continue  # re-sent after a restart
+        seen.add(entry["event_id"])
+        customer = str(entry["customer_id"])
+        balances[customer] += int(str(entry["points"]))
+        assert entry["points_balance"] == balances[customer], entry
+
+
+@contextmanager
+def a_broker(home: Path) -> Iterator[LocalBroker]:
+    broker = own_broker(home, next(PORTS), "512m")
+    try:
+        broker.start(timeout=120)
+    except BrokerError as exc:
+        pytest.fail(f"the real Kafka broker is needed and could not start: {exc}")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+Fault = Callable[[Pipeline], str]
+
+
+def run_pipeline(simulation: Simulation, work: Path, faults: list[tuple[float, Fault]]) -> Outputs:
+    """Feed the simulation over FEED_SECONDS to the four workers, applying each fault at its
+    second after the start, and return what they published once drained."""
+    home = work / "home"
+    home.mkdir(parents=True)
+    with a_broker(work) as broker:
+        asyncio.run(
+            create_topics(RuntimeSettings(kafka_bootstrap_servers=broker.bootstrap, home=home))
+        )
+        url = RuntimeSettings(home=home).resolved_database_url
+        db.upgrade(url)
+        truth = simulation.truth
+        read_model.register_codes(
+            url, truth.codes, truth.start - timedelta(days=1), timedelta(days=400)
+        )
+        pipeline = Pipeline(broker, home, work)
+        outputs = Outputs(events_in=len(simulation.lines))
+        fed = threading.Event()
+        failure: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                records = [(r.key, r.value) for r in records_from_lines(simulation.lines)]
+                chunks = 20
+                size = -(-len(records) // chunks)
+                for n in range(chunks):
+                    produce(
+                        broker.bootstrap, ACCOUNT_EVENTS.name, records[n * size : (n + 1) * size]
+                    )
+                    time.sleep(FEED_SECONDS / chunks)
+            except BaseException as exc:  # the test thread reports it
+                failure.append(exc)
+            finally:
+                fed.set()
+
+        try:
+            for service in SERVICES:
+                pipeline.start(service)
+            feeder = threading.Thread(target=feed, daemon=True)
+            started = time.monotonic()
+            feeder.start()
+            for at, fault in faults:
+                time.sleep(max(at - (time.monotonic() - started), 0))
+                left = pipeline.busy()
+                outputs.faults.append(
+                    f"{fault(pipeline)} at {time.monotonic() - started:.0f} s "
+                    f"with {left} records uncommitted"
+                )
+            feeder.join()
+            assert not failure, failure
+            pipeline.wait_until_drained(fed)
+        finally:
+            pipeline.close()
+        for topic in OUTPUTS:
+            events = [orjson.loads(r.value or b"{}") for r in read_all(broker.bootstrap, topic)]
+            if topic == REWARDS_LEDGER.name:
+                assert_balances_follow_the_ledger(events)
+            for event in events:
+                for name in BOOKING_FIELDS:
+                    event.pop(name, None)
+                outputs.by_id[str(event["event_id"])] = event
+            outputs.written += len(events)
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def simulation() -> Simulation:
+    return simulate(customers=150, days=365, seed=8, start=datetime(2028, 1, 1, tzinfo=UTC))
+
+
+@pytest.fixture(scope="module")
+def reference(simulation: Simulation, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    outputs = run_pipeline(simulation, tmp_path_factory.mktemp("uninterrupted"), faults=[])
+    kinds = outputs.count()
+    print("uninterrupted:", dict(kinds))
+    return outputs
+
+
+def assert_same(reference: Outputs, got: Outputs) -> None:
+    missing = reference.by_id.keys() - got.by_id.keys()
+    extra = got.by_id.keys() - reference.by_id.keys()
+    assert not missing, f"{len(missing)} outputs lost, e.g. " + "; ".join(
+        f"{reference.by_id[k]['type']} {reference.by_id[k].get('customer_id')}"
+        f" {reference.by_id[k].get('occurred_at')}"
+        for k in sorted(missing)[:8]
+    )
+    assert not extra, f"{len(extra)} outputs an uninterrupted run does not make, e.g. " + "; ".join(
+        f"{got.by_id[k]['type']} {got.by_id[k].get('customer_id')}" for k in sorted(extra)[:8]
+    )
+    differing = [k for k in reference.by_id if reference.by_id[k] != got.by_id[k]]
+
+    def difference(k: str) -> str:
+        was, now = reference.by_id[k], got.by_id[k]
+        fields = sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f))
+        return f"{was['type']} {was.get('customer_id')}: " + ", ".join(
+            f"{f} {was.get(f)!r} -> {now.get(f)!r}" for f in fields
+        )
+
+    assert not differing, f"{len(differing)} outputs differ, e.g. " + "; ".join(
+        difference(k) for k in differing[:6]
+    )
+
+
+def kill(*services: str) -> Fault:
+    def fault(pipeline: Pipeline) -> str:
+        pipeline.kill(*services)
+        return "SIGKILL " + "+".join(services)
+
+    return fault
+
+
+def scale(out: bool) -> Fault:
+    def fault(pipeline: Pipeline) -> str:
+        for service in SERVICES:
+            (pipeline.scale_out if out else pipeline.scale_in)(service)
+        return "a second process of each service " + ("started" if out else "stopped")
+
+    return fault
+
+
+def report(name: str, reference: Outputs, got: Outputs) -> None:
+    """The figures docs/reliability.md records, on the test's output (pytest -s)."""
+    print(
+        f"\n{name}: {'; '.join(got.faults)}; in {reference.events_in} events; "
+        f"out {len(got.by_id)} unique outputs ({got.written} records, "
+        f"{got.written - len(got.by_id)} re-sent with the same id); uninterrupted "
+        f"{len(reference.by_id)} ({reference.written} records)"
+    )
+
+
+def test_each_worker_killed_in_turn_changes_nothing(
+    simulation: Simulation, reference: Outputs, tmp_path: Path
+) -> None:
+    order = random.Random(3).sample(SERVICES, len(SERVICES))
+    faults = [(6.0 + 8 * n, kill(service)) for n, service in enumerate(order)]
+    got = run_pipeline(simulation, tmp_path, faults)
+    report("one at a time", reference, got)
+    assert_same(reference, got)
+
+
+def test_all_workers_killed_together_three_times_changes_nothing(
+    simulation: Simulation, reference: Outputs, tmp_path: Path
+) -> None:
+    rng = random.Random(4)
+    faults = [(at + rng.uniform(0, 4), kill(*SERVICES)) for at in (6.0, 18.0, 30.0)]
+    got = run_pipeline(simulation, tmp_path, faults)
+    report("all together", reference, got)
+    assert_same(reference, got)
+
+
+def test_scaling_from_one_process_to_two_and_back_changes_nothing(
+    simulation: Simulation, reference: Outputs, tmp_path: Path
+) -> None:
+    got = run_pipeline(simulation, tmp_path, [(8.0, scale(out=True)), (28.0, scale(out=False))])
+    report("1 -> 2 -> 1", reference, got)
+    assert_same(reference, got)
