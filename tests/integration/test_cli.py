@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.runtime.broker import LocalBroker, kafka_version
@@ -42,3 +46,35 @@ def test_worker_refuses_an_unwritable_state_directory(kafka: LocalBroker, tmp_pa
     result = rapport(service_env(kafka, blocker), "worker", "lifecycle", timeout=60)
     assert result.returncode == 2
     assert "cannot write the worker's state directory" in result.stderr
+
+
+@contextmanager
+def a_full_disk(where: Path) -> Iterator[Path]:
+    """A 256 KiB file system (tmpfs; ./run test runs as root or with sudo), filled up."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert mounted.returncode == 0, f"a small file system is needed: {mounted.stderr}"
+    try:
+        try:
+            with (where / "filler").open("wb") as filler:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def test_worker_refuses_a_full_disk(kafka: LocalBroker, tmp_path: Path) -> None:
+    with a_full_disk(tmp_path / "full") as home:
+        result = rapport(service_env(kafka, home), "worker", "lifecycle", timeout=60)
+    assert result.returncode == 2
+    assert "cannot write the worker's state directory" in result.stderr
+    assert "No space left on device" in result.stderr
