@@ -4,11 +4,15 @@ SQL store and publishing what it decided. The store is the state: no faust table
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import httpx
+from aiokafka.partitioner import murmur2
+from faust.types import TP
 from pydantic import TypeAdapter
 
 from schemas.account_events import CustomerUpdated
@@ -30,6 +34,7 @@ from schemas.topics import (
 from services.notify import metrics, store
 from services.notify.config import SERVICE, NotifySettings
 from services.notify.delivery import deliver
+from services.notify.domain import profiles_read
 from services.runtime import tracing
 from services.runtime.app import consume, create_app, raw_topic, send_all
 from services.runtime.codec import (
@@ -40,7 +45,79 @@ from services.runtime.codec import (
     model_decoder,
 )
 from services.runtime.deadletter import DeadLetters
+from services.runtime.faust_fixes import HandledOffsets
 from services.runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ProfileClock:
+    """How far this worker has taken the topics profiles come from (the input's
+    `customer.updated`, and the stage changes that set the tier), per partition. An event is
+    decided once the facts before it are in: the partition holding its customer's facts was
+    taken up to the event's time, or to its end. With the profile read as of the event's time
+    (`profile_as_of`), notify then decides the same whichever of its six topics it takes
+    first, and a replay decides as a live run did (docs/notify.md)."""
+
+    def __init__(self, app: faust.App, wait_seconds: float) -> None:
+        self.app = app
+        self.handled: HandledOffsets = app.rapport_handled  # type: ignore[attr-defined]
+        self.wait_seconds = wait_seconds
+        self.taken_until: dict[TP, datetime] = {}
+
+    def took(self, taken: list[tuple[Any, Any]]) -> None:
+        """Events of these messages are stored."""
+        for event, message in taken:
+            at = getattr(event, "occurred_at", None)
+            if at is not None and at > self.taken_until.get(message.tp, _EPOCH):
+                self.taken_until[message.tp] = at
+
+    async def wait_for(self, events: list[Any]) -> None:
+        """Until the profile facts these events read are taken (or the wait times out)."""
+        consumer = self.app.consumer
+        needed: dict[TP, datetime] = {}
+        for event in events:
+            for customer_id, tier in profiles_read(event):
+                for topic in (ACCOUNT_EVENTS, STAGE_CHANGED) if tier else (ACCOUNT_EVENTS,):
+                    partitions = consumer.topic_partitions(topic.name)
+                    if not partitions:
+                        continue
+                    tp = TP(topic.name, partition_of(customer_id.encode(), partitions))
+                    if event.occurred_at > needed.get(tp, _EPOCH):
+                        needed[tp] = event.occurred_at
+        pending = {tp: at for tp, at in needed.items() if self.taken_until.get(tp, _EPOCH) < at}
+        if not pending:
+            return
+        # The facts before these events are in the log by now: the partitions' ends.
+        ends = await consumer.highwaters(*pending)
+        deadline = time.monotonic() + self.wait_seconds
+        while pending:
+            assigned = consumer.assignment()
+            for tp, at in list(pending.items()):
+                if tp in assigned:
+                    done = self.handled.done.get(tp)
+                    if done is None:
+                        done = await self.handled.start_of(tp)
+                    taken = self.taken_until.get(tp, _EPOCH) >= at or done >= ends[tp]
+                else:
+                    # Another worker takes it: wait until its group has committed that far.
+                    taken = await self.handled.start_of(tp) >= ends[tp]
+                if taken:
+                    del pending[tp]
+            if pending and time.monotonic() > deadline:
+                log.warning("deciding without the profile facts of %s: not taken in time", pending)
+                metrics.PROFILE_WAITS.labels("timed_out").inc()
+                return
+            if pending:
+                await asyncio.sleep(0.05 if pending.keys() <= assigned else 0.5)
+        metrics.PROFILE_WAITS.labels("taken").inc()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client and aiokafka
+    use) gives a key."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class Notify:
@@ -51,18 +128,27 @@ class Notify:
         self.url = settings.resolved_database_url
         self.notifications = raw_topic(app, NOTIFICATIONS)
         self.tasks = raw_topic(app, RM_TASKS)
+        self.clock = ProfileClock(app, config.profile_wait_seconds)
 
     async def on_account_events(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
         # Of the account events, only profile changes (locale, time zone, RM, consent) matter.
         changes = [i for i, (event, _) in enumerate(taken) if isinstance(event, CustomerUpdated)]
         failures: list[Exception | None] = [None] * len(taken)
         if changes:
-            outcome = await self.on_events([taken[i] for i in changes])
+            outcome = await self._decide([taken[i] for i in changes])
             for i, failure in zip(changes, outcome, strict=True):
                 failures[i] = failure
+        self.clock.took(taken)
         return failures
 
     async def on_events(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
+        """Events of the other services, once the profile facts before them are in."""
+        await self.clock.wait_for([event for event, _ in taken])
+        failures = await self._decide(taken)
+        self.clock.took(taken)
+        return failures
+
+    async def _decide(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
         """A batch of events in one transaction; their outputs are sent after its commit (a
         crash in between re-sends the same outputs on redelivery: the store keeps them with
         the event, and consumers dedupe by event_id)."""

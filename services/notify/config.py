@@ -23,6 +23,11 @@ class NotifySettings(BaseSettings, NotifyRules):
     webhook_email_url: str | None = None
     # Signs every payload (HMAC-SHA256); required when any URL is set.
     webhook_secret: str | None = None
+    # How long an event may wait for the profile facts before it (in the input and, for lead
+    # tasks, the stage changes) to be taken, before it is decided anyway: a safety valve for a
+    # stalled partition, long enough to ride out a broker restart; each time is counted
+    # (rapport_notify_profile_waits_total{outcome="timed_out"}).
+    profile_wait_seconds: float = Field(120.0, ge=0)
     webhook_attempts: int = Field(5, ge=1, le=20)
     webhook_backoff_seconds: float = Field(0.5, gt=0)
     webhook_backoff_max_seconds: float = Field(30.0, gt=0)

@@ -77,6 +77,57 @@ class Profile(BaseModel):
     opted_out: list[Channel] = []
 
 
+@dataclass(frozen=True)
+class ProfileChange:
+    """A change to what notify knows of a customer, in force from its event time: fields of
+    `Profile` to set; `consent` entries are merged into the consent already stated."""
+
+    effective_at: datetime
+    event_id: str
+    fields: dict[str, Any]
+
+
+def profile_as_of(customer_id: str, changes: list[ProfileChange], at: datetime) -> Profile | None:
+    """The customer's profile as it stood at `at`: the changes in force by then, applied in
+    event-time order (the event id breaks ties), whatever order notify took them in. A replay
+    then decides with the profile a live run had: not with a change made minutes later. None
+    when nothing is known of the customer yet."""
+    in_force = sorted(
+        (c for c in changes if c.effective_at <= at), key=lambda c: (c.effective_at, c.event_id)
+    )
+    if not in_force:
+        return None
+    fields: dict[str, Any] = {"consent": {}}
+    for change in in_force:
+        for name, value in change.fields.items():
+            if name == "consent":
+                fields["consent"] = {**fields["consent"], **value}
+            else:
+                fields[name] = value
+    return Profile.model_validate({**fields, "customer_id": customer_id})
+
+
+def profiles_read(
+    event: StageChanged
+    | ChurnSignalChanged
+    | TenureAnniversary
+    | CustomerBirthday
+    | LeadChanged
+    | ReferralChanged
+    | LedgerEntryBooked,
+) -> list[tuple[str, bool]]:
+    """Whose profile deciding the event reads, and whether its tier too (which stage changes
+    set): the facts to be taken before the event is decided."""
+    if isinstance(event, LeadChanged):
+        return [(event.suggested_referrer, True)] if event.type == "lead.detected" else []
+    if isinstance(event, ReferralChanged):
+        qualified = event.type == "referral.qualified" and event.referrer
+        return [(event.referrer, False)] if qualified and event.referrer else []
+    if isinstance(event, ChurnSignalChanged):
+        return []
+    return [(event.customer_id, False)]
+
+
 def allowed_channels(profile: Profile) -> list[Channel]:
     """Channels the customer may be reached on, in order of preference."""
     defaults = {Channel.PUSH: True, Channel.SMS: True, Channel.EMAIL: False}
@@ -358,7 +409,9 @@ def on_ledger_entry(event: LedgerEntryBooked) -> Decision:
                 event.customer_id,
                 Category.SERVICE,
                 "reward_credited",
-                {"points": event.points, "balance": event.points_balance},
+                # Not the balance after the entry: it follows the order rewards booked
+                # concurrent credits in, so a replay could tell a different figure.
+                {"points": event.points},
                 f"reward:{event.entry_id}",
                 event.occurred_at,
             )

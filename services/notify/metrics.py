@@ -25,6 +25,12 @@ TASKS = Counter(
     "RM tasks by change (created, closed), kind, priority and status.",
     ["change", "kind", "priority", "status"],
 )
+PROFILE_WAITS = Counter(
+    "rapport_notify_profile_waits_total",
+    "Batches that waited for the profile facts before their events to be taken, by outcome "
+    "(taken: they were; timed_out: decided anyway after RAPPORT_NOTIFY_PROFILE_WAIT_SECONDS).",
+    ["outcome"],
+)
 DELIVERIES = Counter(
     "rapport_notify_webhook_deliveries_total",
     "Webhook deliveries by channel and verdict (sent, failed: dead-lettered).",

@@ -7,8 +7,9 @@ de-duplication and RM capacity count what was decided before, whichever worker d
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ from services.notify.domain import (
     Decision,
     NotifyRules,
     Profile,
+    ProfileChange,
     Sent,
     on_anniversary,
     on_birthday,
@@ -40,6 +42,7 @@ from services.notify.domain import (
     on_ledger_entry,
     on_referral,
     on_stage_changed,
+    profile_as_of,
     resolved_in_wait,
     schedule,
     task_created,
@@ -65,12 +68,16 @@ NotifyInput = (
 Output = NotificationChanged | RmTaskChanged
 
 
-class ProfileRow(SQLModel, table=True):
-    __tablename__ = "notify_profiles"
+class ProfileChangeRow(SQLModel, table=True):
+    """What notify learnt of a customer, from which event, in force from when: the profile at
+    any moment is folded from these (`profile_as_of`)."""
 
-    customer_id: str = Field(primary_key=True, max_length=64)
-    profile: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    updated_at: datetime = Field(sa_type=_TIME)
+    __tablename__ = "notify_profile_changes"
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    customer_id: str = Field(index=True, max_length=64)
+    effective_at: datetime = Field(sa_type=_TIME)
+    fields: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
 class NotificationRow(SQLModel, table=True):
@@ -138,19 +145,31 @@ class NotifySourceRow(SQLModel, table=True):
     processed_at: datetime = Field(sa_type=_TIME)
 
 
-def _profile(session: Session, customer_id: str) -> Profile:
-    row = session.get(ProfileRow, customer_id)
-    return Profile(customer_id=customer_id) if row is None else Profile.model_validate(row.profile)
+# In force for every decision, whatever its event time: the customer's own choices apply to
+# whatever is decided after they were made (and a core-banking change dated later overrides
+# the locale or time zone chosen).
+ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _save_profile(session: Session, profile: Profile, at: datetime) -> None:
-    row = session.get(ProfileRow, profile.customer_id)
-    data = profile.model_dump(mode="json")
-    if row is None:
-        session.add(ProfileRow(customer_id=profile.customer_id, profile=data, updated_at=at))
-        session.flush()
-    else:
-        row.profile, row.updated_at = data, at
+def _profile_as_of(session: Session, customer_id: str, at: datetime) -> Profile | None:
+    rows = session.exec(
+        select(ProfileChangeRow).where(ProfileChangeRow.customer_id == customer_id)
+    ).all()
+    changes = [ProfileChange(db.as_utc(row.effective_at), row.event_id, row.fields) for row in rows]
+    return profile_as_of(customer_id, changes, at)
+
+
+def _profile(session: Session, customer_id: str, at: datetime) -> Profile:
+    return _profile_as_of(session, customer_id, at) or Profile(customer_id=customer_id)
+
+
+def _change_profile(
+    session: Session, customer_id: str, at: datetime, event_id: str, fields: dict[str, Any]
+) -> None:
+    session.add(
+        ProfileChangeRow(event_id=event_id, customer_id=customer_id, effective_at=at, fields=fields)
+    )
+    session.flush()
 
 
 def apply(url: str, event: NotifyInput, rules: NotifyRules, now: datetime) -> list[Output]:
@@ -208,18 +227,16 @@ def _decide(session: Session, event: NotifyInput, rules: NotifyRules) -> list[Ou
         return []
     decision = Decision()
     if isinstance(event, StageChanged):
-        profile = _profile(session, event.customer_id)
-        profile.tier, profile.stage = event.tier, event.stage
-        _save_profile(session, profile, event.occurred_at)
+        stage = {"tier": event.tier.value, "stage": event.stage.value}
+        _change_profile(session, event.customer_id, event.occurred_at, event.event_id, stage)
         _close_interventions(session, event)
+        profile = _profile(session, event.customer_id, event.occurred_at)
         decision = on_stage_changed(profile, event, rules)
     elif isinstance(event, ChurnSignalChanged):
         return _cancel(session, event, on_churn_signal(event).cancel_causes)
     elif isinstance(event, LeadChanged):
-        referrer = session.get(ProfileRow, event.suggested_referrer)
-        decision = on_lead(
-            event, None if referrer is None else Profile.model_validate(referrer.profile), rules
-        )
+        referrer = _profile_as_of(session, event.suggested_referrer, event.occurred_at)
+        decision = on_lead(event, referrer, rules)
     elif isinstance(event, ReferralChanged):
         decision = on_referral(event)
     elif isinstance(event, LedgerEntryBooked):
@@ -232,17 +249,17 @@ def _decide(session: Session, event: NotifyInput, rules: NotifyRules) -> list[Ou
 
 
 def _update_profile(session: Session, event: CustomerUpdated) -> None:
-    profile = _profile(session, event.customer_id)
     given = event.profile
-    profile.locale = given.locale or profile.locale
-    profile.time_zone = given.time_zone or profile.time_zone
-    profile.rm_id = given.rm_id or profile.rm_id
+    fields: dict[str, Any] = {
+        name: value
+        for name in ("locale", "time_zone", "rm_id")
+        if (value := getattr(given, name)) is not None
+    }
     if given.consent is not None:
-        for channel in Channel:
-            stated = getattr(given.consent, channel.value)
-            if stated is not None:
-                profile.consent[channel] = stated
-    _save_profile(session, profile, event.occurred_at)
+        stated = {c.value: getattr(given.consent, c.value) for c in Channel}
+        fields["consent"] = {channel: v for channel, v in stated.items() if v is not None}
+    if fields:
+        _change_profile(session, event.customer_id, event.occurred_at, event.event_id, fields)
 
 
 def _record(
@@ -250,7 +267,7 @@ def _record(
 ) -> list[Output]:
     outputs: list[Output] = []
     for message in decision.messages:
-        profile = _profile(session, message.customer_id)
+        profile = _profile(session, message.customer_id, message.at)
         window = timedelta(days=2)
         history = [
             Sent(Category(r.category), r.dedupe_key, db.as_utc(r.send_at))
@@ -417,13 +434,17 @@ class Preferences(BaseModel):
 
 def set_preferences(url: str, customer_id: str, preferences: Preferences, now: datetime) -> Profile:
     """Store a customer's own choices; an opt-out holds whatever consent core banking sends."""
+    fields: dict[str, Any] = {"opted_out": sorted({c.value for c in preferences.opted_out})}
+    fields |= {
+        name: value
+        for name in ("locale", "time_zone")
+        if (value := getattr(preferences, name)) is not None
+    }
     with db.serialised_session(url, _LOCK) as session:
-        profile = _profile(session, customer_id)
-        profile.opted_out = sorted(set(preferences.opted_out))
-        profile.locale = preferences.locale or profile.locale
-        profile.time_zone = preferences.time_zone or profile.time_zone
-        _save_profile(session, profile, now)
-        return profile
+        # Ids in the order the choices were made: they are in force from the same moment.
+        made = f"preferences:{customer_id}:{now.isoformat()}:{uuid.uuid4().hex[:8]}"
+        _change_profile(session, customer_id, ALWAYS, made, fields)
+        return _profile(session, customer_id, now)
 
 
 class NotificationView(BaseModel):

@@ -29,11 +29,11 @@ TEMPLATES: dict[tuple[str, str], tuple[str, str]] = {
     ("retention_offer", "zh-CN"): ("我们一直在您身边", "{{ offer_zh }}"),
     ("reward_credited", "en"): (
         "Points credited",
-        "{{ points }} points were credited to your rewards account. Balance: {{ balance }}.",
+        "{{ points }} points were credited to your rewards account. Your balance is in the app.",
     ),
     ("reward_credited", "zh-CN"): (
         "积分到账",
-        "{{ points }} 积分已存入您的积分账户，当前余额 {{ balance }}。",
+        "{{ points }} 积分已存入您的积分账户，余额请在手机银行查看。",
     ),
     ("referral_qualified", "en"): (
         "Your referral qualified",

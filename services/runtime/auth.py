@@ -238,20 +238,26 @@ def customer_reader(
 
 
 def assigned_rm(url: str) -> Callable[[str], Awaitable[str | None]]:
-    """The RM a customer is assigned to, as `customer.updated` last said. The notify service
-    keeps the customers' profiles, so its table is the directory every API asks."""
+    """The RM a customer is assigned to, as the latest `customer.updated` (in event time) that
+    named one said. The notify service keeps the customers' profiles, so its table is the
+    directory every API asks."""
 
     def lookup(customer_id: str) -> str | None:
-        query = text("SELECT profile FROM notify_profiles WHERE customer_id = :customer")
+        query = text(
+            "SELECT fields FROM notify_profile_changes WHERE customer_id = :customer "
+            "ORDER BY effective_at DESC, event_id DESC"
+        )
         try:
             with db.get_engine(url).connect() as connection:
-                profile = connection.execute(query, {"customer": customer_id}).scalar()
+                changes = connection.execute(query, {"customer": customer_id}).scalars().all()
         except SQLAlchemyError:
             return None  # no directory yet: nobody is assigned
-        if isinstance(profile, str | bytes):
-            profile = orjson.loads(profile)
-        rm_id = profile.get("rm_id") if isinstance(profile, dict) else None
-        return str(rm_id) if rm_id else None
+        for fields in changes:
+            if isinstance(fields, str | bytes):
+                fields = orjson.loads(fields)
+            if isinstance(fields, dict) and fields.get("rm_id"):
+                return str(fields["rm_id"])
+        return None
 
     async def rm_of(customer_id: str) -> str | None:
         return await asyncio.to_thread(lookup, customer_id)

@@ -87,7 +87,7 @@ class HandledOffsets:
         self._arrived[tp] = time.monotonic()
         expected = self.next.get(tp)
         if expected is None:
-            expected = self.next[tp] = await self._start_of(tp)
+            expected = self.next[tp] = await self.start_of(tp)
         if offset == expected:
             if self._seeks.pop(tp, None) is not None:
                 log.warning("%s: back in turn at %d", tp, offset)
@@ -146,7 +146,7 @@ class HandledOffsets:
                 continue  # not fetched yet
             due = self.next.get(tp)
             if due is None:
-                start = await self._start_of(tp)
+                start = await self.start_of(tp)
                 # `turn` may have started the partition while the committed offset was read.
                 due = self.next.setdefault(tp, start)
             if due >= end:
@@ -161,7 +161,7 @@ class HandledOffsets:
             )
             await self._seek(tp, due)
 
-    async def _start_of(self, tp: Any) -> int:
+    async def start_of(self, tp: Any) -> int:
         """The committed offset, or the partition's first offset if none was committed (the
         apps read from the earliest record)."""
         thread = self.app.consumer._thread

@@ -32,9 +32,38 @@ class JsonFormatter(logging.Formatter):
         current = tracing.CURRENT.get()
         if current is not None:
             entry.update(current.log_fields())
+        held_back = getattr(record, "held_back", 0)
+        if held_back:
+            entry["held_back"] = held_back
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+
+class RepeatFilter(logging.Filter):
+    """Lets through the first of a burst of the Kafka clients' records with the same logger
+    and message template, then one per `window` seconds, with how many were held back
+    (`held_back`). While a broker is down, aiokafka retries in a tight loop and logs thousands
+    of identical errors a second; the log stays readable and its volume bounded. Rapport's own
+    records always pass: dead letters and decisions are not to be thinned."""
+
+    def __init__(self, window: float = 10.0, prefixes: tuple[str, ...] = ("aiokafka", "faust")):
+        super().__init__()
+        self.window = window
+        self.prefixes = prefixes
+        self.bursts: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        burst = self.bursts.get(key)
+        if burst is not None and record.created - burst[0] < self.window:
+            self.bursts[key] = (burst[0], burst[1] + 1)
+            return False
+        record.held_back = burst[1] if burst is not None else 0
+        self.bursts[key] = (record.created, 0)
+        return True
 
 
 def logging_config(service: str, level: str, fmt: str) -> dict[str, Any] | None:
@@ -45,10 +74,12 @@ def logging_config(service: str, level: str, fmt: str) -> dict[str, Any] | None:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter, "service": service}},
+        "filters": {"repeats": {"()": RepeatFilter}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
+                "filters": ["repeats"],
                 "stream": "ext://sys.stderr",
             }
         },

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import inspect, text
 
+from services.notify import store
 from services.runtime import db
+from services.runtime.auth import assigned_rm
 
 
 def test_fresh_database_is_not_ready_until_migrated(database_url: str) -> None:
@@ -39,3 +44,32 @@ def test_session_commits_at_the_boundary_and_rolls_back_on_error(database_url: s
 def test_unreachable_database_is_reported_not_raised() -> None:
     problem = db.check_ready("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
     assert problem is not None and problem.startswith("database unreachable")
+
+
+def test_notify_profiles_survive_the_move_to_a_history_of_changes(database_url: str) -> None:
+    """Revision 0007 turns each stored profile into one change in force from the start."""
+    db.upgrade(database_url, "0006")
+    with db.session_scope(database_url) as session:
+        session.execute(
+            text(
+                "INSERT INTO notify_profiles (customer_id, profile, updated_at) "
+                "VALUES ('C9', :profile, :at)"
+            ),
+            {
+                "profile": '{"customer_id": "C9", "locale": "en", "rm_id": "RM3", '
+                '"consent": {"sms": false}, "opted_out": ["email"]}',
+                "at": datetime(2027, 5, 1, tzinfo=UTC),
+            },
+        )
+    db.upgrade(database_url)
+    assert "notify_profiles" not in inspect(db.get_engine(database_url)).get_table_names()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    profile = store.set_preferences(
+        database_url, "C9", store.Preferences(time_zone="Europe/London"), now - timedelta(days=1)
+    )
+    assert (profile.locale, profile.rm_id, profile.time_zone) == ("en", "RM3", "Europe/London")
+    assert profile.consent == {"sms": False} and profile.opted_out == []
+    async def directory() -> str | None:
+        return await assigned_rm(database_url)("C9")
+
+    assert asyncio.run(directory()) == "RM3"

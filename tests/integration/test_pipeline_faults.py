@@ -50,16 +50,6 @@ OUTPUTS = tuple(t.name for t in ALL_TOPICS if t is not ACCOUNT_EVENTS)
 # the balance after the entry, which follows the order the rewards worker took its two input
 # topics in (each run's balances are checked against its own ledger instead).
 BOOKING_FIELDS = ("booked_at", "points_balance")
-# What notify takes from its own state when it decides, besides the event: the customer's profile
-# (locale, time zone, consent), the referrer's tier for a lead task, and in a reward message the
-# balance after the entry. Notify reads profile changes from the input and the other events from
-# five topics, in whatever order they arrive, so these can differ between runs: the test counts
-# them (docs/reliability.md). Which messages and tasks are decided, for whom, on which event,
-# and whether each is scheduled, suppressed or cancelled, may not differ.
-AS_TAKEN = {
-    "notification": ("locale", "subject", "body", "channel", "time_zone", "send_at", "deferred"),
-    "rm_task": ("tier", "priority", "due_at", "assignee", "summary"),
-}
 # The pipeline's brokers: after the session broker and the SCRAM one.
 PORTS = iter(range(TEST_BROKER_PORT + 20, TEST_BROKER_PORT + 80, 4))
 FEED_SECONDS = 40.0
@@ -261,27 +251,8 @@ def reference(simulation: Simulation, tmp_path_factory: pytest.TempPathFactory) 
     return outputs
 
 
-def as_taken(event: dict[str, object]) -> tuple[str, ...]:
-    return AS_TAKEN.get(str(event["type"]).split(".", 1)[0], ())
-
-
-def decided(event: dict[str, object]) -> dict[str, object]:
-    return {f: v for f, v in event.items() if f not in as_taken(event)}
-
-
-def taken_differently(reference: Outputs, got: Outputs) -> Counter[str]:
-    """Outputs whose content from notify's state at decision differs, by field."""
-    return Counter(
-        f"{str(was['type']).split('.', 1)[0]}.{f}"
-        for k, was in reference.by_id.items()
-        if k in got.by_id
-        for f in as_taken(was)
-        if was.get(f) != got.by_id[k].get(f)
-    )
-
-
 def assert_same(reference: Outputs, got: Outputs) -> None:
-    """Nothing lost, nothing extra, every output the same but for AS_TAKEN."""
+    """Nothing lost, nothing extra, every output the same."""
     missing = reference.by_id.keys() - got.by_id.keys()
     extra = got.by_id.keys() - reference.by_id.keys()
     assert not missing, f"{len(missing)} outputs lost, e.g. " + "; ".join(
@@ -294,13 +265,13 @@ def assert_same(reference: Outputs, got: Outputs) -> None:
     )
 
     def difference(k: str) -> str:
-        was, now = decided(reference.by_id[k]), decided(got.by_id[k])
+        was, now = reference.by_id[k], got.by_id[k]
         fields = sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f))
         return f"{was['type']} {was.get('customer_id')}: " + ", ".join(
             f"{f} {was.get(f)!r} -> {now.get(f)!r}" for f in fields
         )
 
-    differing = [k for k in reference.by_id if decided(reference.by_id[k]) != decided(got.by_id[k])]
+    differing = [k for k in reference.by_id if reference.by_id[k] != got.by_id[k]]
     assert not differing, f"{len(differing)} outputs differ, e.g. " + "; ".join(
         difference(k) for k in differing[:6]
     )
@@ -334,8 +305,7 @@ def report(name: str, reference: Outputs, got: Outputs) -> None:
         f"\n{name}: {'; '.join(got.faults)}; in {reference.events_in} events; "
         f"out {len(got.by_id)} unique outputs ({got.written} records, "
         f"{got.written - len(got.by_id)} re-sent with the same id); uninterrupted "
-        f"{len(reference.by_id)} ({reference.written} records); content from notify's state "
-        f"at decision differing: {dict(taken_differently(reference, got)) or 'none'}"
+        f"{len(reference.by_id)} ({reference.written} records)"
     )
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import orjson
 
 from services.runtime import tracing
-from services.runtime.logs import JsonFormatter, logging_config
+from services.runtime.logs import JsonFormatter, RepeatFilter, logging_config
 
 PARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -58,3 +58,25 @@ def test_text_format_keeps_fausts_logging() -> None:
     assert logging_config("notify", "info", "text") is None
     config = logging_config("notify", "info", "json")
     assert config is not None and config["root"]["level"] == "INFO"
+
+
+def test_a_kafka_clients_burst_of_identical_errors_is_thinned_with_a_count() -> None:
+    thinning = RepeatFilter(window=10.0)
+
+    def record(name: str, at: float, args: tuple[object, ...] = (1,)) -> logging.LogRecord:
+        made = logging.LogRecord(
+            name, logging.ERROR, "f", 1, "Unable connect to node %s", args, None
+        )
+        made.created = at
+        return made
+
+    burst = [record("aiokafka", 100 + n / 1000) for n in range(3000)]
+    passed = [r for r in burst if thinning.filter(r)]
+    assert len(passed) == 1
+    later = record("aiokafka", 111.0)
+    assert thinning.filter(later)
+    line = orjson.loads(JsonFormatter("notify").format(later))
+    assert line["held_back"] == 2999
+    # Rapport's own records (dead letters, decisions) are never thinned.
+    own = [record("services.runtime.deadletter", 100 + n / 1000, (n,)) for n in range(50)]
+    assert all(thinning.filter(r) for r in own)

@@ -101,11 +101,11 @@ def test_the_holdout_is_deterministic_near_its_share_and_gets_nothing() -> None:
 
 
 def test_templates_render_in_both_languages_without_account_details() -> None:
-    assert render("reward_credited", "en", {"points": 200, "balance": 700}) == (
+    assert render("reward_credited", "en", {"points": 200}) == (
         "Points credited",
-        "200 points were credited to your rewards account. Balance: 700.",
+        "200 points were credited to your rewards account. Your balance is in the app.",
     )
-    subject, body = render("reward_credited", "zh-CN", {"points": 200, "balance": 700})
+    subject, body = render("reward_credited", "zh-CN", {"points": 200})
     assert subject == "积分到账" and "200 积分" in body
     assert render("anniversary", "en", {"years": 1})[1] == "Thank you for 1 year with us."
 
