@@ -69,6 +69,7 @@ def test_notify_profiles_survive_the_move_to_a_history_of_changes(database_url: 
     )
     assert (profile.locale, profile.rm_id, profile.time_zone) == ("en", "RM3", "Europe/London")
     assert profile.consent == {"sms": False} and profile.opted_out == []
+
     async def directory() -> str | None:
         return await assigned_rm(database_url)("C9")
 
