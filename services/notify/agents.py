@@ -36,7 +36,7 @@ from services.notify.config import SERVICE, NotifySettings
 from services.notify.delivery import deliver
 from services.notify.domain import profiles_read
 from services.runtime import tracing
-from services.runtime.app import consume, create_app, raw_topic, send_all
+from services.runtime.app import BatchAbandoned, consume, create_app, raw_topic, send_all
 from services.runtime.codec import (
     Rejection,
     RejectReason,
@@ -65,6 +65,7 @@ class ProfileClock:
         self.handled: HandledOffsets = app.rapport_handled  # type: ignore[attr-defined]
         self.wait_seconds = wait_seconds
         self.taken_until: dict[TP, datetime] = {}
+        self.partition_counts: dict[str, int] = {}
 
     def took(self, taken: list[tuple[Any, Any]]) -> None:
         """Events of these messages are stored."""
@@ -73,25 +74,59 @@ class ProfileClock:
             if at is not None and at > self.taken_until.get(message.tp, _EPOCH):
                 self.taken_until[message.tp] = at
 
-    async def wait_for(self, events: list[Any]) -> None:
-        """Until the profile facts these events read are taken (or the wait times out)."""
-        consumer = self.app.consumer
+    def _partitions(self, topic: str) -> int | None:
+        """The topic's partition count, once known (kept: it does not change under keyed
+        topics). faust's own answer is empty while the group rebalances: the cluster metadata
+        of the consumer's client is asked then."""
+        count = self.partition_counts.get(topic)
+        if count is None:
+            consumer = self.app.consumer
+            client = consumer._thread._ensure_consumer()._client  # type: ignore[attr-defined]
+            count = consumer.topic_partitions(topic) or len(
+                client.cluster.partitions_for_topic(topic) or ()
+            )
+            if count:
+                self.partition_counts[topic] = count
+        return count or None
+
+    def _needed(self, events: list[Any]) -> dict[TP, datetime] | None:
+        """Per partition holding profile facts these events read, the latest event time; None
+        while a partition count is not known yet."""
         needed: dict[TP, datetime] = {}
         for event in events:
             for customer_id, tier in profiles_read(event):
                 for topic in (ACCOUNT_EVENTS, STAGE_CHANGED) if tier else (ACCOUNT_EVENTS,):
-                    partitions = consumer.topic_partitions(topic.name)
-                    if not partitions:
-                        continue
+                    partitions = self._partitions(topic.name)
+                    if partitions is None:
+                        return None
                     tp = TP(topic.name, partition_of(customer_id.encode(), partitions))
                     if event.occurred_at > needed.get(tp, _EPOCH):
                         needed[tp] = event.occurred_at
+        return needed
+
+    def _stop_if_rebalancing(self) -> None:
+        # The rebalance stops the partitions whose facts are awaited and waits for this batch
+        # to end: waiting on would hold both up until the wait times out.
+        if self.app.rebalancing:
+            metrics.PROFILE_WAITS.labels("abandoned").inc()
+            raise BatchAbandoned("the group is rebalancing while it waits for profile facts")
+
+    async def wait_for(self, events: list[Any]) -> None:
+        """Until the profile facts these events read are taken (or the wait times out)."""
+        consumer = self.app.consumer
+        deadline = time.monotonic() + self.wait_seconds
+        while (needed := self._needed(events)) is None:
+            self._stop_if_rebalancing()
+            if time.monotonic() > deadline:
+                log.warning("deciding without the profile facts: the partition counts are unknown")
+                metrics.PROFILE_WAITS.labels("timed_out").inc()
+                return
+            await asyncio.sleep(0.1)
         pending = {tp: at for tp, at in needed.items() if self.taken_until.get(tp, _EPOCH) < at}
         if not pending:
             return
         # The facts before these events are in the log by now: the partitions' ends.
         ends = await consumer.highwaters(*pending)
-        deadline = time.monotonic() + self.wait_seconds
         while pending:
             assigned = consumer.assignment()
             for tp, at in list(pending.items()):
@@ -110,6 +145,7 @@ class ProfileClock:
                 metrics.PROFILE_WAITS.labels("timed_out").inc()
                 return
             if pending:
+                self._stop_if_rebalancing()
                 await asyncio.sleep(0.05 if pending.keys() <= assigned else 0.5)
         metrics.PROFILE_WAITS.labels("taken").inc()
 

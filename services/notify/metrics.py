@@ -28,7 +28,8 @@ TASKS = Counter(
 PROFILE_WAITS = Counter(
     "rapport_notify_profile_waits_total",
     "Batches that waited for the profile facts before their events to be taken, by outcome "
-    "(taken: they were; timed_out: decided anyway after RAPPORT_NOTIFY_PROFILE_WAIT_SECONDS).",
+    "(taken: they were; timed_out: decided anyway after RAPPORT_NOTIFY_PROFILE_WAIT_SECONDS; "
+    "abandoned: left to be taken again after a rebalance that began meanwhile).",
     ["outcome"],
 )
 DELIVERIES = Counter(

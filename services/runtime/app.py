@@ -47,6 +47,13 @@ R = TypeVar("R")
 BATCH_SIZE = 1000
 
 
+class BatchAbandoned(Exception):
+    """Raised by a `handle_batch` that cannot finish while the group rebalances (it waits for
+    records the rebalance has stopped): the batch is dropped unhandled, and its records come
+    again from the committed offset, to whichever worker holds their partitions next, which
+    passes over what it finds already done, as after a crash."""
+
+
 def create_app(service: str, settings: RuntimeSettings, **overrides: Any) -> faust.App:
     """A faust app for one service, configured from the shared settings."""
     options: dict[str, Any] = {
@@ -176,7 +183,14 @@ def consume(
                 handled.admit(message.tp, message.offset)
                 done.append(message)
             if handle_batch is not None and taken:
-                await _process_batch(handle_batch, taken)
+                try:
+                    await _process_batch(handle_batch, taken)
+                except BatchAbandoned as abandoned:
+                    # faust's rebalance waits for this batch to end: it ends without them.
+                    log.warning("batch of %d left for later: %s", len(done), abandoned)
+                    await staging.settle()
+                    handled.forget({message.tp for message in done})
+                    continue
             await staging.settle()
             for message in done:
                 handled.handled(message.tp, message.offset)
@@ -210,6 +224,8 @@ def consume(
 
         try:
             failures = await _with_retries(handle_all, taken, taken[-1][1])
+        except BatchAbandoned:
+            raise
         except Exception:
             # The batch failed as a whole: one at a time, so that only the culprit is lost.
             log.exception("batch of %d failed; handling its events one at a time", len(taken))
@@ -217,6 +233,8 @@ def consume(
             for item in taken:
                 try:
                     failures += await _with_retries(handle_all, [item], item[1])
+                except BatchAbandoned:
+                    raise
                 except Exception as exc:
                     failures.append(exc)
         for (result, message), failure in zip(taken, failures, strict=True):

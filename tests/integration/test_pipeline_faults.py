@@ -53,6 +53,9 @@ BOOKING_FIELDS = ("booked_at", "points_balance")
 # The pipeline's brokers: after the session broker and the SCRAM one.
 PORTS = iter(range(TEST_BROKER_PORT + 20, TEST_BROKER_PORT + 80, 4))
 FEED_SECONDS = 40.0
+# Each run feeds for 40 s and drains for minutes on 2 cores; the first test also makes the
+# uninterrupted reference run (the suite's default timeout is 300 s).
+pytestmark = pytest.mark.timeout(900)
 
 
 @dataclass
@@ -251,33 +254,8 @@ def reference(simulation: Simulation, tmp_path_factory: pytest.TempPathFactory) 
     return outputs
 
 
-# What notify reads from the customer's profile (notifications) or the referrer's (RM tasks).
-# With two notify workers, a rebalance has let a few events be decided before the profile facts
-# before them were taken (4 of 2,363 notifications in one of three runs; the cause is not found
-# yet, docs/reliability.md): the scaling test compares them apart and reports the count.
-PROFILE_FIELDS = {
-    "notification": ("locale", "subject", "body", "channel", "time_zone", "send_at", "deferred"),
-    "rm_task": ("tier", "priority", "due_at", "assignee", "summary"),
-}
-
-
-def profile_fields(event: dict[str, object]) -> tuple[str, ...]:
-    return PROFILE_FIELDS.get(str(event["type"]).split(".", 1)[0], ())
-
-
-def profile_differences(reference: Outputs, got: Outputs) -> Counter[str]:
-    return Counter(
-        f"{str(was['type']).split('.', 1)[0]}.{f}"
-        for k, was in reference.by_id.items()
-        if k in got.by_id
-        for f in profile_fields(was)
-        if was.get(f) != got.by_id[k].get(f)
-    )
-
-
-def assert_same(reference: Outputs, got: Outputs, profiles_apart: bool = False) -> None:
-    """Nothing lost, nothing extra, every output the same (with `profiles_apart`, but for
-    PROFILE_FIELDS)."""
+def assert_same(reference: Outputs, got: Outputs) -> None:
+    """Nothing lost, nothing extra, every output the same."""
     missing = reference.by_id.keys() - got.by_id.keys()
     extra = got.by_id.keys() - reference.by_id.keys()
     assert not missing, f"{len(missing)} outputs lost, e.g. " + "; ".join(
@@ -289,20 +267,14 @@ def assert_same(reference: Outputs, got: Outputs, profiles_apart: bool = False) 
         f"{got.by_id[k]['type']} {got.by_id[k].get('customer_id')}" for k in sorted(extra)[:8]
     )
 
-    def compared(event: dict[str, object]) -> dict[str, object]:
-        apart = profile_fields(event) if profiles_apart else ()
-        return {f: v for f, v in event.items() if f not in apart}
-
     def difference(k: str) -> str:
-        was, now = compared(reference.by_id[k]), compared(got.by_id[k])
+        was, now = reference.by_id[k], got.by_id[k]
         fields = sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f))
         return f"{was['type']} {was.get('customer_id')}: " + ", ".join(
             f"{f} {was.get(f)!r} -> {now.get(f)!r}" for f in fields
         )
 
-    differing = [
-        k for k in reference.by_id if compared(reference.by_id[k]) != compared(got.by_id[k])
-    ]
+    differing = [k for k in reference.by_id if reference.by_id[k] != got.by_id[k]]
     assert not differing, f"{len(differing)} outputs differ, e.g. " + "; ".join(
         difference(k) for k in differing[:6]
     )
@@ -365,8 +337,7 @@ def test_scaling_from_one_process_to_two_and_back_changes_nothing(
 ) -> None:
     got = run_pipeline(simulation, tmp_path, [(8.0, scale(out=True)), (28.0, scale(out=False))])
     report("1 -> 2 -> 1", reference, got)
-    print(f"profile fields differing: {dict(profile_differences(reference, got)) or 'none'}")
-    assert_same(reference, got, profiles_apart=True)
+    assert_same(reference, got)
 
 
 def test_a_broker_restart_mid_stream_changes_nothing(
