@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -61,6 +62,26 @@ _DEFAULT_WEIGHTS = {
 }
 
 
+_31_DAYS = timedelta(days=31)
+_91_DAYS = timedelta(days=91)
+
+
+@dataclass(frozen=True)
+class RuleSpans:
+    """The rules' periods as timedeltas, made once: the deadlines are checked at every event."""
+
+    activation_window: timedelta
+    competitor_quiet: timedelta
+    competitor_window: timedelta
+    complaint_window: timedelta
+    dormant_after: timedelta
+    inactivity: timedelta
+    maturity_recent_activity: timedelta
+    maturity_tenure: timedelta
+    product_replacement: timedelta
+    salary_missing: timedelta
+
+
 class LifecycleRules(BaseModel):
     """Every threshold of the lifecycle rules, with the product's defaults (docs/lifecycle.md).
     The service's settings extend this model, so each default is written here once."""
@@ -103,6 +124,21 @@ class LifecycleRules(BaseModel):
         if not all(0.0 <= w < 1.0 for w in merged.values()):
             raise ValueError("signal weights must be at least 0 and below 1")
         return merged
+
+    @cached_property
+    def spans(self) -> RuleSpans:
+        return RuleSpans(
+            activation_window=timedelta(days=self.activation_window_days),
+            competitor_quiet=timedelta(days=self.competitor_quiet_days),
+            competitor_window=timedelta(days=self.competitor_window_days),
+            complaint_window=timedelta(days=self.complaint_window_days),
+            dormant_after=timedelta(days=self.dormant_after_days),
+            inactivity=timedelta(days=self.inactivity_days),
+            maturity_recent_activity=timedelta(days=self.maturity_recent_activity_days),
+            maturity_tenure=timedelta(days=self.maturity_tenure_days),
+            product_replacement=timedelta(days=self.product_replacement_days),
+            salary_missing=timedelta(days=self.salary_missing_days),
+        )
 
 
 class OpenSignal(BaseModel):
@@ -207,43 +243,40 @@ def _event_id(*parts: object) -> str:
 # -- balances over time ----------------------------------------------------------------------
 
 
-def _series(state: CustomerState, t: datetime, days: int) -> list[Decimal]:
-    """End-of-day total balances for the `days` days ending at t, carrying the last known value
-    forward; days before the first known balance are left out."""
-    if not state.daily_totals:
-        return []
+def _runs(state: CustomerState, t: datetime, days: int) -> list[tuple[int, Decimal, int]]:
+    """End-of-day total balances for the `days` days ending at t as runs of equal days (first
+    day, total, days), carrying the last known value forward; days before the first known
+    balance are left out. Runs, not days: the averages are asked for at every evaluation."""
+    totals = state.daily_totals
     end = _day(t)
     start = end - days + 1
-    known = sorted(state.daily_totals)
-    carried: Decimal | None = None
-    for day in known:
-        if day < start:
-            carried = state.daily_totals[day]
-    values = []
-    for day in range(start, end + 1):
-        if day in state.daily_totals:
-            carried = state.daily_totals[day]
-        if carried is not None:
-            values.append(carried)
-    return values
+    before = [day for day in totals if day < start]
+    day, value = (start, totals[max(before)]) if before else (start, None)
+    runs = []
+    for changed in sorted(d for d in totals if start <= d <= end):
+        if value is not None and changed > day:
+            runs.append((day, value, changed - day))
+        day, value = changed, totals[changed]
+    if value is not None:
+        runs.append((day, value, end + 1 - day))
+    return runs
 
 
 def average_balance(state: CustomerState, t: datetime, days: int) -> Decimal:
     """Average end-of-day total balance over the last `days` days."""
-    values = _series(state, t, days)
-    if not values:
+    runs = _runs(state, t, days)
+    if not runs:
         return Decimal(0)
-    return (sum(values, Decimal(0)) / len(values)).quantize(Decimal("0.01"))
+    total = sum((value * length for _, value, length in runs), Decimal(0))
+    return (total / sum(length for _, _, length in runs)).quantize(Decimal("0.01"))
 
 
 def _max_balance(state: CustomerState, t: datetime, days: int) -> tuple[Decimal, int]:
-    """The highest end-of-day total in the window and its day."""
-    series = _series(state, t, days)
-    first_day = _day(t) - len(series) + 1
+    """The highest end-of-day total in the window and its (first) day."""
     best, best_day = Decimal(0), _day(t)
-    for offset, value in enumerate(series):
+    for first_day, value, _ in _runs(state, t, days):
         if value > best:
-            best, best_day = value, first_day + offset
+            best, best_day = value, first_day
     return best, best_day
 
 
@@ -278,10 +311,10 @@ def target_stage(state: CustomerState, t: datetime, rules: LifecycleRules) -> tu
         return Stage.CHURNED, "the last open account was closed"
     assert state.relationship_start is not None
     quiet_since = state.last_activity_at or state.relationship_start
-    if t - quiet_since >= timedelta(days=rules.dormant_after_days):
+    if t - quiet_since >= rules.spans.dormant_after:
         return Stage.DORMANT, f"no customer-initiated activity for {rules.dormant_after_days} days"
     if not state.activated:
-        if t - state.relationship_start >= timedelta(days=rules.activation_window_days):
+        if t - state.relationship_start >= rules.spans.activation_window:
             return Stage.DORMANT, f"not activated within {rules.activation_window_days} days"
         stage, reason = Stage.ACQUISITION, "account opened, not yet activated"
     else:
@@ -294,7 +327,7 @@ def target_stage(state: CustomerState, t: datetime, rules: LifecycleRules) -> tu
             len(state.open_products) >= rules.maturity_products
             or average_balance(state, t, 90) >= rules.maturity_avg_balance_90d
         )
-        if tenure >= timedelta(days=rules.maturity_tenure_days) and deep and recent:
+        if tenure >= rules.spans.maturity_tenure and deep and recent:
             stage, reason = Stage.MATURITY, "tenure of a year or more, depth and recent activity"
     if churn_score(state) >= rules.at_risk_score:
         causes = sorted({s.cause.value for s in state.signals.values()})
@@ -483,11 +516,7 @@ def _check_balance_drain(
 def _check_competitor_transfer(
     state: CustomerState, t: datetime, rules: LifecycleRules
 ) -> list[Output]:
-    window = [
-        o
-        for o in state.outflows
-        if o.external and t - o.at < timedelta(days=rules.competitor_window_days)
-    ]
+    window = [o for o in state.outflows if o.external and t - o.at < rules.spans.competitor_window]
     moved = sum((o.amount for o in window), Decimal(0))
     before = state.total_balance + moved
     if not window or before <= 0 or moved < before * rules.competitor_share:
@@ -556,12 +585,17 @@ def _anniversaries(state: CustomerState, t: datetime) -> list[Output]:
 def _birthday_in(state: CustomerState, year: int) -> datetime:
     """Midnight of the customer's birthday in `year`, in their time zone, as UTC."""
     assert state.birthday is not None
+    return _midnight_of_birthday(state.birthday, year, state.time_zone or DEFAULT_TIME_ZONE)
+
+
+@lru_cache(maxsize=4096)
+def _midnight_of_birthday(birthday: date, year: int, time_zone: str) -> datetime:
+    # Asked for at every deadline check: the time zone arithmetic is a tenth of the rules' time.
     try:
-        day = state.birthday.replace(year=year)
+        day = birthday.replace(year=year)
     except ValueError:  # 29 February in a common year
-        day = state.birthday.replace(year=year, day=28)
-    zone = ZoneInfo(state.time_zone or DEFAULT_TIME_ZONE)
-    return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC)
+        day = birthday.replace(year=year, day=28)
+    return datetime.combine(day, datetime.min.time(), tzinfo=ZoneInfo(time_zone)).astimezone(UTC)
 
 
 def _next_birthday(state: CustomerState) -> datetime | None:
@@ -609,33 +643,33 @@ def _deadlines(state: CustomerState, rules: LifecycleRules) -> list[datetime]:
         return []
     quiet_since = state.last_activity_at or state.relationship_start
     found = [
-        quiet_since + timedelta(days=rules.dormant_after_days),
-        quiet_since + timedelta(days=rules.inactivity_days),
-        state.relationship_start + timedelta(days=rules.maturity_tenure_days),
+        quiet_since + rules.spans.dormant_after,
+        quiet_since + rules.spans.inactivity,
+        state.relationship_start + rules.spans.maturity_tenure,
     ]
     for upcoming in (_next_anniversary(state), _next_birthday(state)):
         if upcoming is not None:
             found.append(upcoming)
     if not state.activated:
-        found.append(state.relationship_start + timedelta(days=rules.activation_window_days))
+        found.append(state.relationship_start + rules.spans.activation_window)
     if state.last_activity_at is not None:
-        found.append(state.last_activity_at + timedelta(days=rules.maturity_recent_activity_days))
+        found.append(state.last_activity_at + rules.spans.maturity_recent_activity)
     for payer in state.payers.values():
         if payer.recurring:
-            found.append(payer.last_at + timedelta(days=rules.salary_missing_days))
+            found.append(payer.last_at + rules.spans.salary_missing)
     for closed_at, _ in state.pending_closures.values():
-        found.append(closed_at + timedelta(days=rules.product_replacement_days))
+        found.append(closed_at + rules.spans.product_replacement)
     if state.complaints:
-        found.append(state.complaints[-1][0] + timedelta(days=rules.complaint_window_days))
+        found.append(state.complaints[-1][0] + rules.spans.complaint_window)
     competitor = state.signals.get(SignalKind.COMPETITOR_TRANSFER)
     if competitor is not None and competitor.last_seen_at is not None:
-        found.append(competitor.last_seen_at + timedelta(days=rules.competitor_quiet_days))
+        found.append(competitor.last_seen_at + rules.spans.competitor_quiet)
     if state.daily_totals:
         # The 30- and 90-day averages keep moving until the last change leaves the window.
         last_change = datetime.fromordinal(max(state.daily_totals)).replace(
             tzinfo=state.relationship_start.tzinfo
         )
-        found += [last_change + timedelta(days=31), last_change + timedelta(days=91)]
+        found += [last_change + _31_DAYS, last_change + _91_DAYS]
     return found
 
 
@@ -650,7 +684,7 @@ def _time_rules(state: CustomerState, t: datetime, rules: LifecycleRules) -> lis
     outputs = _anniversaries(state, t) + _birthdays(state, t)
     quiet_since = state.last_activity_at or state.relationship_start
     assert quiet_since is not None
-    if t - quiet_since >= timedelta(days=rules.inactivity_days):
+    if t - quiet_since >= rules.spans.inactivity:
         outputs += _raise(
             state,
             SignalKind.INACTIVITY,
@@ -659,7 +693,7 @@ def _time_rules(state: CustomerState, t: datetime, rules: LifecycleRules) -> lis
             {"last_activity_at": quiet_since.isoformat(), "days_quiet": (t - quiet_since).days},
         )
     for key, payer in state.payers.items():
-        if payer.recurring and t - payer.last_at >= timedelta(days=rules.salary_missing_days):
+        if payer.recurring and t - payer.last_at >= rules.spans.salary_missing:
             outputs += _raise(
                 state,
                 SignalKind.SALARY_STOPPED,
@@ -673,7 +707,7 @@ def _time_rules(state: CustomerState, t: datetime, rules: LifecycleRules) -> lis
                 },
             )
     for category, (closed_at, event_id) in list(state.pending_closures.items()):
-        if t - closed_at >= timedelta(days=rules.product_replacement_days):
+        if t - closed_at >= rules.spans.product_replacement:
             del state.pending_closures[category]
             outputs += _raise(
                 state,
@@ -682,7 +716,7 @@ def _time_rules(state: CustomerState, t: datetime, rules: LifecycleRules) -> lis
                 rules,
                 {"category": category, "closed_at": closed_at.isoformat(), "event_ids": [event_id]},
             )
-    window = timedelta(days=rules.complaint_window_days)
+    window = rules.spans.complaint_window
     state.complaints = [c for c in state.complaints if t - c[0] < window]
     if SignalKind.COMPLAINT in state.signals and not state.complaints:
         outputs += _resolve(state, SignalKind.COMPLAINT, t, "no new complaint for 30 days")
@@ -690,7 +724,7 @@ def _time_rules(state: CustomerState, t: datetime, rules: LifecycleRules) -> lis
     if (
         competitor is not None
         and competitor.last_seen_at is not None
-        and t - competitor.last_seen_at >= timedelta(days=rules.competitor_quiet_days)
+        and t - competitor.last_seen_at >= rules.spans.competitor_quiet
     ):
         outputs += _resolve(
             state, SignalKind.COMPETITOR_TRANSFER, t, "no transfers to other banks for 30 days"
@@ -798,7 +832,7 @@ def apply_event(
     elif isinstance(event, CustomerUpdated):
         _learn_birthday(state, event)
     elif isinstance(event, ComplaintFiled):
-        window = timedelta(days=rules.complaint_window_days)
+        window = rules.spans.complaint_window
         state.complaints = [c for c in state.complaints if t - c[0] < window] + [
             (t, event.event_id)
         ]
@@ -840,7 +874,7 @@ def apply_event(
             state.outflows.append(
                 Outflow(at=t, amount=event.amount, external=external, event_id=event.event_id)
             )
-            state.outflows = [o for o in state.outflows if t - o.at < timedelta(days=31)]
+            state.outflows = [o for o in state.outflows if t - o.at < _31_DAYS]
         _record_balance(state, event.account_id, balance_after, t)
 
     if customer_event:
