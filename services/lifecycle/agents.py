@@ -17,7 +17,7 @@ from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, MILESTONES, STAGE_CHAN
 from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
-from services.lifecycle.service import LifecycleService
+from services.lifecycle.service import LifecycleService, is_clock_key
 from services.runtime.app import consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode
 from services.runtime.settings import RuntimeSettings
@@ -35,7 +35,8 @@ class Lifecycle:
         # Keys as JSON strings, values as our own JSON bytes. The types, not a schema, set the
         # serializers faust uses when it recovers the table from its changelog.
         self.table = staging_of(app).table(
-            app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes)
+            app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes),
+            latest_only=is_clock_key,
         )
         self.stage_topic = raw_topic(app, STAGE_CHANGED)
         self.signal_topic = raw_topic(app, CHURN_SIGNALS)

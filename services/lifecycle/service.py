@@ -7,6 +7,11 @@ single ordered log: a crash keeps a prefix of the writes, never a later write wi
 one. The order of writes within an event is chosen so that any prefix replays correctly:
 
     customer states  ->  their deadlines  ->  emptied calendar days  ->  the clock
+
+The clock only says how far the partition was taken: a clock older than the writes before it
+is what a crash just before its write leaves, and replays correctly. So a batch of events writes
+only its last clock (`is_clock_key`, `Staging.table(latest_only=...)`): one changelog record per
+partition and batch instead of one per event.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ Publish = Callable[[list[Output]], Awaitable[None]]
 # Customer ids start with a letter or digit (schemas.account_events), so "#" never collides.
 _CLOCK = "#clock:{partition}"
 _DUE = "#due:{partition}:{day}"
+
+
+def is_clock_key(key: str) -> bool:
+    """Whether a store key holds a partition's clock."""
+    return key.startswith("#clock:")
 
 
 def is_customer_key(key: str) -> bool:

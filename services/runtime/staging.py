@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,8 +59,11 @@ class Staging:
     # counterparty from its index of pending links so).
     settling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def table(self, table: Any) -> StagedTable:
-        return StagedTable(self, table)
+    def table(self, table: Any, latest_only: Callable[[str], bool] | None = None) -> StagedTable:
+        """`table` seen with the held writes. `latest_only` names keys of which a settle writes
+        only the last value, at the last write's place: keys whose stored value may lag behind
+        the writes after it (a crash then replays from an older value), never run ahead."""
+        return StagedTable(self, table, latest_only)
 
     async def send(
         self, topic: Any, key: bytes, value: bytes, partition: int | None, headers: Any
@@ -97,16 +100,25 @@ class Staging:
                     )
                     for s in sends
                 ]
-        for event, table, key, value in writes:
-            table.write_through(event, key, value)
+        last = {
+            (id(table), key): n
+            for n, (_, table, key, _) in enumerate(writes)
+            if table.latest_only is not None and table.latest_only(key)
+        }
+        for n, (event, table, key, value) in enumerate(writes):
+            if last.get((id(table), key), n) == n:
+                table.write_through(event, key, value)
 
 
 class StagedTable(MutableMapping[str, bytes]):
     """A faust table seen with the writes its batch holds back; written through outside one."""
 
-    def __init__(self, staging: Staging, table: Any) -> None:
+    def __init__(
+        self, staging: Staging, table: Any, latest_only: Callable[[str], bool] | None = None
+    ) -> None:
         self.staging = staging
         self.table = table
+        self.latest_only = latest_only
         self.held: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> bytes:

@@ -95,6 +95,24 @@ async def test_writes_wait_for_the_outputs_sent_before_them() -> None:
     del first, second
 
 
+async def test_a_latest_only_key_is_written_once_per_settle_at_its_last_place() -> None:
+    staging, table = Staging(), RecordingTable()
+    BATCHING.set(staging)
+    store = staging.table(table, latest_only=lambda key: key.startswith("#"))
+    first = in_event("e1")
+    store["c1"] = b"1"
+    store["#clock"] = b"t1"
+    second = in_event("e2")
+    store["c2"] = b"1"
+    store["#clock"] = b"t2"
+    assert store["#clock"] == b"t2"
+    await staging.settle()
+    # The clock lags the states before it in every prefix of the log, never runs ahead.
+    assert table.log == [("e1", "c1", b"1"), ("e2", "c2", b"1"), ("e2", "#clock", b"t2")]
+    assert store.held == {}
+    del first, second
+
+
 async def test_a_send_that_fails_is_sent_again_with_those_after_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -17,7 +17,7 @@ from schemas import parse_account_event
 from schemas.account_events import AccountEvent
 from schemas.lifecycle import ChurnSignalChanged, SignalKind, Stage, StageChanged, Tier
 from services.lifecycle.domain import LifecycleRules, Output
-from services.lifecycle.service import LifecycleService
+from services.lifecycle.service import LifecycleService, is_clock_key
 from services.simulator.simulate import simulate
 
 T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
@@ -263,17 +263,27 @@ def hard_moments(published: Published, events: list[AccountEvent]) -> list[int]:
     return sorted(moments)
 
 
+def last_clock_only(log: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
+    """The writes of one batch as the worker's staging makes them: a clock only at its last
+    write (services/runtime/staging.py, `latest_only`)."""
+    last = {key: n for n, (key, _) in enumerate(log) if is_clock_key(key)}
+    return [(key, value) for n, (key, value) in enumerate(log) if last.get(key, n) == n]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["per event", "batched"])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("last_write", WRITES)
 def test_a_crash_after_any_write_loses_and_doubles_nothing(
-    seed: int, last_write: str, reference: Published
+    seed: int, last_write: str, batched: bool, reference: Published
 ) -> None:
     """The worker commits its offset at some event, goes on, and dies just after a write of the
     given kind made while handling an event that woke silent customers (the hardest moment); the
     changelog keeps the writes up to the commit and those up to the crash. The restarted worker
     resumes from the commit on the recovered store. Three crashes per run. Outputs, deduplicated
     by event_id, equal an uninterrupted run's exactly, payloads included, and none is late: each
-    is first published at the same input offset."""
+    is first published at the same input offset. `batched`: the events up to the commit and
+    those after it are each one batch, whose clock is written once, at its last write; the crash
+    falls after any write of the kind in the second batch."""
     events = population()
     rng = random.Random(seed)
     targets = hard_moments(reference, events)
@@ -287,9 +297,15 @@ def test_a_crash_after_any_write_loses_and_doubles_nothing(
         worker = Worker(store, published).run(events[position:committed], position)
         durable = len(store.log)
         worker.run(events[committed : target + 1], committed)
-        during = range(worker.began[target], len(store.log))
-        cuts = [i + 1 for i in during if WRITES[last_write](*store.log[i])]
-        log += store.log[: rng.choice(cuts) if cuts else durable]
+        if batched:
+            settled = last_clock_only(store.log[:durable])
+            batch = last_clock_only(store.log[durable:])
+            cuts = [i + 1 for i, write in enumerate(batch) if WRITES[last_write](*write)]
+            log += settled + batch[: rng.choice(cuts) if cuts else 0]
+        else:
+            during = range(worker.began[target], len(store.log))
+            cuts = [i + 1 for i in during if WRITES[last_write](*store.log[i])]
+            log += store.log[: rng.choice(cuts) if cuts else durable]
         position = committed
     Worker(restore(log), published).run(events[position:], position)
 
