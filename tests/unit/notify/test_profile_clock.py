@@ -74,39 +74,33 @@ async def test_an_event_whose_facts_are_taken_does_not_wait() -> None:
     await asyncio.wait_for(profiles.wait_for([an_event()]), timeout=1)
 
 
-async def test_an_event_waits_until_its_customers_partition_is_taken_to_its_time() -> None:
-    consumer = Consumer(PARTITIONS, PARTITIONS)
+async def waiting_on_its_partition(consumer: Consumer) -> tuple[ProfileClock, asyncio.Task[None]]:
+    """A wait for an event whose customer's facts partition this worker holds, under way."""
     consumer.assigned = {facts_partition()}
     profiles = clock(consumer)
     waiting = asyncio.create_task(profiles.wait_for([an_event()]))
     await asyncio.sleep(0.2)
+    return profiles, waiting
+
+
+# faust answers no partition count while the group rebalances: taking that for "no facts to
+# wait for" let events through before their customer.updated (docs/reliability.md). The count
+# then comes from the client's cluster metadata.
+@pytest.mark.parametrize("faust_partitions", [PARTITIONS, None], ids=["faust", "cluster"])
+async def test_an_event_waits_until_its_customers_partition_is_taken_to_its_time(
+    faust_partitions: int | None,
+) -> None:
+    profiles, waiting = await waiting_on_its_partition(Consumer(faust_partitions, PARTITIONS))
     assert not waiting.done()
     profiles.took(taken(facts_partition(), AT))
     await asyncio.wait_for(waiting, timeout=1)
 
 
 async def test_a_rebalance_during_the_wait_gives_the_batch_up() -> None:
-    consumer = Consumer(PARTITIONS, PARTITIONS)
-    consumer.assigned = {facts_partition()}
-    profiles = clock(consumer)
-    waiting = asyncio.create_task(profiles.wait_for([an_event()]))
-    await asyncio.sleep(0.2)
+    profiles, waiting = await waiting_on_its_partition(Consumer(PARTITIONS, PARTITIONS))
     profiles.app.rebalancing = True
     with pytest.raises(BatchAbandoned):
         await asyncio.wait_for(waiting, timeout=1)
-
-
-async def test_the_partition_count_comes_from_the_cluster_when_faust_has_none() -> None:
-    # While the group rebalances faust answers no count: taking that for "no facts to wait
-    # for" let events through before their customer.updated (docs/reliability.md).
-    consumer = Consumer(faust_partitions=None, cluster_partitions=PARTITIONS)
-    consumer.assigned = {facts_partition()}
-    profiles = clock(consumer)
-    waiting = asyncio.create_task(profiles.wait_for([an_event()]))
-    await asyncio.sleep(0.2)
-    assert not waiting.done()
-    profiles.took(taken(facts_partition(), AT))
-    await asyncio.wait_for(waiting, timeout=1)
 
 
 async def test_with_no_partition_count_known_during_a_rebalance_the_batch_is_given_up() -> None:
