@@ -98,7 +98,8 @@ class Bench:
         self.settings = RuntimeSettings(
             kafka_bootstrap_servers=bootstrap,
             home=self.home,
-            database_url=f"sqlite:///{self.home / 'bench.db'}",
+            # A bank's database when DATABASE_URL names one; else a SQLite file of its own.
+            database_url=base.database_url or f"sqlite:///{self.home / 'bench.db'}",
             metrics_port_base=base.metrics_port_base + 200,
         )
         self.report = Report(machine(), events, customers)
