@@ -17,7 +17,7 @@ from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, MILESTONES, STAGE_CHAN
 from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
-from services.lifecycle.service import LifecycleService, is_clock_key
+from services.lifecycle.service import LifecycleService
 from services.runtime.app import consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode
 from services.runtime.settings import RuntimeSettings
@@ -36,7 +36,9 @@ class Lifecycle:
         # serializers faust uses when it recovers the table from its changelog.
         self.table = staging_of(app).table(
             app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes),
-            latest_only=is_clock_key,
+            # Every key once per batch, at its last write (services/lifecycle/service.py says
+            # why that is safe): a customer is written once however often it changed.
+            latest_only=lambda key: True,
         )
         self.stage_topic = raw_topic(app, STAGE_CHANGED)
         self.signal_topic = raw_topic(app, CHURN_SIGNALS)
@@ -79,7 +81,9 @@ class Lifecycle:
         metrics.EVENT_TIME_LAG.observe(processed.lag_seconds)
 
     def resync(self) -> None:
-        """Queue every customer this worker holds for the read model."""
+        """After a rebalance: the calendar built again from the partitions now held, and every
+        customer queued for the read model (it may miss changes made before a crash)."""
+        self.service.forget_calendar()
         self.service.changed.update(self.service.customer_ids())
 
     async def write_read_model(self) -> None:
@@ -120,7 +124,6 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         batched=True,
     )
 
-    # After a restart or a rebalance the read model may miss changes made before a crash.
     async def resync(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         lifecycle.resync()
 

@@ -2,16 +2,23 @@
 partition's own event-time clock and a calendar of customer deadlines, over a plain key-value
 store (a changelogged faust table in the worker, a dict in the tests).
 
-Everything of a partition lives in one store under three kinds of key, so that its changelog is a
-single ordered log: a crash keeps a prefix of the writes, never a later write without an earlier
-one. The order of writes within an event is chosen so that any prefix replays correctly:
+Everything of a partition lives in one store, so that its changelog is a single ordered log: a
+crash keeps a prefix of the writes, never a later write without an earlier one. It holds two
+kinds of key:
 
-    customer states  ->  their deadlines  ->  emptied calendar days  ->  the clock
+- a customer's state, headed by the partition and the day the customer next wakes on
+  (`encode_state`). The calendar is an index of those heads, kept in memory and built again
+  from the store after a restart or a rebalance: a deadline can never be lost apart from the
+  state it belongs to;
+- a partition's clock: the highest event time seen, and the last day whose wakes were done.
 
-The clock only says how far the partition was taken: a clock older than the writes before it
-is what a crash just before its write leaves, and replays correctly. So a batch of events writes
-only its last clock (`is_clock_key`, `Staging.table(latest_only=...)`): one changelog record per
-partition and batch instead of one per event.
+The clock only says how far the partition was taken, so it may lag behind the states written
+before it (a crash there replays events that are then duplicates, and wakes again customers who
+then have nothing due), but it must never run ahead of them: events replayed under a later
+clock would be judged at another time. Each event writes its customers first and the clock
+last. A batch may then write each key once, at its last write (`Staging.table(latest_only=
+...)`): the last event's clock comes after every state, and a crash inside the batch's writes
+leaves each customer either as before the batch or as after it, under the clock of before.
 """
 
 from __future__ import annotations
@@ -38,17 +45,77 @@ Publish = Callable[[list[Output]], Awaitable[None]]
 
 # Customer ids start with a letter or digit (schemas.account_events), so "#" never collides.
 _CLOCK = "#clock:{partition}"
-_DUE = "#due:{partition}:{day}"
-
-
-def is_clock_key(key: str) -> bool:
-    """Whether a store key holds a partition's clock."""
-    return key.startswith("#clock:")
+# Calendar days as stored by versions before the calendar moved into the states' heads: read
+# (their customers wake on that day until saved again), never written.
+_LEGACY_DAY = "#due:"
 
 
 def is_customer_key(key: str) -> bool:
     """Whether a store key holds a customer's state (not a clock or a calendar day)."""
     return not key.startswith("#")
+
+
+def encode_state(state: CustomerState, partition: int, wake_day: int | None) -> bytes:
+    """A stored state: `partition wake_day|` (0 for no wake) and the state's JSON."""
+    return b"%d %d|" % (partition, wake_day or 0) + state.model_dump_json().encode()
+
+
+def decode_head(raw: bytes) -> tuple[int, int | None] | None:
+    """(partition, wake day) of a stored state; None for a state stored without them."""
+    if raw[:1] == b"{":
+        return None
+    head = raw[: raw.index(b"|")].split()
+    return int(head[0]), int(head[1]) or None
+
+
+def _body(raw: bytes) -> bytes:
+    return raw if raw[:1] == b"{" else raw[raw.index(b"|") + 1 :]
+
+
+class Calendar:
+    """Which customers of each partition wake on which day, in the order they were placed."""
+
+    def __init__(self) -> None:
+        self.days: dict[int, dict[int, dict[str, None]]] = {}
+        self.placed: dict[str, tuple[int, int]] = {}
+
+    def place(self, customer_id: str, partition: int, day: int | None) -> None:
+        old = self.placed.pop(customer_id, None)
+        if old is not None:
+            bucket = self.days[old[0]][old[1]]
+            del bucket[customer_id]
+            if not bucket:
+                del self.days[old[0]][old[1]]
+        if day is not None:
+            self.days.setdefault(partition, {}).setdefault(day, {})[customer_id] = None
+            self.placed[customer_id] = (partition, day)
+
+    def take(self, partition: int, before: int) -> Iterator[str]:
+        """The customers of `partition` due on a day before `before`, day by day; each is
+        taken off the calendar as it is yielded (saving it places it again)."""
+        days = self.days.get(partition, {})
+        for day in sorted(d for d in days if d < before):
+            for customer_id in list(days.get(day, ())):
+                self.place(customer_id, partition, None)
+                yield customer_id
+
+    @classmethod
+    def of(cls, store: Store) -> Calendar:
+        """The calendar the stored states say."""
+        calendar = cls()
+        legacy: list[tuple[int, int, bytes]] = []
+        for key, raw in list(store.items()):
+            if key.startswith(_LEGACY_DAY):
+                _, partition, day = key.split(":")
+                legacy.append((int(day), int(partition), raw))
+            elif is_customer_key(key) and (head := decode_head(raw)) is not None:
+                calendar.place(key, *head)
+        for legacy_day, legacy_partition, raw in sorted(legacy):
+            for customer_id in orjson.loads(raw):
+                stored = store.get(customer_id)
+                if customer_id not in calendar.placed and stored and decode_head(stored) is None:
+                    calendar.place(customer_id, legacy_partition, legacy_day)
+        return calendar
 
 
 def transfer_counterparty_key(event: AccountEvent, secret: bytes) -> str | None:
@@ -85,32 +152,36 @@ class LifecycleService:
         self.secret = secret
         # Customers whose state changed since the read model last took them.
         self.changed: set[str] = set()
+        self._calendar: Calendar | None = None
+
+    @property
+    def calendar(self) -> Calendar:
+        if self._calendar is None:
+            self._calendar = Calendar.of(self.store)
+        return self._calendar
+
+    def forget_calendar(self) -> None:
+        """The store's partitions changed (a rebalance): the calendar is built again when next
+        needed."""
+        self._calendar = None
 
     def load(self, customer_id: str) -> CustomerState | None:
         """A customer's state, or None for a customer never seen."""
         raw = self.store.get(customer_id)
-        return None if raw is None else CustomerState.model_validate_json(raw)
+        return None if raw is None else CustomerState.model_validate_json(_body(raw))
 
     def customer_ids(self) -> Iterator[str]:
         """Every customer in the store."""
         return (key for key in list(self.store) if is_customer_key(key))
 
-    def _schedule(self, state: CustomerState, partition: int, scanned: int) -> None:
-        due = next_deadline(state, self.rules)
-        if due is None:
-            return
-        # A deadline on a day the clock already passed is handled on the next day it scans.
-        key = _DUE.format(partition=partition, day=max(due.toordinal(), scanned + 1))
-        bucket = orjson.loads(self.store.get(key) or b"[]")
-        if state.customer_id not in bucket:
-            bucket.append(state.customer_id)
-            self.store[key] = orjson.dumps(bucket)
-
     def _save(self, state: CustomerState, partition: int, scanned: int) -> None:
         state.version += 1
-        self.store[state.customer_id] = state.model_dump_json().encode()
+        due = next_deadline(state, self.rules)
+        # A deadline on a day the clock already passed is handled on the next day it scans.
+        wake_day = None if due is None else max(due.toordinal(), scanned + 1)
+        self.store[state.customer_id] = encode_state(state, partition, wake_day)
+        self.calendar.place(state.customer_id, partition, wake_day)
         self.changed.add(state.customer_id)
-        self._schedule(state, partition, scanned)
 
     async def handle(self, event: AccountEvent, partition: int) -> Processed:
         """Apply one event, then wake the customers whose deadlines the clock has passed."""
@@ -130,35 +201,27 @@ class LifecycleService:
             transfer_counterparty_key(event, self.secret),
             owned=True,
         )
-        if outcome.duplicate:
-            # Its state may have been stored just before a crash and its deadline not: schedule
-            # again (a no-op when it is there).
-            self._schedule(outcome.state, partition, scanned)
-        else:
+        if not outcome.duplicate:
             # Outputs are delivered before the state that remembers the event: a crash in between
             # replays the event rather than losing them (consumers dedupe by event_id).
             await self.publish(outcome.outputs)
             self._save(outcome.state, partition, scanned)
 
         today = now.toordinal()
-        for day in range(scanned + 1, today):
-            bucket_key = _DUE.format(partition=partition, day=day)
-            bucket = self.store.get(bucket_key)
-            if bucket is None:
-                continue
-            for customer_id in orjson.loads(bucket):
+        if today > scanned + 1:
+            for customer_id in self.calendar.take(partition, before=today):
                 state = self.load(customer_id)
                 if state is None:
                     continue
                 outputs = advance(state, now, self.rules)
                 await self.publish(outputs)
                 self._save(state, partition, today - 1)
-            # Emptied only after its customers are saved: a crash before this wakes them again.
-            del self.store[bucket_key]
 
-        updated = {"max": newest.isoformat(), "scanned": max(scanned, today - 1)}
-        if updated != clock:
-            self.store[clock_key] = orjson.dumps(updated)
+        # Written at every event, even unchanged: a batch writes it once, at its last write,
+        # which must come after every state of the batch (above).
+        self.store[clock_key] = orjson.dumps(
+            {"max": newest.isoformat(), "scanned": max(scanned, today - 1)}
+        )
         late = event.occurred_at < now
         return Processed(
             duplicate=outcome.duplicate,

@@ -17,7 +17,7 @@ from schemas import parse_account_event
 from schemas.account_events import AccountEvent
 from schemas.lifecycle import ChurnSignalChanged, SignalKind, Stage, StageChanged, Tier
 from services.lifecycle.domain import LifecycleRules, Output
-from services.lifecycle.service import LifecycleService, is_clock_key
+from services.lifecycle.service import Calendar, LifecycleService
 from services.simulator.simulate import simulate
 
 T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
@@ -229,12 +229,16 @@ def test_duplicates_in_the_stream_change_nothing() -> None:
 
 
 def population() -> list[AccountEvent]:
-    """Ordinary customers, and customers whose time rules fire while they are silent."""
+    """Ordinary customers, and customers whose time rules fire while they are silent; one
+    event in seven arrives after the next one (events that leave the clock as it was)."""
     sample = simulate(customers=10, days=400, seed=3, invalid_share=0)
     events = [parse_account_event(orjson.loads(line)) for line in sample.lines]
     for n in range(3):
         events += two_years(shift=n * 1.7, suffix=str(n))
-    return sorted(events, key=lambda e: e.occurred_at)
+    events.sort(key=lambda e: e.occurred_at)
+    for n in range(0, len(events) - 1, 7):
+        events[n], events[n + 1] = events[n + 1], events[n]
+    return events
 
 
 @pytest.fixture(scope="module")
@@ -244,10 +248,19 @@ def reference() -> Published:
 
 WRITES: dict[str, Callable[[str, bytes | None], bool]] = {
     "customer state": lambda key, value: not key.startswith("#"),
-    "deadline": lambda key, value: key.startswith("#due") and value is not None,
-    "emptied calendar day": lambda key, value: key.startswith("#due") and value is None,
     "clock": lambda key, value: key.startswith("#clock"),
 }
+
+
+def test_every_event_writes_the_clock_last_even_when_it_did_not_move() -> None:
+    """A batch writes each key once, at its last write: the clock must then come after every
+    state of the batch, also when the batch ends in late events that leave it as it was (a
+    clock written before a state it has run ahead of would judge replayed events later)."""
+    events = population()[:2000]
+    store = Recorder()
+    worker = Worker(store, Published()).run(events)
+    ends = [worker.began[n + 1] for n in range(len(events) - 1)] + [len(store.log)]
+    assert all(store.log[end - 1][0] == "#clock:0" for end in ends)
 
 
 def hard_moments(published: Published, events: list[AccountEvent]) -> list[int]:
@@ -263,11 +276,11 @@ def hard_moments(published: Published, events: list[AccountEvent]) -> list[int]:
     return sorted(moments)
 
 
-def last_clock_only(log: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
-    """The writes of one batch as the worker's staging makes them: a clock only at its last
+def as_batch(log: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
+    """The writes of one batch as the worker's staging makes them: each key only at its last
     write (services/runtime/staging.py, `latest_only`)."""
-    last = {key: n for n, (key, _) in enumerate(log) if is_clock_key(key)}
-    return [(key, value) for n, (key, value) in enumerate(log) if last.get(key, n) == n]
+    last = {key: n for n, (key, _) in enumerate(log)}
+    return [(key, value) for n, (key, value) in enumerate(log) if last[key] == n]
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["per event", "batched"])
@@ -282,7 +295,7 @@ def test_a_crash_after_any_write_loses_and_doubles_nothing(
     resumes from the commit on the recovered store. Three crashes per run. Outputs, deduplicated
     by event_id, equal an uninterrupted run's exactly, payloads included, and none is late: each
     is first published at the same input offset. `batched`: the events up to the commit and
-    those after it are each one batch, whose clock is written once, at its last write; the crash
+    those after it are each one batch, which writes each key once, at its last write; the crash
     falls after any write of the kind in the second batch."""
     events = population()
     rng = random.Random(seed)
@@ -298,8 +311,8 @@ def test_a_crash_after_any_write_loses_and_doubles_nothing(
         durable = len(store.log)
         worker.run(events[committed : target + 1], committed)
         if batched:
-            settled = last_clock_only(store.log[:durable])
-            batch = last_clock_only(store.log[durable:])
+            settled = as_batch(store.log[:durable])
+            batch = as_batch(store.log[durable:])
             cuts = [i + 1 for i, write in enumerate(batch) if WRITES[last_write](*write)]
             log += settled + batch[: rng.choice(cuts) if cuts else 0]
         else:
@@ -312,9 +325,8 @@ def test_a_crash_after_any_write_loses_and_doubles_nothing(
     assert published.by_id() == reference.by_id()
 
 
-def test_a_crash_between_a_customers_state_and_its_deadline_keeps_the_deadline() -> None:
-    """The state that remembers the event survived, the calendar entry did not: the replayed
-    event is a duplicate, and must still put the customer's next deadline in the calendar."""
+def silent_customer_and_a_clock() -> list[AccountEvent]:
+    """Q opens an account and goes silent; R's daily logins move the clock past Q's deadlines."""
     opened = History("Q")
     opened.add("account.opened", 0, account_id="A1")
     clock = History("R")
@@ -322,13 +334,61 @@ def test_a_crash_between_a_customers_state_and_its_deadline_keeps_the_deadline()
     for day in range(1, 120):
         clock.add("digital.login", day + 0.5, channel="mobile")
     events = [parse_account_event(e) for e in opened.in_order() + clock.in_order()]
-    events.sort(key=lambda e: e.occurred_at)
+    return sorted(events, key=lambda e: e.occurred_at)
 
+
+def dormant_days(published: Published, customer_id: str) -> list[int]:
+    return [
+        (o.occurred_at - T0).days
+        for o in published
+        if o.customer_id == customer_id and o.stage is Stage.DORMANT
+    ]
+
+
+def test_a_crash_just_after_a_customers_state_keeps_its_deadline() -> None:
+    """The state carries its wake day: the store holding only it (and no clock) still wakes the
+    customer; the replayed event is a duplicate."""
+    events = silent_customer_and_a_clock()
     published = Published()
     store = Recorder()
     Worker(store, published).run(events[:1])
     state_write = next(i for i, (key, _) in enumerate(store.log) if key == "Q")
     Worker(restore(store.log[: state_write + 1]), published).run(events, 0)
 
-    dormant = [o for o in published if o.customer_id == "Q" and o.stage is Stage.DORMANT]
-    assert [(o.occurred_at - T0).days for o in dormant] == [90]
+    assert dormant_days(published, "Q") == [90]
+
+
+def test_a_store_of_the_earlier_calendar_wakes_its_customers() -> None:
+    """A store written before the calendar moved into the states' heads (plain JSON states,
+    a list of customers per `#due:` day) is taken up: the listed customers wake on their day,
+    and are written in the new form when saved."""
+    events = silent_customer_and_a_clock()
+    published = Published()
+    store = Recorder()
+    Worker(store, published).run(events[:2])
+    wake_day = Calendar.of(store).placed["Q"][1]
+    legacy = {
+        key: value[value.index(b"|") + 1 :] if not key.startswith("#") else value
+        for key, value in store.items()
+    }
+    legacy[f"#due:0:{wake_day}"] = orjson.dumps(["Q"])
+    Worker(restore(list(legacy.items())), published).run(events[2:], 2)
+
+    assert dormant_days(published, "Q") == [90]
+
+
+def test_the_calendar_is_what_the_states_heads_say() -> None:
+    store = Recorder()
+    Worker(store, Published()).run(population()[:400])
+    calendar = Calendar.of(store)
+    assert calendar.placed
+    for customer_id, (partition, day) in calendar.placed.items():
+        assert store[customer_id].startswith(b"%d %d|" % (partition, day))
+        assert customer_id in calendar.days[partition][day]
+    # Placing a customer again moves it; placing it nowhere takes it off.
+    customer_id, (partition, day) = next(iter(calendar.placed.items()))
+    calendar.place(customer_id, partition, day + 3)
+    assert customer_id in calendar.days[partition][day + 3]
+    assert customer_id not in calendar.days[partition].get(day, {})
+    calendar.place(customer_id, partition, None)
+    assert customer_id not in calendar.placed
