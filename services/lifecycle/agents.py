@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from itertools import islice
 from typing import Any
@@ -51,6 +52,8 @@ class Lifecycle:
             config.pseudonym_key.encode(),
         )
         self.database_url = database_url
+        self.read_model_share = config.read_model_share
+        self.read_model_due = 0.0
 
     async def _publish(self, outputs: list[Output]) -> None:
         await send_all(
@@ -87,7 +90,18 @@ class Lifecycle:
         self.service.changed.update(self.service.customer_ids())
 
     async def write_read_model(self) -> None:
-        """Write the customers changed since the last call, in batches, in a thread."""
+        """Write the customers changed since the last call, in batches, in a thread; after a
+        write that took t seconds, the next waits until t / read_model_share have passed."""
+        started = time.monotonic()
+        if started < self.read_model_due:
+            return
+        try:
+            await self._write_changed()
+        finally:
+            spent = time.monotonic() - started
+            self.read_model_due = started + spent / self.read_model_share
+
+    async def _write_changed(self) -> None:
         changed = self.service.changed
         while changed:
             batch = list(islice(changed, _READ_MODEL_BATCH))

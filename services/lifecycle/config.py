@@ -21,6 +21,10 @@ class LifecycleSettings(BaseSettings, LifecycleRules):
     pseudonym_key: str = "development-only-pseudonym-key"
     # How often the worker writes changed customers to the read model the API serves.
     read_model_interval_seconds: float = 1.0
+    # The most of the worker's time its read-model writes may take: under a backlog they come
+    # less often than the interval (each row then carries more changes), so that replaying or
+    # catching up is not spent on rows about to be written again.
+    read_model_share: float = 0.2
 
     def rules(self) -> LifecycleRules:
         """The domain's rule object, without the worker's own settings."""
