@@ -35,7 +35,7 @@ from services.runtime.metrics import (
     WORKER_PROGRESS,
 )
 from services.runtime.settings import RuntimeSettings
-from services.runtime.staging import BATCHING, Staging
+from services.runtime.staging import BATCHING, Staging, produce
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def create_app(service: str, settings: RuntimeSettings, **overrides: Any) -> fau
         # The leader-election topic is unused: per-customer timers run off the stream instead.
         "topic_disable_leader": True,
         "producer_acks": -1,
+        "producer_linger": settings.producer_linger_ms / 1000,
         "broker_session_timeout": settings.consumer_session_timeout_seconds,
         "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout_seconds / 3),
         "broker_credentials": kafka_security().faust_credentials(),
@@ -109,7 +110,7 @@ async def send_all(records: Iterable[tuple[Any, bytes, bytes, int | None]]) -> N
             await staging.send(topic, key, value, partition, headers)
         return
     acks = [
-        await topic.send(key=key, value=value, partition=partition, headers=headers)
+        await produce(topic, key, value, partition, headers)
         for topic, key, value, partition in records
     ]
     await asyncio.gather(*acks)

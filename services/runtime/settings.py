@@ -39,6 +39,10 @@ class RuntimeSettings(BaseSettings):
     # How long the group waits for a worker that stopped answering (crashed, paused) before its
     # partitions move: shorter fails over faster, longer tolerates long pauses. Kafka's default.
     consumer_session_timeout_seconds: float = Field(45.0, ge=6.0, le=1800.0)
+    # How long a worker's producer waits for more records before it sends a request: records
+    # sent one by one (a batch's changelog writes) then share requests instead of each making
+    # its own. Adds at most this much to an output's latency.
+    producer_linger_ms: float = Field(5.0, ge=0.0, le=1000.0)
     log_level: str = "info"
     # Workers log one JSON object per line ("json"), or faust's usual text ("text").
     log_format: Literal["json", "text"] = "json"

@@ -4,6 +4,7 @@ made in order with the event that made them, and a batch reads its own held writ
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -38,13 +39,21 @@ class RecordingTable(dict[str, bytes]):
 
 
 class ControlledTopic:
-    """A topic whose acknowledgements the test gives (or fails) when it likes."""
+    """A topic, and its app's producer, whose acknowledgements the test gives (or fails) when
+    it likes."""
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.acks: list[asyncio.Future[None]] = []
+        self.app = SimpleNamespace(producer=self)
 
-    async def send(self, *, key: bytes, value: bytes, partition: Any, headers: Any) -> Any:
+    def get_topic_name(self) -> str:
+        return "rapport.outputs"
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes, partition: Any, timestamp: Any, headers: Any
+    ) -> Any:
+        assert topic == "rapport.outputs"
         self.sent.append(value)
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
