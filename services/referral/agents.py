@@ -154,6 +154,7 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         referral.on_account_event,
         label=lambda e: str(e.event_type),
         batched=True,
+        after_batch=referral.service.advance_source,
     )
     consume(
         app,

@@ -182,6 +182,8 @@ class ReferralService:
         self.locks = _Locks()
         # Referrals and leads changed since the read model last took them.
         self.changed: list[ReferralOutput] = []
+        # The latest event time of each input partition not yet told to the links partitions.
+        self.source_seen: dict[int, datetime] = {}
 
     def customer(self, customer_id: str) -> CustomerReferralState | None:
         raw = self.customers.get(customer_id)
@@ -242,12 +244,22 @@ class ReferralService:
             await self._commit(outcome)
 
         await self.locks.run(event.customer_id, work)
-        await self._advance_source(partition, event.occurred_at)
+        seen = self.source_seen.get(partition)
+        self.source_seen[partition] = (
+            event.occurred_at if seen is None else max(seen, event.occurred_at)
+        )
 
-    async def _advance_source(self, partition: int, occurred_at: datetime) -> None:
-        """Tell the links partitions how far this input partition has got, once a day of event
-        time (less the allowed lateness): they apply links in event-time order up to there.
-        Only the last day sent is stored, so the store is written once a day, not per event."""
+    async def advance_source(self, partition: int) -> None:
+        """After a batch of an input partition's events: tell the links partitions how far it
+        has got, when that passed a day of event time (less the allowed lateness); they apply
+        links in event-time order up to there. Once per batch, not per event: a replay of
+        sparse history, where nearly every event passes a day, had sent a mark per event to
+        every links partition, and each of those a mark to every steps partition: the marks
+        were two thirds of the worker's changelog records, and every mark that released links
+        rewrote every counterparty with links pending. Only the last day sent is stored."""
+        occurred_at = self.source_seen.pop(partition, None)
+        if occurred_at is None:
+            return
         key = f"#source:{partition}"
         day = (occurred_at - self.lateness).toordinal()
         sent = int(self.customers.get(key) or b"0")

@@ -135,6 +135,7 @@ def consume(
     batched: bool = False,
     batch_within: float = 0.05,
     handle_batch: Callable[[list[tuple[T, Any]]], Awaitable[list[Exception | None]]] | None = None,
+    after_batch: Callable[[int], Awaitable[None]] | None = None,
 ) -> Any:
     """Register an agent that decodes each record of `spec`, dead-letters what is invalid and
     hands valid events to `handle` with their message (for its topic, partition and offset).
@@ -142,7 +143,9 @@ def consume(
     handled before their outputs are awaited and their table writes made: for handlers whose
     state is in tables made with `staging_of(app).table(...)`. `handle_batch` takes the valid
     events of a batch with their messages at once, and returns, in their order, None for each
-    handled and the exception for each its rules failed on (dead-lettered)."""
+    handled and the exception for each its rules failed on (dead-lettered). `after_batch` is
+    called with each partition a batch (or, unbatched, an event) had records of, as that
+    partition's last record: its table writes go to that partition's changelogs."""
     dead_letters = DeadLetters(app, service)
     consumed = EVENTS_CONSUMED
     handled: HandledOffsets = app.rapport_handled  # type: ignore[attr-defined]
@@ -156,6 +159,8 @@ def consume(
                 continue
             with tracing.handling(message) as current:
                 await _process(message, current)
+            if after_batch is not None:
+                await after_batch(message.partition)
             handled.handled(message.tp, message.offset)
 
     async def batch_agent(stream: Any) -> None:
@@ -167,6 +172,7 @@ def consume(
             await _tables_recovered(app)
             done = []
             taken: list[tuple[T, Any]] = []
+            last_of: dict[int, Any] = {}
             for event in events:
                 message = event.message
                 if await handled.turn(message.tp, message.offset) is not Turn.DUE:
@@ -183,6 +189,7 @@ def consume(
                     _current_event.reset(token)
                 handled.admit(message.tp, message.offset)
                 done.append(message)
+                last_of[message.partition] = event
             if handle_batch is not None and taken:
                 try:
                     await _process_batch(handle_batch, taken)
@@ -192,6 +199,13 @@ def consume(
                     await staging.settle()
                     handled.forget({message.tp for message in done})
                     continue
+            if after_batch is not None:
+                for partition, event in last_of.items():
+                    token = _current_event.set(weakref.ref(event))
+                    try:
+                        await after_batch(partition)
+                    finally:
+                        _current_event.reset(token)
             await staging.settle()
             for message in done:
                 handled.handled(message.tp, message.offset)

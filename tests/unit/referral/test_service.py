@@ -95,6 +95,7 @@ class Router:
                 if isinstance(event, Rejection):
                     continue
                 await self.service.handle_account_event(event, 0)
+                await self.service.advance_source(0)
                 await self.pump()
 
         asyncio.run(go())
