@@ -372,9 +372,10 @@ def test_a_store_of_the_earlier_calendar_wakes_its_customers() -> None:
         for key, value in store.items()
     }
     legacy[f"#due:0:{wake_day}"] = orjson.dumps(["Q"])
-    Worker(restore(list(legacy.items())), published).run(events[2:], 2)
+    worker = Worker(restore(list(legacy.items())), published).run(events[2:], 2)
 
     assert dormant_days(published, "Q") == [90]
+    assert worker.store["Q"].startswith(b"0 ")
 
 
 def test_the_calendar_is_what_the_states_heads_say() -> None:
