@@ -8,8 +8,9 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 from schemas.account_events import ID_PATTERN
 from schemas.rewards import LedgerEntryBooked
@@ -41,6 +42,13 @@ class AdjustmentRequest(BaseModel):
     points: Annotated[int, Field(ge=-10_000_000, le=10_000_000)]
     reason: Annotated[str, Field(min_length=5, max_length=300)]
 
+    @field_validator("points")
+    @classmethod
+    def _moves_the_balance(cls, points: int) -> int:
+        if points == 0:
+            raise ValueError("an adjustment of 0 points changes nothing")
+        return points
+
 
 class FlagClearance(BaseModel):
     note: Annotated[str, Field(min_length=5, max_length=300)]
@@ -55,6 +63,12 @@ class CampaignChange(BaseModel):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     active: bool | None = None
+
+
+def unprocessable(loc: tuple[str, ...], message: str) -> RequestValidationError:
+    """A 422 of the shape FastAPI gives a request it cannot validate (and OpenAPI declares), for
+    a rule only the service can check."""
+    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def routers(settings: RuntimeSettings) -> list[APIRouter]:
@@ -134,10 +148,10 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             )
         except IdempotencyKeyReused:
             metrics.REDEMPTIONS.labels("key_reused").inc()
-            raise HTTPException(
-                422,
-                detail=f"Idempotency-Key {idempotency_key!r} was used for a different "
-                "redemption; use a new key for a new request",
+            raise unprocessable(
+                ("header", "idempotency-key"),
+                f"Idempotency-Key {idempotency_key!r} was used for a different redemption; "
+                "use a new key for a new request",
             ) from None
         outcome = "booked" if result.status_code == 201 else (result.error or "refused")
         metrics.REDEMPTIONS.labels(outcome).inc()
@@ -153,8 +167,6 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         body: AdjustmentRequest,
         principal: Admin,
     ) -> LedgerEntryBooked:
-        if body.points == 0:
-            raise HTTPException(422, detail="an adjustment of 0 points changes nothing")
         return await asyncio.to_thread(
             ledger.adjust,
             url,
@@ -225,9 +237,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             )
         except ValidationError as exc:
             problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
-            raise HTTPException(
-                422, detail=f"the campaign would not be valid: {problems}"
-            ) from None
+            raise unprocessable(("body",), f"the campaign would not be valid: {problems}") from None
         if updated is None:
             raise HTTPException(404, detail=f"no campaign {campaign_id!r}")
         return updated
