@@ -5,7 +5,10 @@ answer does not depend on which worker holds which customer).
 
 Runs after test_worker_ingest (whose counts assume it is the only producer so far). Input that
 is out of event-time order by more than the allowed lateness within a partition is applied as
-it comes, so this feed starts after every event written before it."""
+it comes (docs/referral.md), and the earlier modules' feeds are: test_worker_redaction's, dated
+2025, follows test_worker_ingest's of 2026 and 2027. So this module's groups start at its own
+feed, as an operator starts a group from a position, and the feed is dated after every event
+written before it."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,19 +37,28 @@ from tests.integration.stack import (
     prometheus,
     records_since,
     service_env,
+    start_group_at,
     wait_until_consumed,
     worker,
 )
 
 
+@dataclass(frozen=True)
+class Feed:
+    simulation: Simulation
+    # The input's offsets before the feed.
+    start: dict[int, int]
+
+
 def referral_events_of_a_run(
-    topics: LocalBroker, home: Path, logs: Path, workers: int, limit: float = 240
+    topics: LocalBroker, home: Path, logs: Path, feed: Feed, workers: int, limit: float = 240
 ) -> dict[str, dict[str, object]]:
-    """Run a fresh referral group of `workers` processes over the whole input until it and its
+    """Run a fresh referral group of `workers` processes over the feed until it and its
     internal topics are drained; return its referral events by event id."""
     instance = uuid.uuid4().hex[:8]
     env = service_env(topics, home, instance)
     group = RuntimeSettings(instance=instance).app_id("referral")
+    start_group_at(topics.bootstrap, group, ACCOUNT_EVENTS.name, feed.start)
     internal = [f"{group}-links", f"{group}-steps"]
     mark = end_offsets(topics.bootstrap, REFERRAL_EVENTS.name)
     with ExitStack() as stack:
@@ -87,7 +100,7 @@ def referral_events_of_a_run(
 
 
 @pytest.fixture(scope="module")
-def feed(topics: LocalBroker, rapport_home: Path) -> Simulation:
+def feed(topics: LocalBroker, rapport_home: Path) -> Feed:
     # After every event test_worker_ingest wrote (up to 2027): each input partition then moves
     # forward in event time, as a core bank's feed does, and the watermarks can order the links.
     simulation = simulate(customers=150, days=365, seed=8, start=datetime(2028, 1, 1, tzinfo=UTC))
@@ -97,29 +110,31 @@ def feed(topics: LocalBroker, rapport_home: Path) -> Simulation:
     read_model.register_codes(
         url, truth.codes, truth.start - timedelta(days=1), timedelta(days=365)
     )
+    start = end_offsets(topics.bootstrap, ACCOUNT_EVENTS.name)
     produce(
         topics.bootstrap,
         ACCOUNT_EVENTS.name,
         [(r.key, r.value) for r in records_from_lines(simulation.lines)],
     )
-    return simulation
+    return Feed(simulation, start)
 
 
 @pytest.fixture(scope="module")
 def one_worker(
-    feed: Simulation,
+    feed: Feed,
     topics: LocalBroker,
     rapport_home: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, dict[str, object]]:
-    return referral_events_of_a_run(topics, rapport_home, tmp_path_factory.mktemp("one"), workers=1)
+    logs = tmp_path_factory.mktemp("one")
+    return referral_events_of_a_run(topics, rapport_home, logs, feed, workers=1)
 
 
-def test_referrals_match_the_truth(
-    feed: Simulation, one_worker: dict[str, dict[str, object]]
-) -> None:
-    truth = feed.truth
+def test_referrals_match_the_truth(feed: Feed, one_worker: dict[str, dict[str, object]]) -> None:
+    truth = feed.simulation.truth
     events = one_worker.values()
+    # The group started at the feed: nothing of the earlier modules' input.
+    assert min(str(e["occurred_at"]) for e in events) >= "2028"
     attributed = {e["referee"]: e["referrer"] for e in events if e["type"] == "referral.attributed"}
     assert truth.conversions
     assert {c.customer_id: c.introduced_by for c in truth.conversions}.items() <= attributed.items()
@@ -136,11 +151,12 @@ def test_referrals_match_the_truth(
 
 
 def test_two_workers_give_the_same_referral_events_as_one(
+    feed: Feed,
     one_worker: dict[str, dict[str, object]],
     topics: LocalBroker,
     rapport_home: Path,
     tmp_path: Path,
 ) -> None:
-    two = referral_events_of_a_run(topics, rapport_home, tmp_path, workers=2, limit=150)
+    two = referral_events_of_a_run(topics, rapport_home, tmp_path, feed, workers=2, limit=150)
     assert two.keys() == one_worker.keys()
     assert two == one_worker
