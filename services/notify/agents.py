@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 from pydantic import TypeAdapter
 
@@ -46,24 +49,60 @@ from services.runtime.codec import (
 )
 from services.runtime.deadletter import DeadLetters
 from services.runtime.faust_fixes import HandledOffsets
+from services.runtime.kafka_security import client_options
 from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# How often a wait asks the broker how far the lifecycle group has committed.
+_LIFECYCLE_POLL_SECONDS = 0.25
+
+# The offsets a consumer group has committed on these partitions (0 where it has none).
+Committed = Callable[[list[TP]], Awaitable[dict[TP, int]]]
+
+
+class LifecycleProgress:
+    """How far the lifecycle workers' group has committed the input. They commit an offset only
+    once the stage changes made from the records before it are in their topic."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.group = settings.app_id("lifecycle")
+        self.bootstrap = settings.bootstrap_list
+        self.admin: AIOKafkaAdminClient | None = None
+
+    async def committed(self, tps: list[TP]) -> dict[TP, int]:
+        try:
+            if self.admin is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **client_options())
+                await admin.start()
+                self.admin = admin
+            offsets = await self.admin.list_consumer_group_offsets(
+                self.group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
+            )
+        except Exception as exc:
+            # Taken for nothing committed: the wait goes on, bounded by PROFILE_WAIT_SECONDS.
+            log.warning("could not read the lifecycle group's offsets: %s", exc)
+            return {}
+        return {TP(tp.topic, tp.partition): max(meta.offset, 0) for tp, meta in offsets.items()}
 
 
 class ProfileClock:
     """How far this worker has taken the topics profiles come from (the input's
     `customer.updated`, and the stage changes that set the tier), per partition. An event is
     decided once the facts before it are in: the partition holding its customer's facts was
-    taken up to the event's time, or to its end. With the profile read as of the event's time
+    taken past the event's time, or to its end. With the profile read as of the event's time
     (`profile_as_of`), notify then decides the same whichever of its six topics it takes
-    first, and a replay decides as a live run did (docs/notify.md)."""
+    first, and a replay decides as a live run did (docs/notify.md).
 
-    def __init__(self, app: faust.App, wait_seconds: float) -> None:
+    A tier is a fact another service makes: a stage-change partition's end says nothing until
+    the lifecycle group has taken the input that far (`lifecycle_committed`): it may lag the
+    referral group, whose lead is waiting."""
+
+    def __init__(self, app: faust.App, wait_seconds: float, lifecycle_committed: Committed) -> None:
         self.app = app
         self.handled: HandledOffsets = app.rapport_handled  # type: ignore[attr-defined]
         self.wait_seconds = wait_seconds
+        self.lifecycle_committed = lifecycle_committed
         self.taken_until: dict[TP, datetime] = {}
         self.partition_counts: dict[str, int] = {}
 
@@ -89,20 +128,31 @@ class ProfileClock:
                 self.partition_counts[topic] = count
         return count or None
 
-    def _needed(self, events: list[Any]) -> dict[TP, datetime] | None:
-        """Per partition holding profile facts these events read, the latest event time; None
-        while a partition count is not known yet."""
+    def _needed(self, events: list[Any]) -> tuple[dict[TP, datetime], dict[TP, set[TP]]] | None:
+        """Per partition holding profile facts these events read, the latest event time; and
+        per stage-change partition among them, the input partitions its facts are made from.
+        None while a partition count is not known yet."""
         needed: dict[TP, datetime] = {}
+        made_from: dict[TP, set[TP]] = {}
         for event in events:
             for customer_id, tier in profiles_read(event):
+                tps = []
                 for topic in (ACCOUNT_EVENTS, STAGE_CHANGED) if tier else (ACCOUNT_EVENTS,):
                     partitions = self._partitions(topic.name)
                     if partitions is None:
                         return None
-                    tp = TP(topic.name, partition_of(customer_id.encode(), partitions))
+                    tps.append(TP(topic.name, partition_of(customer_id.encode(), partitions)))
+                for tp in tps:
                     if event.occurred_at > needed.get(tp, _EPOCH):
                         needed[tp] = event.occurred_at
-        return needed
+                if tier:
+                    made_from.setdefault(tps[1], set()).add(tps[0])
+        return needed, made_from
+
+    def _taken_past(self, tp: TP, at: datetime) -> bool:
+        # Past, not up to: many events share one time (the input's, and the stage changes made
+        # from it), and one of them taken does not mean the customer's was.
+        return self.taken_until.get(tp, _EPOCH) > at
 
     def _stop_if_rebalancing(self) -> None:
         # The rebalance stops the partitions whose facts are awaited and waits for this batch
@@ -115,26 +165,44 @@ class ProfileClock:
         """Until the profile facts these events read are taken (or the wait times out)."""
         consumer = self.app.consumer
         deadline = time.monotonic() + self.wait_seconds
-        while (needed := self._needed(events)) is None:
+        while (found := self._needed(events)) is None:
             self._stop_if_rebalancing()
             if time.monotonic() > deadline:
                 log.warning("deciding without the profile facts: the partition counts are unknown")
                 metrics.PROFILE_WAITS.labels("timed_out").inc()
                 return
             await asyncio.sleep(0.1)
-        pending = {tp: at for tp, at in needed.items() if self.taken_until.get(tp, _EPOCH) < at}
+        needed, made_from = found
+        pending = {tp: at for tp, at in needed.items() if not self._taken_past(tp, at)}
         if not pending:
             return
-        # The facts before these events are in the log by now: the partitions' ends.
-        ends = await consumer.highwaters(*pending)
+        # The facts before these events are in the log by now: the partitions' ends. Those of
+        # a stage-change partition are known once lifecycle has taken its inputs' ends.
+        ends = dict(await consumer.highwaters(*pending))
+        made = {tp: made_from[tp] for tp in pending if tp in made_from}
+        inputs = {tp for sources in made.values() for tp in sources}
+        input_ends = await consumer.highwaters(*inputs) if inputs else {}
+        asked = 0.0
         while pending:
+            if made and time.monotonic() - asked >= _LIFECYCLE_POLL_SECONDS:
+                asked = time.monotonic()
+                committed = await self.lifecycle_committed(sorted(inputs))
+                for tp, sources in list(made.items()):
+                    if all(committed.get(i, 0) >= input_ends[i] for i in sources):
+                        del made[tp]
+                        ends[tp] = (await consumer.highwaters(tp))[tp]
             assigned = consumer.assignment()
             for tp, at in list(pending.items()):
+                if self._taken_past(tp, at):
+                    del pending[tp]
+                    continue
+                if tp in made:
+                    continue
                 if tp in assigned:
                     done = self.handled.done.get(tp)
                     if done is None:
                         done = await self.handled.start_of(tp)
-                    taken = self.taken_until.get(tp, _EPOCH) >= at or done >= ends[tp]
+                    taken = done >= ends[tp]
                 else:
                     # Another worker takes it: wait until its group has committed that far.
                     taken = await self.handled.start_of(tp) >= ends[tp]
@@ -164,7 +232,9 @@ class Notify:
         self.url = settings.resolved_database_url
         self.notifications = raw_topic(app, NOTIFICATIONS)
         self.tasks = raw_topic(app, RM_TASKS)
-        self.clock = ProfileClock(app, config.profile_wait_seconds)
+        self.clock = ProfileClock(
+            app, config.profile_wait_seconds, LifecycleProgress(settings).committed
+        )
 
     async def on_account_events(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
         # Of the account events, only profile changes (locale, time zone, RM, consent) matter.

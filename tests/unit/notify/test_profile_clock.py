@@ -1,24 +1,27 @@
 """The wait for profile facts (services/notify/agents.py, `ProfileClock`) against a stand-in of
-the faust consumer: it waits until the partition holding the customer's facts is taken up to the
-event's time, and gives the batch up when a rebalance begins meanwhile (faust's rebalance waits
-for the batch, and the batch for partitions the rebalance has stopped)."""
+the faust consumer: it waits until the partition holding the customer's facts is taken past the
+event's time, for a lead's referrer's tier until the lifecycle group has taken the input, and
+gives the batch up when a rebalance begins meanwhile (faust's rebalance waits for the batch, and
+the batch for partitions the rebalance has stopped)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from faust.types import TP
 
-from schemas.topics import ACCOUNT_EVENTS
+from schemas.referral import Direction, LeadChanged, LeadStrength, LeadType
+from schemas.topics import ACCOUNT_EVENTS, STAGE_CHANGED
 from services.notify.agents import ProfileClock, partition_of
 from services.runtime.app import BatchAbandoned
 
 PARTITIONS = 6
 AT = datetime(2026, 3, 1, 9, tzinfo=UTC)
+LATER = AT + timedelta(seconds=1)
 
 
 class Consumer:
@@ -35,6 +38,7 @@ class Consumer:
         client = SimpleNamespace(_client=SimpleNamespace(cluster=cluster))
         self._thread = SimpleNamespace(_ensure_consumer=lambda: client)
         self.assigned: set[TP] = set()
+        self.ends: dict[TP, int] = {}
 
     def topic_partitions(self, topic: str) -> int | None:
         return self.faust_partitions
@@ -43,16 +47,29 @@ class Consumer:
         return self.assigned
 
     async def highwaters(self, *tps: TP) -> dict[TP, int]:
-        return dict.fromkeys(tps, 100)
+        return {tp: self.ends.get(tp, 100) for tp in tps}
 
 
-def clock(consumer: Consumer, rebalancing: bool = False) -> ProfileClock:
+class Lifecycle:
+    """What the lifecycle group has committed of the input."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[TP, int] = {}
+
+    async def committed(self, tps: list[TP]) -> dict[TP, int]:
+        return {tp: self.offsets[tp] for tp in tps if tp in self.offsets}
+
+
+def clock(
+    consumer: Consumer, rebalancing: bool = False, lifecycle: Lifecycle | None = None
+) -> ProfileClock:
     async def start_of(tp: TP) -> int:
         return 0  # nothing committed: the facts are not in
 
     handled = SimpleNamespace(done={}, start_of=start_of)
     app = SimpleNamespace(consumer=consumer, rapport_handled=handled, rebalancing=rebalancing)
-    return ProfileClock(app, wait_seconds=5)  # type: ignore[arg-type]
+    committed = (lifecycle or Lifecycle()).committed
+    return ProfileClock(app, wait_seconds=5, lifecycle_committed=committed)  # type: ignore[arg-type]
 
 
 def an_event(customer_id: str = "C000001") -> Any:
@@ -60,8 +77,30 @@ def an_event(customer_id: str = "C000001") -> Any:
     return SimpleNamespace(customer_id=customer_id, occurred_at=AT)
 
 
-def facts_partition(customer_id: str = "C000001") -> TP:
-    return TP(ACCOUNT_EVENTS.name, partition_of(customer_id.encode(), PARTITIONS))
+def a_lead(referrer: str = "C000001") -> LeadChanged:
+    # A lead's task reads its referrer's tier: stage changes, made by lifecycle from the input.
+    return LeadChanged(
+        event_id="l1",
+        type="lead.detected",
+        occurred_at=AT,
+        lead_id="L1",
+        counterparty_key="cp-hash",
+        lead_type=LeadType.RETAIL,
+        suggested_referrer=referrer,
+        strength=LeadStrength(
+            transactions=4,
+            customers=3,
+            amount="900.00",
+            direction=Direction.PAID_TO,
+            window_days=90,
+        ),
+        last_transaction_at=AT,
+        expires_at=AT + timedelta(days=180),
+    )
+
+
+def facts_partition(customer_id: str = "C000001", topic: str = ACCOUNT_EVENTS.name) -> TP:
+    return TP(topic, partition_of(customer_id.encode(), PARTITIONS))
 
 
 def taken(tp: TP, at: datetime) -> list[tuple[Any, Any]]:
@@ -70,7 +109,7 @@ def taken(tp: TP, at: datetime) -> list[tuple[Any, Any]]:
 
 async def test_an_event_whose_facts_are_taken_does_not_wait() -> None:
     profiles = clock(Consumer(PARTITIONS, PARTITIONS))
-    profiles.took(taken(facts_partition(), AT))
+    profiles.took(taken(facts_partition(), LATER))
     await asyncio.wait_for(profiles.wait_for([an_event()]), timeout=1)
 
 
@@ -92,7 +131,33 @@ async def test_an_event_waits_until_its_customers_partition_is_taken_to_its_time
 ) -> None:
     profiles, waiting = await waiting_on_its_partition(Consumer(faust_partitions, PARTITIONS))
     assert not waiting.done()
+    # Another customer's fact of the same time says nothing of this customer's.
     profiles.took(taken(facts_partition(), AT))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    profiles.took(taken(facts_partition(), LATER))
+    await asyncio.wait_for(waiting, timeout=1)
+
+
+async def test_a_leads_referrers_tier_waits_for_the_lifecycle_group_to_take_the_input() -> None:
+    """The stage-change partition's end is reached, but lifecycle has not yet made the stage
+    changes of the input before the lead (it may lag the referral group): the wait goes on
+    until it has, then to the stage-change partition's new end."""
+    consumer = Consumer(PARTITIONS, PARTITIONS)
+    stages = facts_partition(topic=STAGE_CHANGED.name)
+    consumer.assigned = {facts_partition(), stages}
+    consumer.ends = {facts_partition(): 40, stages: 7}
+    lifecycle = Lifecycle()
+    profiles = clock(consumer, lifecycle=lifecycle)
+    profiles.handled.done = {facts_partition(): 40, stages: 7}
+    waiting = asyncio.create_task(profiles.wait_for([a_lead()]))
+    await asyncio.sleep(0.4)
+    assert not waiting.done()
+    consumer.ends[stages] = 9  # lifecycle made the referrer's stage change, then committed
+    lifecycle.offsets[facts_partition()] = 40
+    await asyncio.sleep(0.4)
+    assert not waiting.done()  # the new stage change is not taken yet
+    profiles.handled.done[stages] = 9
     await asyncio.wait_for(waiting, timeout=1)
 
 
