@@ -9,12 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.topics import ALL_TOPICS
-from services.runtime.kafka_security import client_options
-from services.runtime.readback import topic_ends
+from services.runtime.readback import committed_offsets, topic_ends
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 
 
@@ -113,20 +111,13 @@ def wait_until_quiet(settings: RuntimeSettings, timeout: float = 120.0, still: f
 
 async def uncommitted(settings: RuntimeSettings) -> int:
     """Records not yet committed by the workers' groups, over every topic each group reads."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_list, **client_options())
-    await admin.start()
-    try:
-        committed = {
-            tp: meta.offset
-            for service in SERVICE_NAMES
-            for tp, meta in (
-                await admin.list_consumer_group_offsets(settings.app_id(service))
-            ).items()
-        }
-    finally:
-        await admin.close()
-    ends = await topic_ends(settings.bootstrap_list, sorted({tp.topic for tp in committed}))
+    groups = [settings.app_id(service) for service in SERVICE_NAMES]
+    committed = await committed_offsets(settings.bootstrap_list, groups)
+    topics = sorted({topic for by_topic in committed.values() for topic in by_topic})
+    ends = await topic_ends(settings.bootstrap_list, topics)
     return sum(
-        max(ends.get(tp.topic, {}).get(tp.partition, 0) - offset, 0)
-        for tp, offset in committed.items()
+        max(ends.get(topic, {}).get(partition, 0) - offset, 0)
+        for by_topic in committed.values()
+        for topic, offsets in by_topic.items()
+        for partition, offset in offsets.items()
     )

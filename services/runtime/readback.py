@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.runtime.kafka_security import client_options
 
@@ -44,8 +45,32 @@ async def topic_ends(bootstrap: list[str] | str, topics: list[str]) -> dict[str,
         ends = await consumer.end_offsets(partitions) if partitions else {}
     finally:
         await consumer.stop()
+    return _by_topic({tp: offset for tp, offset in ends.items()})
+
+
+async def committed_offsets(
+    bootstrap: list[str] | str, groups: list[str]
+) -> dict[str, dict[str, dict[int, int]]]:
+    """The offsets each consumer group has committed, by topic and partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options())
+    await admin.start()
+    try:
+        return {
+            group: _by_topic(
+                {
+                    tp: meta.offset
+                    for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+                }
+            )
+            for group in groups
+        }
+    finally:
+        await admin.close()
+
+
+def _by_topic(offsets: dict[TopicPartition, int]) -> dict[str, dict[int, int]]:
     found: dict[str, dict[int, int]] = {}
-    for tp, offset in ends.items():
+    for tp, offset in offsets.items():
         found.setdefault(tp.topic, {})[tp.partition] = offset
     return found
 
