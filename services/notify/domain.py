@@ -12,6 +12,7 @@ the uplift of the interventions can be measured.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from jinja2 import Template
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -174,7 +176,13 @@ def render(template: str, locale: str, context: dict[str, Any]) -> tuple[str, st
     """Subject and body of a template in a locale (English when the locale has none)."""
     chosen = locale if (template, locale) in TEMPLATES else "en"
     subject, body = TEMPLATES[(template, chosen)]
-    return subject, _ENV.from_string(body).render(**context)
+    return subject, _compiled(body).render(**context)
+
+
+@functools.cache
+def _compiled(body: str) -> Template:
+    # Compiling a template took as long as the rest of a decision: once per template.
+    return _ENV.from_string(body)
 
 
 # -- decisions ---------------------------------------------------------------------------------

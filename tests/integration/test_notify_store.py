@@ -241,8 +241,10 @@ def test_a_batch_decides_as_one_event_at_a_time_and_undoes_only_a_failed_event(
     ]
     decide = store._decide
 
-    def failing_on_b1(session: object, event: object, rules: NotifyRules) -> object:
-        outputs = decide(session, event, rules)  # type: ignore[arg-type]
+    def failing_on_b1(
+        session: object, profiles: object, event: object, rules: NotifyRules
+    ) -> object:
+        outputs = decide(session, profiles, event, rules)  # type: ignore[arg-type]
         if getattr(event, "customer_id", None) == "B1":
             raise ValueError("a rule failed")
         return outputs
@@ -258,3 +260,39 @@ def test_a_batch_decides_as_one_event_at_a_time_and_undoes_only_a_failed_event(
     again = store.apply_all(url, events, RULES, NOW)
     assert again[0] == results[0] and again[2:] == results[2:]
     assert isinstance(again[1], list) and len(store.notifications(url, "B1", 10)) == 1
+
+
+def test_a_batch_decides_with_the_profile_changes_made_before_in_it(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profiles are read once per batch and kept with the batch's own changes: a change earlier
+    in the batch is in force for the events after it, and one undone with its failed event is
+    not."""
+    events = [
+        profile_update("L1", locale="en"),
+        stage("L1", Stage.GROWTH, NIGHT),
+        profile_update("L2", locale="en"),
+        stage("L2", Stage.GROWTH, NIGHT),
+    ]
+    results = store.apply_all(url, events, RULES, NOW)  # type: ignore[arg-type]
+    locales = [o.locale for r in results if isinstance(r, list) for o in r]
+    assert locales == ["en", "en"]
+    update = store._update_profile
+
+    def failing_on_l4(profiles: object, event: object) -> None:
+        update(profiles, event)  # type: ignore[arg-type]
+        if getattr(event, "customer_id", None) == "L4":
+            raise ValueError("a rule failed")
+
+    monkeypatch.setattr(store, "_update_profile", failing_on_l4)
+    events = [
+        profile_update("L3", locale="en"),
+        profile_update("L4", locale="en"),
+        stage("L4", Stage.GROWTH, NIGHT),
+        stage("L3", Stage.GROWTH, NIGHT),
+    ]
+    results = store.apply_all(url, events, RULES, NOW)  # type: ignore[arg-type]
+    assert isinstance(results[1], ValueError)
+    (l4,), (l3,) = results[2], results[3]
+    assert isinstance(l4, NotificationChanged) and isinstance(l3, NotificationChanged)
+    assert (l4.locale, l3.locale) == (RULES.default_locale, "en")
