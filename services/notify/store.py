@@ -58,6 +58,8 @@ _TIME = DateTime(timezone=True)
 _LOCK = "rapport-notify"
 RETAINED_STAGES = (Stage.ACQUISITION, Stage.GROWTH, Stage.MATURITY)
 LOST_STAGES = (Stage.DORMANT, Stage.CHURNED)
+# Caps and de-duplication count the messages scheduled this long either side of a message.
+HISTORY_WINDOW = timedelta(days=2)
 
 # The other services' events notify decides on.
 DERIVED = (
@@ -165,47 +167,95 @@ class NotifySourceRow(SQLModel, table=True):
 ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class _Profiles:
-    """The profile changes of the customers a transaction reads, each customer's read once (a
-    batch's in one query), and kept with the changes the transaction makes: a stage change read
-    its customer's changes twice and wrote one, three round trips of about seven per event."""
+class _Reads:
+    """What a transaction's decisions read, each customer's read once (a batch's customers in one
+    query each) and kept with what the transaction writes: profile changes, the scheduled
+    notifications that caps and de-duplication count, and who has an intervention open. A
+    stage change had read its customer's profile twice and its history once, and each query
+    flushed the writes before it one statement at a time. The notification rows are the
+    session's own objects: a cancellation made in the transaction shows in them."""
 
-    def __init__(self, session: Session, customer_ids: Iterable[str] = ()) -> None:
+    def __init__(self, session: Session, since: datetime, customer_ids: Iterable[str] = ()) -> None:
         self.session = session
+        # The earliest a message of the transaction counts from: caps and de-duplication look
+        # two days either side of a message, dated at its event.
+        self.since = since - HISTORY_WINDOW
         self.changes: dict[str, list[ProfileChange]] = {}
+        self.scheduled: dict[str, list[NotificationRow]] = {}
+        self.intervened: set[str] = set()
         self._load(set(customer_ids))
 
     def _load(self, customer_ids: set[str]) -> None:
         if not customer_ids:
             return
         for customer_id in customer_ids:
-            self.changes[customer_id] = []
-        rows = self.session.exec(
+            self.changes[customer_id], self.scheduled[customer_id] = [], []
+        for change in self.session.exec(
             select(ProfileChangeRow).where(col(ProfileChangeRow.customer_id).in_(customer_ids))
-        )
-        for row in rows:
-            self.changes[row.customer_id].append(
-                ProfileChange(db.as_utc(row.effective_at), row.event_id, row.fields)
+        ):
+            self.changes[change.customer_id].append(
+                ProfileChange(db.as_utc(change.effective_at), change.event_id, change.fields)
             )
+        for row in self.session.exec(
+            select(NotificationRow).where(
+                col(NotificationRow.customer_id).in_(customer_ids),
+                NotificationRow.status == "scheduled",
+                col(NotificationRow.send_at) >= self.since,
+            )
+        ):
+            self.scheduled[row.customer_id].append(row)
+        self.intervened |= set(
+            self.session.exec(
+                select(InterventionRow.customer_id).where(
+                    col(InterventionRow.customer_id).in_(customer_ids),
+                    col(InterventionRow.outcome).is_(None),
+                )
+            )
+        )
 
-    def _of(self, customer_id: str) -> list[ProfileChange]:
+    def _known(self, customer_id: str) -> None:
         if customer_id not in self.changes:
             self._load({customer_id})
-        return self.changes[customer_id]
 
     def as_of(self, customer_id: str, at: datetime) -> Profile | None:
-        return profile_as_of(customer_id, self._of(customer_id), at)
+        self._known(customer_id)
+        return profile_as_of(customer_id, self.changes[customer_id], at)
 
     def profile(self, customer_id: str, at: datetime) -> Profile:
         return self.as_of(customer_id, at) or Profile(customer_id=customer_id)
 
     def change(self, customer_id: str, at: datetime, event_id: str, fields: dict[str, Any]) -> None:
-        self._of(customer_id).append(ProfileChange(at, event_id, fields))
+        self._known(customer_id)
+        self.changes[customer_id].append(ProfileChange(at, event_id, fields))
         self.session.add(
             ProfileChangeRow(
                 event_id=event_id, customer_id=customer_id, effective_at=at, fields=fields
             )
         )
+
+    def sent_around(self, customer_id: str, at: datetime) -> list[Sent]:
+        """The customer's scheduled messages within the history window of `at`."""
+        self._known(customer_id)
+        return [
+            Sent(Category(row.category), row.dedupe_key, send_at)
+            for row in self.scheduled[customer_id]
+            if row.status == "scheduled"
+            and row.send_at is not None
+            and at - HISTORY_WINDOW <= (send_at := db.as_utc(row.send_at)) <= at + HISTORY_WINDOW
+        ]
+
+    def add_notification(self, row: NotificationRow) -> None:
+        self._known(row.customer_id)
+        self.scheduled[row.customer_id].append(row)
+        self.session.add(row)
+
+    def has_open_intervention(self, customer_id: str) -> bool:
+        self._known(customer_id)
+        return customer_id in self.intervened
+
+    def add_intervention(self, row: InterventionRow) -> None:
+        self.intervened.add(row.customer_id)
+        self.session.add(row)
 
 
 def _customers_read(events: list[NotifyInput]) -> set[str]:
@@ -237,11 +287,12 @@ def apply_all(
     The batch is first taken whole; only when an event's rules fail is it rolled back and
     taken again with a savepoint per event. A savepoint costs two round trips per event, which
     had been a third of the worker's time on PostgreSQL, for failures that almost never come."""
+    since = min((event.occurred_at for event in events), default=now)
     try:
         with db.serialised_session(url, _LOCK) as session:
             known = _known(session, events)
-            profiles = _Profiles(session, _customers_read(events))
-            return [_take(session, profiles, event, rules, now, known) for event in events]
+            reads = _Reads(session, since, _customers_read(events))
+            return [_take(session, reads, event, rules, now, known) for event in events]
     except (OperationalError, InterfaceError):
         raise
     except Exception:
@@ -249,26 +300,26 @@ def apply_all(
     results: list[list[Output] | Exception] = []
     with db.serialised_session(url, _LOCK) as session:
         known = _known(session, events)
-        profiles = _Profiles(session, _customers_read(events))
+        reads = _Reads(session, since, _customers_read(events))
         for event in events:
             taken_before = event.event_id in known
             try:
                 with session.begin_nested():
-                    results.append(_take(session, profiles, event, rules, now, known))
+                    results.append(_take(session, reads, event, rules, now, known))
             except (OperationalError, InterfaceError):
                 raise
             except Exception as exc:
                 results.append(exc)
                 if not taken_before:
                     known.pop(event.event_id, None)
-                # The event's profile changes were rolled back with it.
-                profiles = _Profiles(session)
+                # What the event wrote was rolled back with it: read afresh.
+                reads = _Reads(session, since)
     return results
 
 
 def _take(
     session: Session,
-    profiles: _Profiles,
+    reads: _Reads,
     event: NotifyInput,
     rules: NotifyRules,
     now: datetime,
@@ -278,7 +329,7 @@ def _take(
     batch at once, and added to as events are taken)."""
     if (stored := known.get(event.event_id)) is not None:
         return [_decode_output(raw) for raw in orjson.loads(stored)]
-    outputs = _decide(session, profiles, event, rules)
+    outputs = _decide(session, reads, event, rules)
     stored = orjson.dumps([encode(o).decode() for o in outputs])
     session.add(NotifySourceRow(event_id=event.event_id, outputs=stored, processed_at=now))
     known[event.event_id] = stored
@@ -299,22 +350,23 @@ def _decode_output(raw: str) -> Output:
 
 
 def _decide(
-    session: Session, profiles: _Profiles, event: NotifyInput, rules: NotifyRules
+    session: Session, reads: _Reads, event: NotifyInput, rules: NotifyRules
 ) -> list[Output]:
     if isinstance(event, CustomerUpdated):
-        _update_profile(profiles, event)
+        _update_profile(reads, event)
         return []
     decision = Decision()
     if isinstance(event, StageChanged):
         stage = {"tier": event.tier.value, "stage": event.stage.value}
-        profiles.change(event.customer_id, event.occurred_at, event.event_id, stage)
-        _close_interventions(session, event)
-        profile = profiles.profile(event.customer_id, event.occurred_at)
+        reads.change(event.customer_id, event.occurred_at, event.event_id, stage)
+        if reads.has_open_intervention(event.customer_id):
+            _close_interventions(session, event)
+        profile = reads.profile(event.customer_id, event.occurred_at)
         decision = on_stage_changed(profile, event, rules)
     elif isinstance(event, ChurnSignalChanged):
         return _cancel(session, event, on_churn_signal(event).cancel_causes)
     elif isinstance(event, LeadChanged):
-        referrer = profiles.as_of(event.suggested_referrer, event.occurred_at)
+        referrer = reads.as_of(event.suggested_referrer, event.occurred_at)
         decision = on_lead(event, referrer, rules)
     elif isinstance(event, ReferralChanged):
         decision = on_referral(event)
@@ -324,10 +376,10 @@ def _decide(
         decision = on_anniversary(event)
     elif isinstance(event, CustomerBirthday):
         decision = on_birthday(event)
-    return _record(session, profiles, decision, event.event_id, rules)
+    return _record(session, reads, decision, event.event_id, rules)
 
 
-def _update_profile(profiles: _Profiles, event: CustomerUpdated) -> None:
+def _update_profile(reads: _Reads, event: CustomerUpdated) -> None:
     given = event.profile
     fields: dict[str, Any] = {
         name: value
@@ -338,32 +390,20 @@ def _update_profile(profiles: _Profiles, event: CustomerUpdated) -> None:
         stated = {c.value: getattr(given.consent, c.value) for c in Channel}
         fields["consent"] = {channel: v for channel, v in stated.items() if v is not None}
     if fields:
-        profiles.change(event.customer_id, event.occurred_at, event.event_id, fields)
+        reads.change(event.customer_id, event.occurred_at, event.event_id, fields)
 
 
 def _record(
     session: Session,
-    profiles: _Profiles,
+    reads: _Reads,
     decision: Decision,
     source_event_id: str,
     rules: NotifyRules,
 ) -> list[Output]:
     outputs: list[Output] = []
     for message in decision.messages:
-        profile = profiles.profile(message.customer_id, message.at)
-        window = timedelta(days=2)
-        history = [
-            Sent(Category(r.category), r.dedupe_key, db.as_utc(r.send_at))
-            for r in session.exec(
-                select(NotificationRow).where(
-                    NotificationRow.customer_id == message.customer_id,
-                    NotificationRow.status == "scheduled",
-                    col(NotificationRow.send_at) >= message.at - window,
-                    col(NotificationRow.send_at) <= message.at + window,
-                )
-            ).all()
-            if r.send_at is not None
-        ]
+        profile = reads.profile(message.customer_id, message.at)
+        history = reads.sent_around(message.customer_id, message.at)
         out = schedule(message, profile, history, rules, source_event_id)
         row = NotificationRow(
             notification_id=out.notification_id,
@@ -379,8 +419,7 @@ def _record(
             send_at=out.send_at,
             source_event_id=source_event_id,
         )
-        session.add(row)
-        session.flush()
+        reads.add_notification(row)
         outputs += [out, *_cancel_if_resolved(session, row)]
     for task in decision.tasks:
         day = task.at.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -407,12 +446,11 @@ def _record(
                 task=encode(created),
             )
         )
-        session.flush()
         outputs.append(created)
     if decision.intervention is not None:
         i = decision.intervention
         if session.get(InterventionRow, (i.customer_id, i.at)) is None:
-            session.add(
+            reads.add_intervention(
                 InterventionRow(
                     customer_id=i.customer_id,
                     at=i.at,
@@ -526,9 +564,9 @@ def set_preferences(url: str, customer_id: str, preferences: Preferences, now: d
     with db.serialised_session(url, _LOCK) as session:
         # Ids in the order the choices were made: they are in force from the same moment.
         made = f"preferences:{customer_id}:{now.isoformat()}:{uuid.uuid4().hex[:8]}"
-        profiles = _Profiles(session, [customer_id])
-        profiles.change(customer_id, ALWAYS, made, fields)
-        return profiles.profile(customer_id, now)
+        reads = _Reads(session, now, [customer_id])
+        reads.change(customer_id, ALWAYS, made, fields)
+        return reads.profile(customer_id, now)
 
 
 class NotificationView(BaseModel):
