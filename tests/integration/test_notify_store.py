@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from schemas import parse_account_event
 from schemas.lifecycle import (
@@ -296,3 +297,59 @@ def test_a_batch_decides_with_the_profile_changes_made_before_in_it(
     (l4,), (l3,) = results[2], results[3]
     assert isinstance(l4, NotificationChanged) and isinstance(l3, NotificationChanged)
     assert (l4.locale, l3.locale) == (RULES.default_locale, "en")
+
+
+def mixed_feed(customers: int) -> list[object]:
+    """Profiles, welcomes in quiet hours, credits past the daily cap, customers turning at risk
+    in each tier (tasks, interventions), resolutions that cancel, recoveries and losses that
+    close interventions: in event-time order."""
+    timed: list[tuple[datetime, object]] = []
+    for n in range(customers):
+        c = f"Q{n:05d}"
+        t0 = NIGHT + timedelta(minutes=n)
+        if n % 3 == 0:
+            timed.append((t0 - timedelta(days=400), profile_update(c, locale="en")))
+        timed.append((t0, stage(c, Stage.ACQUISITION, t0, Tier.MASS, 1)))
+        for k in range(7 if n % 4 == 0 else 2):
+            at = t0 + timedelta(days=1, minutes=k)
+            timed.append((at, credit(c, k, at)))
+        if n % 2 == 0:
+            tier = (Tier.MASS, Tier.AFFLUENT, Tier.HNW)[n % 3]
+            t1 = t0 + timedelta(days=30)
+            timed.append((t1, stage(c, Stage.AT_RISK, t1, tier, 2)))
+            if n % 4 == 0:
+                timed.append((t1 + timedelta(hours=2), resolution_of(c, t1 + timedelta(hours=2))))
+            t3 = t1 + timedelta(days=20)
+            timed.append((t3, stage(c, Stage.GROWTH if n % 8 else Stage.DORMANT, t3, tier, 3)))
+    return [event for _, event in sorted(timed, key=lambda pair: pair[0])]
+
+
+def test_a_batch_decides_what_its_events_decide_one_at_a_time(
+    database_url: str, tmp_path: object
+) -> None:
+    """A batch reads its customers' profiles, scheduled messages and open interventions once and
+    keeps them with its own writes: it must decide exactly as the events taken one by one."""
+    events = mixed_feed(80)
+
+    def decided(batch: int) -> tuple[list[object], object]:
+        url = database_url
+        if url.startswith("sqlite"):
+            url = f"sqlite:///{tmp_path}/batch-{batch}.db"
+        else:
+            with db.get_engine(url).begin() as connection:
+                connection.execute(text("DROP SCHEMA public CASCADE"))
+                connection.execute(text("CREATE SCHEMA public"))
+        db.upgrade(url)
+        outputs: list[object] = []
+        for i in range(0, len(events), batch):
+            results = store.apply_all(url, events[i : i + batch], RULES, NOW)  # type: ignore[arg-type]
+            for result in results:
+                assert isinstance(result, list), result
+                outputs += result
+        return outputs, store.uplift(url)
+
+    one_by_one = decided(1)
+    kinds = {(o.type, getattr(o, "reason_code", None)) for o in one_by_one[0]}  # type: ignore[attr-defined]
+    assert {("notification.suppressed", "daily_cap"), ("rm_task.created", None)} <= kinds
+    assert ("notification.cancelled", "signal_resolved") in kinds
+    assert decided(500) == one_by_one
