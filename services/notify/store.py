@@ -190,11 +190,18 @@ class _Reads:
             return
         for customer_id in customer_ids:
             self.changes[customer_id], self.scheduled[customer_id] = [], []
-        for change in self.session.exec(
-            select(ProfileChangeRow).where(col(ProfileChangeRow.customer_id).in_(customer_ids))
+        # Columns, not rows: a customer's changes grow with every stage change, and building
+        # an ORM object for each had been a sixth of the worker's time.
+        for customer_id, effective_at, event_id, fields in self.session.exec(
+            select(
+                ProfileChangeRow.customer_id,
+                ProfileChangeRow.effective_at,
+                ProfileChangeRow.event_id,
+                ProfileChangeRow.fields,
+            ).where(col(ProfileChangeRow.customer_id).in_(customer_ids))
         ):
-            self.changes[change.customer_id].append(
-                ProfileChange(db.as_utc(change.effective_at), change.event_id, change.fields)
+            self.changes[customer_id].append(
+                ProfileChange(db.as_utc(effective_at), event_id, dict(fields))
             )
         for row in self.session.exec(
             select(NotificationRow).where(
