@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from schemas.referral import Direction, LeadChanged, LeadStrength, LeadType
+from schemas.referral import LeadType
 from schemas.topics import ACCOUNT_EVENTS, STAGE_CHANGED
 from services.notify.agents import ProfileClock, partition_of
 from services.runtime.app import BatchAbandoned
+from tests.unit.notify.test_rules import lead
 
 PARTITIONS = 6
 AT = datetime(2026, 3, 1, 9, tzinfo=UTC)
@@ -77,28 +78,6 @@ def an_event(customer_id: str = "C000001") -> Any:
     return SimpleNamespace(customer_id=customer_id, occurred_at=AT)
 
 
-def a_lead(referrer: str = "C000001") -> LeadChanged:
-    # A lead's task reads its referrer's tier: stage changes, made by lifecycle from the input.
-    return LeadChanged(
-        event_id="l1",
-        type="lead.detected",
-        occurred_at=AT,
-        lead_id="L1",
-        counterparty_key="cp-hash",
-        lead_type=LeadType.RETAIL,
-        suggested_referrer=referrer,
-        strength=LeadStrength(
-            transactions=4,
-            customers=3,
-            amount="900.00",
-            direction=Direction.PAID_TO,
-            window_days=90,
-        ),
-        last_transaction_at=AT,
-        expires_at=AT + timedelta(days=180),
-    )
-
-
 def facts_partition(customer_id: str = "C000001", topic: str = ACCOUNT_EVENTS.name) -> TP:
     return TP(topic, partition_of(customer_id.encode(), PARTITIONS))
 
@@ -143,18 +122,21 @@ async def test_a_leads_referrers_tier_waits_for_the_lifecycle_group_to_take_the_
     """The stage-change partition's end is reached, but lifecycle has not yet made the stage
     changes of the input before the lead (it may lag the referral group): the wait goes on
     until it has, then to the stage-change partition's new end."""
+    # A lead's task reads its referrer's tier: stage changes, made by lifecycle from the input.
+    a_lead = lead(LeadType.RETAIL)
+    facts = facts_partition(a_lead.suggested_referrer)
+    stages = facts_partition(a_lead.suggested_referrer, STAGE_CHANGED.name)
     consumer = Consumer(PARTITIONS, PARTITIONS)
-    stages = facts_partition(topic=STAGE_CHANGED.name)
-    consumer.assigned = {facts_partition(), stages}
-    consumer.ends = {facts_partition(): 40, stages: 7}
+    consumer.assigned = {facts, stages}
+    consumer.ends = {facts: 40, stages: 7}
     lifecycle = Lifecycle()
     profiles = clock(consumer, lifecycle=lifecycle)
-    profiles.handled.done = {facts_partition(): 40, stages: 7}
-    waiting = asyncio.create_task(profiles.wait_for([a_lead()]))
+    profiles.handled.done = {facts: 40, stages: 7}
+    waiting = asyncio.create_task(profiles.wait_for([a_lead]))
     await asyncio.sleep(0.4)
     assert not waiting.done()
     consumer.ends[stages] = 9  # lifecycle made the referrer's stage change, then committed
-    lifecycle.offsets[facts_partition()] = 40
+    lifecycle.offsets[facts] = 40
     await asyncio.sleep(0.4)
     assert not waiting.done()  # the new stage change is not taken yet
     profiles.handled.done[stages] = 9
