@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +35,12 @@ from services.runtime import db, tracing
 from services.runtime.broker import LocalBroker
 from services.runtime.kafka_security import client_options
 from services.runtime.produce import produce_records, records_from_lines, send_and_confirm
-from services.runtime.readback import committed_offsets, partitions_of, topic_ends
+from services.runtime.readback import (
+    committed_offsets,
+    partitions_of,
+    start_group_at,
+    topic_ends,
+)
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 from services.runtime.topics import create_topics
 from services.simulator.simulate import simulate
@@ -264,19 +269,9 @@ class Bench:
             ACCOUNT_EVENTS.name
         ]
         for service in services:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.bootstrap_list,
-                group_id=settings.app_id(service),
-                enable_auto_commit=False,
-                **client_options(),
+            await start_group_at(
+                settings.bootstrap_list, settings.app_id(service), ACCOUNT_EVENTS.name, ends
             )
-            await consumer.start()
-            try:
-                offsets = {TopicPartition(ACCOUNT_EVENTS.name, p): end for p, end in ends.items()}
-                consumer.assign(list(offsets))
-                await consumer.commit(offsets)
-            finally:
-                await consumer.stop()
 
     async def measure_latency(
         self, instance: str, rate: int, seconds: float

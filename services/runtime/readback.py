@@ -1,5 +1,7 @@
 """Reading a topic back from its first record to its current end, for the evaluator and the
-tests: a plain aiokafka consumer with no group, so it never disturbs the services' offsets."""
+tests: a plain aiokafka consumer with no group, so it never disturbs the services' offsets.
+Also the groups' offsets, read (`committed_offsets`) and, for a new group, set
+(`start_group_at`), for the bench, the demo's wait and the tests."""
 
 from __future__ import annotations
 
@@ -66,6 +68,23 @@ async def committed_offsets(
         }
     finally:
         await admin.close()
+
+
+async def start_group_at(
+    bootstrap: list[str] | str, group: str, topic: str, offsets: dict[int, int]
+) -> None:
+    """Commit a consumer group's offsets on a topic, as an operator starting a new group from a
+    position does: its workers then begin there instead of at the earliest record."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **client_options()
+    )
+    await consumer.start()
+    try:
+        positions = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
+        consumer.assign(list(positions))
+        await consumer.commit(positions)
+    finally:
+        await consumer.stop()
 
 
 def _by_topic(offsets: dict[TopicPartition, int]) -> dict[str, dict[int, int]]:

@@ -292,25 +292,6 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return asyncio.run(committed())
 
 
-def start_group_at(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    """Commit a new consumer group's offsets on a topic, as an operator starting it from a
-    position does: its workers then begin there instead of at the earliest record."""
-
-    async def commit() -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            positions = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
-            consumer.assign(list(positions))
-            await consumer.commit(positions)
-        finally:
-            await consumer.stop()
-
-    asyncio.run(commit())
-
-
 def wait_until_consumed(
     bootstrap: str, group: str, topic: str, running: RunningWorker, timeout: float = 180
 ) -> None:

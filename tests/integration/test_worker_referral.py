@@ -12,6 +12,7 @@ written before it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -25,7 +26,7 @@ import pytest
 
 from schemas.topics import ACCOUNT_EVENTS, REFERRAL_EVENTS
 from services.referral import read_model
-from services.runtime import db
+from services.runtime import db, readback
 from services.runtime.broker import LocalBroker
 from services.runtime.produce import records_from_lines
 from services.runtime.settings import RuntimeSettings
@@ -37,7 +38,6 @@ from tests.integration.stack import (
     prometheus,
     records_since,
     service_env,
-    start_group_at,
     wait_until_consumed,
     worker,
 )
@@ -58,7 +58,7 @@ def referral_events_of_a_run(
     instance = uuid.uuid4().hex[:8]
     env = service_env(topics, home, instance)
     group = RuntimeSettings(instance=instance).app_id("referral")
-    start_group_at(topics.bootstrap, group, ACCOUNT_EVENTS.name, feed.start)
+    asyncio.run(readback.start_group_at(topics.bootstrap, group, ACCOUNT_EVENTS.name, feed.start))
     internal = [f"{group}-links", f"{group}-steps"]
     mark = end_offsets(topics.bootstrap, REFERRAL_EVENTS.name)
     with ExitStack() as stack:
