@@ -47,6 +47,10 @@ from services.simulator.simulate import simulate
 
 INPUT_CONSUMERS = ("lifecycle", "referral", "notify")
 RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_lettered_total")
+# Where the lifecycle worker keeps its customers' states (services/lifecycle/config.py).
+STORES = ("memory", "rocksdb")
+# Groups of figures `rapport bench --only` can pick.
+SECTIONS = frozenset({"throughput", "memory", "recovery", "latency"})
 # About 63 valid events per simulated customer and year.
 EVENTS_PER_CUSTOMER_YEAR = 63
 
@@ -198,37 +202,49 @@ class Bench:
 
         asyncio.run(reset())
 
-    def drain_time(self, services: dict[str, int]) -> float:
+    def drain_time(self, services: dict[str, int], probe: str | None = None) -> float:
         """Seconds from the first record taken by `services` (name -> processes), on a fresh
         group and fresh output topics, until every group has committed the whole input (worker
-        start-up excluded)."""
+        start-up excluded). `probe`: one of services.bench.probe's workers in the lifecycle
+        worker's place."""
         self.reset_outputs()
         instance = uuid.uuid4().hex[:8]
-        with self.workers(services, instance) as processes:
+        with self.workers(services, instance, probe=probe) as processes:
             started = self.first_record(processes)
+            if probe is not None:
+                # Nothing to wait for after the last record: not even the next commit, which
+                # may come up to faust's commit interval (2.8 s) later.
+                return self.wait_counted(processes, self.preloaded) - started
             return self.wait_committed(instance, list(services), processes) - started
 
-    def memory_per_customer(self) -> tuple[float, float]:
-        """(RSS in MiB, bytes per customer) of a lifecycle worker that has read the whole
-        input: its RSS then, less its RSS when it took its first record."""
+    def memory_per_customer(self, store: str) -> tuple[float, float]:
+        """(RSS in MiB, bytes per customer) of a lifecycle worker with its states in `store`
+        that has read the whole input: its RSS then, less its RSS when it took its first
+        record."""
         self.reset_outputs()
         instance = uuid.uuid4().hex[:8]
-        with self.workers({"lifecycle": 1}, instance) as processes:
+        with self.workers({"lifecycle": 1}, instance, extra=_store_env(store)) as processes:
             self.first_record(processes)
             start = rss(processes[0][1].pid)
             self.wait_committed(instance, ["lifecycle"], processes)
             full = rss(processes[0][1].pid)
         return full / 2**20, (full - start) / self.customers
 
-    def recovery_time(self) -> float:
-        """Seconds for a restarted lifecycle worker with every customer's state to take input
-        again (process start included): its tables are read back from the changelog first
-        (the store is in memory). A new opening after the restart shows when it is ready."""
+    def recovery_time(self, store: str, keep: bool) -> float:
+        """Seconds for a lifecycle worker with every customer's state in `store`, stopped
+        cleanly and started again, to take input again (process start included). A memory
+        store is read back from the changelog; a RocksDB store is kept (`keep`) or removed
+        first, and so read back too. A new opening after the restart shows when it is ready."""
         self.reset_outputs()
         instance = uuid.uuid4().hex[:8]
-        with self.workers({"lifecycle": 1}, instance) as processes:
+        extra = _store_env(store)
+        with self.workers({"lifecycle": 1}, instance, extra=extra) as processes:
             self.wait_committed(instance, ["lifecycle"], processes)
-        with self.workers({"lifecycle": 1}, instance) as processes:
+        if not keep:
+            # Without the mark of a clean stop the worker removes its local stores.
+            settings = self.settings.model_copy(update={"instance": instance})
+            (settings.state_root / settings.app_id("lifecycle") / "clean-stop").unlink()
+        with self.workers({"lifecycle": 1}, instance, extra=extra) as processes:
             started = time.monotonic()
             asyncio.run(self.send_probe())
             self.first_record(processes)
@@ -370,6 +386,16 @@ class Bench:
         }
 
     @staticmethod
+    def wait_counted(processes: list[tuple[int, subprocess.Popen[bytes]]], total: int) -> float:
+        """When these workers have together taken `total` records (monotonic time)."""
+        while sum(scrape(port).get("records", 0) for port, _ in processes) < total:
+            for _, process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {process.returncode}")
+            time.sleep(0.02)
+        return time.monotonic()
+
+    @staticmethod
     def first_record(processes: list[tuple[int, subprocess.Popen[bytes]]]) -> float:
         """When the first of these workers has taken a record (monotonic time)."""
         deadline = time.monotonic() + 3600
@@ -386,7 +412,11 @@ class Bench:
 
     @contextmanager
     def workers(
-        self, services: dict[str, int], instance: str, extra: dict[str, str] | None = None
+        self,
+        services: dict[str, int],
+        instance: str,
+        extra: dict[str, str] | None = None,
+        probe: str | None = None,
     ) -> Iterator[list[tuple[int, subprocess.Popen[bytes]]]]:
         processes: list[tuple[int, subprocess.Popen[bytes]]] = []
         logs = self.home / "logs"
@@ -407,8 +437,11 @@ class Bench:
                         **(extra or {}),
                     }
                     log = (logs / f"{service}-{instance}-{n}.log").open("ab")
+                    command = ["services.runtime.cli", "worker", service]
+                    if probe is not None and service == "lifecycle":
+                        command = ["services.bench.probe", probe]
                     process = subprocess.Popen(
-                        [sys.executable, "-m", "services.runtime.cli", "worker", service],
+                        [sys.executable, "-m", *command],
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -496,7 +529,9 @@ def run(
     say: Callable[[str], None],
     latency_rates: tuple[int, ...] = (1000, 5000),
     latency_seconds: float = 10,
+    sections: frozenset[str] = SECTIONS,
 ) -> Report:
+    """Every figure of `sections` (the bare consumer's always, as the others' yardstick)."""
     bench = Bench(settings, external, events, customers, runs)
     bench.prepare(say)
     total = bench.preloaded
@@ -511,50 +546,66 @@ def run(
         return values
 
     ceiling = report.add("bare aiokafka consumer", repeat("ceiling", bench.ceiling), "records/s")
-    for name, services in (
-        ("lifecycle worker", {"lifecycle": 1}),
-        ("two lifecycle worker processes", {"lifecycle": 2}),
-        ("whole pipeline (four workers)", dict.fromkeys(SERVICE_NAMES, 1)),
-    ):
-        seconds = repeat(name, partial(bench.drain_time, services))
-        rates = [total / s for s in seconds]
-        report.add(
-            name,
-            rates,
-            "events/s",
-            f"{statistics.median(rates) / ceiling.value:.2%} of the bare consumer",
-        )
-    one, two = report.figures[1].value, report.figures[2].value
-    report.add("scale-out: 2 workers / 1 worker", [two / one], "x")
-    rss_mib, per_customer = bench.memory_per_customer()
-    report.add("lifecycle worker RSS with every customer's state", [rss_mib], "MiB")
-    report.add("lifecycle state per customer", [per_customer], "bytes")
-    report.add(
-        "lifecycle recovery from the changelog",
-        repeat("recovery", bench.recovery_time),
-        "s",
-        f"{customers:,} customers, process start included; the store is in memory, so a "
-        "restart always replays the changelog",
-    )
-    for rate in latency_rates:
-        measured = bench.latency(rate, latency_seconds)
-        sent = int(measured["sent"][0])
-        for topic, what in (
-            (STAGE_CHANGED.name, "stage change"),
-            (NOTIFICATIONS.name, "notification"),
+    if "throughput" in sections:
+        drains: dict[str, Figure] = {}
+        for name, services, probe in (
+            ("faust agent taking batches, doing nothing", {"lifecycle": 1}, "faust"),
+            ("Rapport's consume path, decoding, doing nothing", {"lifecycle": 1}, "runtime"),
+            ("lifecycle worker", {"lifecycle": 1}, None),
+            ("two lifecycle worker processes", {"lifecycle": 2}, None),
+            ("whole pipeline (four workers)", dict.fromkeys(SERVICE_NAMES, 1), None),
         ):
-            values = sorted(measured[topic])
-            if not values:
-                report.add(f"latency to {what} at {rate:,}/s", [float("nan")], "s", "none came")
-                continue
-            note = (
-                f"{len(values):,} of {sent:,} openings; p50 {_quantile(values, 0.5):.3f} s, "
-                f"p99 {_quantile(values, 0.99):.3f} s, max {values[-1]:.3f} s"
+            seconds = repeat(name, partial(bench.drain_time, services, probe))
+            rates = [total / s for s in seconds]
+            drains[name] = report.add(
+                name,
+                rates,
+                "events/s",
+                f"{statistics.median(rates) / ceiling.value:.2%} of the bare consumer",
             )
+        one, two = drains["lifecycle worker"].value, drains["two lifecycle worker processes"].value
+        report.add("scale-out: 2 workers / 1 worker", [two / one], "x")
+    if "memory" in sections:
+        for store in STORES:
+            rss_mib, per_customer = bench.memory_per_customer(store)
+            report.add(f"lifecycle worker RSS, {store} store", [rss_mib], "MiB")
+            report.add(f"lifecycle state per customer, {store} store", [per_customer], "bytes")
+    if "recovery" in sections:
+        for store, keep, how in (
+            ("memory", False, "the changelog replayed"),
+            ("rocksdb", True, "the local store kept"),
+            ("rocksdb", False, "the local store removed, the changelog replayed"),
+        ):
             report.add(
-                f"latency to {what} at {rate:,}/s, p99", [_quantile(values, 0.99)], "s", note
+                f"lifecycle recovery, {store} store, {how.split(',')[0]}",
+                repeat(f"recovery ({store}, {how})", partial(bench.recovery_time, store, keep)),
+                "s",
+                f"{customers:,} customers, after a clean stop, process start included; {how}",
             )
+    if "latency" in sections:
+        for rate in latency_rates:
+            measured = bench.latency(rate, latency_seconds)
+            sent = int(measured["sent"][0])
+            for topic, what in (
+                (STAGE_CHANGED.name, "stage change"),
+                (NOTIFICATIONS.name, "notification"),
+            ):
+                values = sorted(measured[topic])
+                if not values:
+                    report.add(f"latency to {what} at {rate:,}/s", [float("nan")], "s", "none came")
+                    continue
+                note = (
+                    f"{len(values):,} of {sent:,} openings; p50 {_quantile(values, 0.5):.3f} s, "
+                    f"p99 {_quantile(values, 0.99):.3f} s, max {values[-1]:.3f} s"
+                )
+                report.add(
+                    f"latency to {what} at {rate:,}/s, p99", [_quantile(values, 0.99)], "s", note
+                )
     return report
+
+
+def _store_env(store: str) -> dict[str, str]:
+    return {"RAPPORT_LIFECYCLE_STORE": store}
 
 
 def _quantile(values: list[float], q: float) -> float:

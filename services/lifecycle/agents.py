@@ -19,7 +19,14 @@ from services.lifecycle import metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
 from services.lifecycle.service import LifecycleService
-from services.runtime.app import consume, create_app, raw_topic, send_all, staging_of
+from services.runtime.app import (
+    consume,
+    create_app,
+    raw_topic,
+    send_all,
+    staging_of,
+    table_options,
+)
 from services.runtime.codec import decode_account_event, encode
 from services.runtime.settings import RuntimeSettings
 
@@ -36,7 +43,13 @@ class Lifecycle:
         # Keys as JSON strings, values as our own JSON bytes. The types, not a schema, set the
         # serializers faust uses when it recovers the table from its changelog.
         self.table = staging_of(app).table(
-            app.Table("lifecycle-state", default=None, key_type=str, value_type=bytes),
+            app.Table(
+                "lifecycle-state",
+                default=None,
+                key_type=str,
+                value_type=bytes,
+                options=table_options(),
+            ),
             # Every key once per batch, at its last write (services/lifecycle/service.py says
             # why that is safe): a customer is written once however often it changed.
             latest_only=lambda key: True,
@@ -124,8 +137,8 @@ class Lifecycle:
 
 def build_app(settings: RuntimeSettings) -> faust.App:
     """The lifecycle worker's faust app."""
-    app = create_app(SERVICE, settings)
     config = LifecycleSettings()
+    app = create_app(SERVICE, settings, store=config.store)
     lifecycle = Lifecycle(app, config, settings.resolved_database_url)
     # mypy cannot solve T through the Annotated union of event models.
     consume(  # type: ignore[misc]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.lifecycle.domain import LifecycleRules
@@ -25,6 +27,10 @@ class LifecycleSettings(BaseSettings, LifecycleRules):
     # less often than the interval (each row then carries more changes), so that replaying or
     # catching up is not spent on rows about to be written again.
     read_model_share: float = 0.2
+    # Where the customers' states live in the worker: "memory" (rebuilt from the changelog at
+    # every start; about 16 KiB of RSS per customer) or "rocksdb" (on local disk under
+    # RAPPORT_STATE_DIR, kept across clean restarts; docs/lifecycle.md).
+    store: Literal["memory", "rocksdb"] = "memory"
 
     def rules(self) -> LifecycleRules:
         """The domain's rule object, without the worker's own settings."""

@@ -561,12 +561,28 @@ def cmd_bench(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport bench"""
     import json
 
-    from services.bench.harness import run
+    from services.bench.harness import SECTIONS, run
 
     def say(message: str) -> None:
         console.print(message, style="dim")
 
-    report = run(settings, _external_cluster(settings), args.events, args.customers, args.runs, say)
+    sections = frozenset(args.only.split(",")) if args.only else SECTIONS
+    if unknown := sections - SECTIONS:
+        print(
+            f"rapport bench: unknown --only {', '.join(sorted(unknown))}; choose from "
+            f"{', '.join(sorted(SECTIONS))}",
+            file=sys.stderr,
+        )
+        return 2
+    report = run(
+        settings,
+        _external_cluster(settings),
+        args.events,
+        args.customers,
+        args.runs,
+        say,
+        sections=sections,
+    )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
@@ -675,6 +691,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=100_000)
     p.add_argument("--runs", type=int, default=3, help="each figure is the median of these")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument(
+        "--only",
+        metavar="SECTIONS",
+        help="comma-separated: throughput, memory, recovery, latency (default: all)",
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 

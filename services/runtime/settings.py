@@ -30,6 +30,9 @@ class RuntimeSettings(BaseSettings):
         None, validation_alias=AliasChoices("DATABASE_URL", "RAPPORT_DATABASE_URL")
     )
     home: Path = Field(default_factory=_default_home)
+    # The workers' local table stores (HOME/state by default). Two processes of one service on
+    # one host with RocksDB stores need one each: a store is locked by the process using it.
+    state_dir: Path | None = None
     environment: str = "development"
     topic_partitions: int = Field(6, ge=1, le=1000)
     topic_replication_factor: int = Field(1, ge=1, le=7)
@@ -63,6 +66,10 @@ class RuntimeSettings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The configured database, or the embedded SQLite file under the home directory."""
         return self.database_url or f"sqlite:///{self.home / 'rapport.db'}"
+
+    @property
+    def state_root(self) -> Path:
+        return self.state_dir or self.home / "state"
 
     def app_id(self, service: str) -> str:
         """Faust app id, which is also the consumer group and the changelog topic prefix."""

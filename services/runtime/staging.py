@@ -131,7 +131,14 @@ class StagedTable(MutableMapping[str, bytes]):
             if value is _DELETED:
                 raise KeyError(key)
             return value  # type: ignore[no-any-return]
-        return self.table[key]  # type: ignore[no-any-return]
+        # Read as outside any event: a RocksDB store looks for a key only in the store of the
+        # current event's partition, and a worker also reads keys of the other partitions it
+        # holds (the lifecycle calendar, built from every state). A memory store sees them all.
+        token = _current_event.set(None)
+        try:
+            return self.table[key]  # type: ignore[no-any-return]
+        finally:
+            _current_event.reset(token)
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self._write(key, value)

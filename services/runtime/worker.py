@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -19,6 +20,8 @@ from services.runtime.logs import logging_config
 from services.runtime.metrics import serve_metrics
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 from services.runtime.topics import create_topics
+
+log = logging.getLogger(__name__)
 
 # faust's -l takes these names, not Python's (faust-streaming rejects "warning").
 _FAUST_LOG_LEVELS = {
@@ -77,9 +80,10 @@ def changelog_topics(service: str, app: faust.App) -> tuple[TopicSpec, ...]:
     )
 
 
-def run_worker(service: str, settings: RuntimeSettings) -> None:
-    """Run the worker in the foreground until SIGTERM or SIGINT."""
-    app = load_app(service, settings)
+def run_worker(service: str, settings: RuntimeSettings, app: faust.App | None = None) -> None:
+    """Run the worker in the foreground until SIGTERM or SIGINT (`app`: another app in the
+    service's place, as the bench's probes are)."""
+    app = app or load_app(service, settings)
     check_state_directory(Path(app.conf.datadir))
     # faust creates its tables' changelog topics as it starts, and the consumer group can be
     # assigned before their metadata reaches it: the demo's referral worker then ran with a
@@ -98,7 +102,49 @@ def run_worker(service: str, settings: RuntimeSettings) -> None:
         logging_config=logging_config(service, settings.log_level, settings.log_format),
     )
     app.task(_dump_on_sigquit)
-    sys.exit(worker.execute_from_commandline())
+    clean_stop, kept = keep_local_state(Path(app.conf.datadir), Path(app.conf.tabledir))
+
+    async def say_what_was_kept() -> None:  # as a task: once logging is set up
+        if kept:
+            log.info("local table stores kept: the last stop was clean")
+        elif kept is False:
+            log.warning(
+                "local table stores removed, to be rebuilt from the changelogs: the last "
+                "stop was not clean"
+            )
+
+    app.task(say_what_was_kept)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        if not stop.code:
+            clean_stop.touch()
+        raise
+
+
+_CLEAN_STOP = "clean-stop"
+
+
+def keep_local_state(datadir: Path, tabledir: Path) -> tuple[Path, bool | None]:
+    """Keep the tables a worker stored on local disk (RocksDB) only if it last stopped cleanly.
+    Returns the file whose presence says so, to be made at the next clean stop, and whether
+    they were kept (None: there were none).
+
+    faust writes a table's local store before its changelog record is acknowledged: a process
+    killed in between leaves a store that has writes its changelog lacks. Kept, the store would
+    pass over the events that made them (already done), and those writes would never reach the
+    changelog, so that whichever worker took the partition next would lose them. Removed, the
+    store is rebuilt from the changelog, as a memory store always is. After a clean stop faust
+    has flushed its producer, so the store and the changelog agree."""
+    marker = datadir / _CLEAN_STOP
+    if marker.exists():
+        # Taken away while the worker runs: a crash from now on leaves no marker.
+        marker.unlink()
+        return marker, True
+    if tabledir.exists() and any(tabledir.glob("*.db")):
+        shutil.rmtree(tabledir)
+        return marker, False
+    return marker, None
 
 
 class _Worker(faust.Worker):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import zip_longest
 from pathlib import Path
 
 import orjson
@@ -39,20 +41,24 @@ def outputs_of_one_run(
     logs: Path,
     kills: list[int],
     broker_restart_after: int | None = None,
+    store: str = "memory",
+    stops: Iterable[bool] = (),
 ) -> tuple[dict[str, bytes], int]:
-    """Run a fresh worker group over the whole input, SIGKILLing it after each number of events
-    in `kills` (counted from its restart), and, in its last run, stopping and restarting the
-    broker after `broker_restart_after` events; return its outputs by event_id and how many
-    records it wrote in all (duplicates included)."""
+    """Run a fresh worker group over the whole input, with its states in `store`, SIGKILLing it
+    after each number of events in `kills` (counted from its restart; stopping it cleanly
+    instead where `stops` says True), and, in its last run, stopping and restarting the broker
+    after `broker_restart_after` events; return its outputs by event_id and how many records it
+    wrote in all (duplicates included)."""
     instance = uuid.uuid4().hex[:8]
-    env = service_env(topics, home, instance)
+    env = service_env(topics, home, instance) | {"RAPPORT_LIFECYCLE_STORE": store}
     group = RuntimeSettings(instance=instance).app_id("lifecycle")
     marks = {topic: end_offsets(topics.bootstrap, topic) for topic in OUTPUTS}
-    for after in kills:
+    for after, clean in zip_longest(kills, stops, fillvalue=False):
         with worker("lifecycle", env, logs) as running:
             running.wait_for("rapport_events_consumed_total", after)
-            running.process.kill()  # SIGKILL: no shutdown, no final commit, no flush
-            running.process.wait()
+            if not clean:
+                running.process.kill()  # SIGKILL: no shutdown, no final commit, no flush
+                running.process.wait()
     with worker("lifecycle", env, logs) as running:
         if broker_restart_after is not None:
             running.wait_for("rapport_events_consumed_total", broker_restart_after)
@@ -97,7 +103,10 @@ def reference(
 def assert_same_outputs(reference: dict[str, bytes], got: dict[str, bytes]) -> None:
     missing = reference.keys() - got.keys()
     extra = got.keys() - reference.keys()
-    lost = sorted(orjson.loads(reference[k]) for k in missing)
+    lost = sorted(
+        (orjson.loads(reference[k]) for k in missing),
+        key=lambda o: (o["customer_id"], o["occurred_at"]),
+    )
     assert not missing, f"{len(missing)} outputs lost, e.g. " + "; ".join(
         f"{o['customer_id']} {o['type']} {o['occurred_at']}" for o in lost[:8]
     )
@@ -126,3 +135,25 @@ def test_a_broker_restart_mid_stream_changes_nothing(
         topics, rapport_home, tmp_path, kills=[], broker_restart_after=1500
     )
     assert_same_outputs(reference, survived)
+
+
+def test_a_worker_with_its_states_on_local_disk_equals_one_in_memory(
+    reference: dict[str, bytes], topics: LocalBroker, rapport_home: Path, tmp_path: Path
+) -> None:
+    """RocksDB stores: kept after a clean stop (the restart reads only the changelog past
+    them), removed after a kill (rebuilt from the changelog, which may lack the last writes the
+    store had); the outputs are those of an uninterrupted worker in memory either way."""
+    restarted, _ = outputs_of_one_run(
+        topics,
+        rapport_home,
+        tmp_path,
+        kills=[900, 700, 600],
+        store="rocksdb",
+        stops=[True, False, True],
+    )
+    assert_same_outputs(reference, restarted)
+    (log,) = tmp_path.glob("worker-lifecycle-*.log")
+    said = log.read_text()
+    # Kept at the restarts after the two clean stops; removed at the one after the kill.
+    assert said.count("local table stores kept") == 2
+    assert said.count("local table stores removed") == 1
