@@ -50,7 +50,7 @@ RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_lettere
 # Where the lifecycle worker keeps its customers' states (services/lifecycle/config.py).
 STORES = ("memory", "rocksdb")
 # Groups of figures `rapport bench --only` can pick.
-SECTIONS = frozenset({"throughput", "memory", "recovery", "latency"})
+SECTIONS = frozenset({"probes", "throughput", "memory", "recovery", "latency"})
 # About 63 valid events per simulated customer and year.
 EVENTS_PER_CUSTOMER_YEAR = 63
 
@@ -546,15 +546,15 @@ def run(
         return values
 
     ceiling = report.add("bare aiokafka consumer", repeat("ceiling", bench.ceiling), "records/s")
-    if "throughput" in sections:
-        drains: dict[str, Figure] = {}
-        for name, services, probe in (
-            ("faust agent taking batches, doing nothing", {"lifecycle": 1}, "faust"),
-            ("Rapport's consume path, decoding, doing nothing", {"lifecycle": 1}, "runtime"),
-            ("lifecycle worker", {"lifecycle": 1}, None),
-            ("two lifecycle worker processes", {"lifecycle": 2}, None),
-            ("whole pipeline (four workers)", dict.fromkeys(SERVICE_NAMES, 1), None),
-        ):
+    drains: dict[str, Figure] = {}
+    for section, name, services, probe in (
+        ("probes", "faust agent taking batches, doing nothing", {"lifecycle": 1}, "faust"),
+        ("probes", "Rapport's consume path, decoding, doing nothing", {"lifecycle": 1}, "runtime"),
+        ("throughput", "lifecycle worker", {"lifecycle": 1}, None),
+        ("throughput", "two lifecycle worker processes", {"lifecycle": 2}, None),
+        ("throughput", "whole pipeline (four workers)", dict.fromkeys(SERVICE_NAMES, 1), None),
+    ):
+        if section in sections:
             seconds = repeat(name, partial(bench.drain_time, services, probe))
             rates = [total / s for s in seconds]
             drains[name] = report.add(
@@ -563,6 +563,7 @@ def run(
                 "events/s",
                 f"{statistics.median(rates) / ceiling.value:.2%} of the bare consumer",
             )
+    if "throughput" in sections:
         one, two = drains["lifecycle worker"].value, drains["two lifecycle worker processes"].value
         report.add("scale-out: 2 workers / 1 worker", [two / one], "x")
     if "memory" in sections:

@@ -103,8 +103,10 @@ def _money(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01")))
 
 
-def profile_row(state: CustomerState) -> LifecycleProfileRow:
-    """The read-model row of a customer's state."""
+def profile_row(state: CustomerState) -> dict[str, Any]:
+    """The read-model row of a customer's state, as the columns of a `LifecycleProfileRow`: a
+    plain dict, since building the ORM object and dumping it again took three times as long as
+    the row itself, in the worker's event loop."""
     as_of = max(
         (t for t in (state.last_event_at, state.evaluated_until) if t is not None),
         default=datetime(1970, 1, 1, tzinfo=UTC),
@@ -120,7 +122,7 @@ def profile_row(state: CustomerState) -> LifecycleProfileRow:
         }
         for kind, signal in sorted(state.signals.items())
     ]
-    return LifecycleProfileRow(
+    return dict(
         customer_id=state.customer_id,
         version=state.version,
         stage=state.stage.value if state.stage else None,
@@ -140,10 +142,10 @@ def profile_row(state: CustomerState) -> LifecycleProfileRow:
     )
 
 
-def write(url: str, rows: list[LifecycleProfileRow]) -> None:
-    """Upsert rows, keeping whichever version of a customer is newest."""
+def write(url: str, rows: list[dict[str, Any]]) -> None:
+    """Upsert rows (`profile_row`), keeping whichever version of a customer is newest."""
     table = LifecycleProfileRow.__table__  # type: ignore[attr-defined]
-    db.upsert(url, table, [row.model_dump() for row in rows], "customer_id", "version")
+    db.upsert(url, table, rows, "customer_id", "version")
 
 
 # -- queries ---------------------------------------------------------------------------------

@@ -694,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         metavar="SECTIONS",
-        help="comma-separated: throughput, memory, recovery, latency (default: all)",
+        help="comma-separated: probes, throughput, memory, recovery, latency (default: all)",
     )
     p.set_defaults(func=cmd_bench)
     return parser

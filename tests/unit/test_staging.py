@@ -201,3 +201,34 @@ _sleep = asyncio.sleep
 
 async def _no_sleep(_: float) -> None:
     await _sleep(0)
+
+
+class PartitionedTable(dict[str, bytes]):
+    """A table that, like faust's RocksDB store, finds a key only in the current event's
+    partition when read under an event."""
+
+    def __init__(self, partition_of: dict[str, str]) -> None:
+        super().__init__()
+        self.partition_of = partition_of
+
+    def __getitem__(self, key: str) -> bytes:
+        event = current_event()
+        if event is not None and self.partition_of.get(key) != getattr(event, "name", None):
+            raise KeyError(key)
+        return super().__getitem__(key)
+
+
+async def test_a_batch_reads_the_keys_of_every_partition_and_its_held_writes() -> None:
+    staging = Staging()
+    BATCHING.set(staging)
+    table = PartitionedTable({"a": "p0", "b": "p1", "gone": "p1"})
+    table.update({"a": b"1", "b": b"1", "gone": b"1"})
+    store = staging.table(table)
+    event = in_event("p0")
+    store["c"] = b"2"
+    del store["gone"]
+    # Under an event of partition p0, p1's key is still found (the lifecycle calendar reads
+    # every state the worker holds).
+    assert store["b"] == b"1"
+    assert sorted(store.items()) == [("a", b"1"), ("b", b"1"), ("c", b"2")]
+    del event
