@@ -530,8 +530,10 @@ def run(
     latency_rates: tuple[int, ...] = (1000, 5000),
     latency_seconds: float = 10,
     sections: frozenset[str] = SECTIONS,
+    stores: tuple[str, ...] = STORES,
 ) -> Report:
-    """Every figure of `sections` (the bare consumer's always, as the others' yardstick)."""
+    """Every figure of `sections` (the bare consumer's always, as the others' yardstick); the
+    memory and recovery figures for each of `stores`."""
     bench = Bench(settings, external, events, customers, runs)
     bench.prepare(say)
     total = bench.preloaded
@@ -567,7 +569,7 @@ def run(
         one, two = drains["lifecycle worker"].value, drains["two lifecycle worker processes"].value
         report.add("scale-out: 2 workers / 1 worker", [two / one], "x")
     if "memory" in sections:
-        for store in STORES:
+        for store in stores:
             rss_mib, per_customer = bench.memory_per_customer(store)
             report.add(f"lifecycle worker RSS, {store} store", [rss_mib], "MiB")
             report.add(f"lifecycle state per customer, {store} store", [per_customer], "bytes")
@@ -577,6 +579,8 @@ def run(
             ("rocksdb", True, "the local store kept"),
             ("rocksdb", False, "the local store removed, the changelog replayed"),
         ):
+            if store not in stores:
+                continue
             report.add(
                 f"lifecycle recovery, {store} store, {how.split(',')[0]}",
                 repeat(f"recovery ({store}, {how})", partial(bench.recovery_time, store, keep)),

@@ -561,19 +561,21 @@ def cmd_bench(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport bench"""
     import json
 
-    from services.bench.harness import SECTIONS, run
+    from services.bench.harness import SECTIONS, STORES, run
 
     def say(message: str) -> None:
         console.print(message, style="dim")
 
     sections = frozenset(args.only.split(",")) if args.only else SECTIONS
-    if unknown := sections - SECTIONS:
-        print(
-            f"rapport bench: unknown --only {', '.join(sorted(unknown))}; choose from "
-            f"{', '.join(sorted(SECTIONS))}",
-            file=sys.stderr,
-        )
-        return 2
+    stores = tuple(args.stores.split(","))
+    for option, given, known in (("--only", sections, SECTIONS), ("--stores", stores, STORES)):
+        if unknown := set(given) - set(known):
+            print(
+                f"rapport bench: unknown {option} {', '.join(sorted(unknown))}; choose from "
+                f"{', '.join(sorted(known))}",
+                file=sys.stderr,
+            )
+            return 2
     report = run(
         settings,
         _external_cluster(settings),
@@ -582,6 +584,7 @@ def cmd_bench(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         args.runs,
         say,
         sections=sections,
+        stores=stores,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -695,6 +698,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="SECTIONS",
         help="comma-separated: probes, throughput, memory, recovery, latency (default: all)",
+    )
+    p.add_argument(
+        "--stores",
+        default="memory,rocksdb",
+        help="the lifecycle stores whose memory and recovery to measure (default: both)",
     )
     p.set_defaults(func=cmd_bench)
     return parser
