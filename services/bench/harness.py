@@ -43,6 +43,7 @@ from services.runtime.readback import (
 )
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
 from services.runtime.topics import create_topics
+from services.runtime.worker import CLEAN_STOP
 from services.simulator.simulate import simulate
 
 INPUT_CONSUMERS = ("lifecycle", "referral", "notify")
@@ -243,7 +244,7 @@ class Bench:
         if not keep:
             # Without the mark of a clean stop the worker removes its local stores.
             settings = self.settings.model_copy(update={"instance": instance})
-            (settings.state_root / settings.app_id("lifecycle") / "clean-stop").unlink()
+            (settings.state_root / settings.app_id("lifecycle") / CLEAN_STOP).unlink()
         with self.workers({"lifecycle": 1}, instance, extra=extra) as processes:
             started = time.monotonic()
             asyncio.run(self.send_probe())

@@ -122,7 +122,8 @@ def run_worker(service: str, settings: RuntimeSettings, app: faust.App | None = 
         raise
 
 
-_CLEAN_STOP = "clean-stop"
+# Made in a worker's state directory when it stops cleanly.
+CLEAN_STOP = "clean-stop"
 
 
 def keep_local_state(datadir: Path, tabledir: Path) -> tuple[Path, bool | None]:
@@ -136,15 +137,15 @@ def keep_local_state(datadir: Path, tabledir: Path) -> tuple[Path, bool | None]:
     changelog, so that whichever worker took the partition next would lose them. Removed, the
     store is rebuilt from the changelog, as a memory store always is. After a clean stop faust
     has flushed its producer, so the store and the changelog agree."""
-    marker = datadir / _CLEAN_STOP
-    if marker.exists():
-        # Taken away while the worker runs: a crash from now on leaves no marker.
-        marker.unlink()
-        return marker, True
-    if tabledir.exists() and any(tabledir.glob("*.db")):
+    marker = datadir / CLEAN_STOP
+    clean = marker.exists()
+    # Taken away while the worker runs: a crash from now on leaves no marker.
+    marker.unlink(missing_ok=True)
+    if not (tabledir.exists() and any(tabledir.glob("*.db"))):
+        return marker, None
+    if not clean:
         shutil.rmtree(tabledir)
-        return marker, False
-    return marker, None
+    return marker, clean
 
 
 class _Worker(faust.Worker):

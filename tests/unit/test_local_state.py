@@ -37,3 +37,12 @@ def test_nothing_to_keep_or_remove_on_a_first_start(tmp_path: Path) -> None:
     datadir = tmp_path / "rapport-lifecycle"
     _, kept = keep_local_state(datadir, datadir / "v1" / "tables")
     assert kept is None
+
+
+def test_a_worker_without_local_stores_keeps_nothing_after_a_clean_stop(tmp_path: Path) -> None:
+    datadir = tmp_path / "rapport-lifecycle"
+    (datadir / "v1" / "tables").mkdir(parents=True)
+    (datadir / "clean-stop").touch()
+    marker, kept = keep_local_state(datadir, datadir / "v1" / "tables")
+    assert kept is None
+    assert not marker.exists()
