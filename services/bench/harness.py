@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import orjson
@@ -41,15 +41,15 @@ from services.runtime.readback import (
     start_group_at,
     topic_ends,
 )
-from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
+from services.runtime.settings import SERVICE_NAMES, RuntimeSettings, TableStore
 from services.runtime.topics import create_topics
 from services.runtime.worker import CLEAN_STOP
 from services.simulator.simulate import simulate
 
 INPUT_CONSUMERS = ("lifecycle", "referral", "notify")
 RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_lettered_total")
-# Where the lifecycle worker keeps its customers' states (services/lifecycle/config.py).
-STORES = ("memory", "rocksdb")
+# Where the lifecycle worker may keep its customers' states (services/lifecycle/config.py).
+STORES: tuple[str, ...] = get_args(TableStore)
 # Groups of figures `rapport bench --only` can pick.
 SECTIONS = frozenset({"probes", "throughput", "memory", "recovery", "latency"})
 # About 63 valid events per simulated customer and year.
@@ -244,7 +244,7 @@ class Bench:
         if not keep:
             # Without the mark of a clean stop the worker removes its local stores.
             settings = self.settings.model_copy(update={"instance": instance})
-            (settings.state_root / settings.app_id("lifecycle") / CLEAN_STOP).unlink()
+            (settings.datadir("lifecycle") / CLEAN_STOP).unlink()
         with self.workers({"lifecycle": 1}, instance, extra=extra) as processes:
             started = time.monotonic()
             asyncio.run(self.send_probe())

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.lifecycle.domain import LifecycleRules
+from services.runtime.settings import TableStore
 
 
 class LifecycleSettings(BaseSettings, LifecycleRules):
@@ -30,7 +29,7 @@ class LifecycleSettings(BaseSettings, LifecycleRules):
     # Where the customers' states live in the worker: "memory" (rebuilt from the changelog at
     # every start) or "rocksdb" (on local disk under RAPPORT_STATE_DIR, kept across clean
     # restarts: a tenth of the restart time with 100,000 customers; docs/lifecycle.md).
-    store: Literal["memory", "rocksdb"] = "memory"
+    store: TableStore = "memory"
 
     def rules(self) -> LifecycleRules:
         """The domain's rule object, without the worker's own settings."""

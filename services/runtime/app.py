@@ -7,7 +7,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
@@ -34,7 +34,7 @@ from services.runtime.metrics import (
     REBALANCES,
     WORKER_PROGRESS,
 )
-from services.runtime.settings import RuntimeSettings
+from services.runtime.settings import RuntimeSettings, TableStore
 from services.runtime.staging import BATCHING, Staging, produce
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class BatchAbandoned(Exception):
 def create_app(
     service: str,
     settings: RuntimeSettings,
-    store: Literal["memory", "rocksdb"] = "memory",
+    store: TableStore = "memory",
     **overrides: Any,
 ) -> faust.App:
     """A faust app for one service, configured from the shared settings. `store`: where its
@@ -67,7 +67,7 @@ def create_app(
     options: dict[str, Any] = {
         "broker": [f"kafka://{server}" for server in settings.bootstrap_list],
         "store": f"{store}://",
-        "datadir": str(settings.state_root / settings.app_id(service)),
+        "datadir": str(settings.datadir(service)),
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,
         # Records are decoded by our own codec so that undecodable bytes reach the DLQ intact.

@@ -10,6 +10,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("lifecycle", "referral", "rewards", "notify")
+# Where a worker's tables live: in memory, or in RocksDB on local disk (runtime.app.create_app).
+TableStore = Literal["memory", "rocksdb"]
 
 
 def _default_home() -> Path:
@@ -67,9 +69,9 @@ class RuntimeSettings(BaseSettings):
         """The configured database, or the embedded SQLite file under the home directory."""
         return self.database_url or f"sqlite:///{self.home / 'rapport.db'}"
 
-    @property
-    def state_root(self) -> Path:
-        return self.state_dir or self.home / "state"
+    def datadir(self, service: str) -> Path:
+        """A worker's local state directory (faust's datadir): its tables' stores."""
+        return (self.state_dir or self.home / "state") / self.app_id(service)
 
     def app_id(self, service: str) -> str:
         """Faust app id, which is also the consumer group and the changelog topic prefix."""
