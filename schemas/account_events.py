@@ -59,11 +59,35 @@ class EventType(StrEnum):
     PRODUCT_CLOSED = "product.closed"
     COMPLAINT_FILED = "complaint.filed"
     CUSTOMER_UPDATED = "customer.updated"
+    # Added 2026-12: the bank's own postings and the customer's payment mandates.
+    INTEREST_CREDITED = "interest.credited"
+    FEE_CHARGED = "fee.charged"
+    STANDING_ORDER_CREATED = "standing_order.created"
+    STANDING_ORDER_CANCELLED = "standing_order.cancelled"
+    DIRECT_DEBIT_CREATED = "direct_debit.created"
+    DIRECT_DEBIT_CANCELLED = "direct_debit.cancelled"
 
 
-# Transactions the customer chose to make; transfer.in and balance snapshots are not.
+# Transactions the customer chose to make; transfer.in, balance snapshots and the bank's own
+# postings (interest, fees) are not: a dormant account keeps receiving those.
 CUSTOMER_INITIATED: frozenset[EventType] = frozenset(
     {EventType.DEPOSIT, EventType.WITHDRAWAL, EventType.TRANSFER_OUT, EventType.CARD_PAYMENT}
+)
+
+# Postings the bank makes on its own account of the customer's: they move the balance, never
+# count as the customer's activity.
+BANK_POSTINGS: frozenset[EventType] = frozenset(
+    {EventType.INTEREST_CREDITED, EventType.FEE_CHARGED}
+)
+
+# The customer's standing orders and direct debits: how an account is tied to a household.
+MANDATE_EVENTS: frozenset[EventType] = frozenset(
+    {
+        EventType.STANDING_ORDER_CREATED,
+        EventType.STANDING_ORDER_CANCELLED,
+        EventType.DIRECT_DEBIT_CREATED,
+        EventType.DIRECT_DEBIT_CANCELLED,
+    }
 )
 
 
@@ -149,6 +173,8 @@ EventTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 Hash = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/=_\-]{8,128}$")]
+# The bank's reference of a standing order or direct debit mandate.
+MandateId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class Contract(BaseModel):
@@ -157,13 +183,36 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
 
+CounterpartyKind = Literal["person", "business", "government", "unknown"]
+
+
+def _institution_codes(codes: frozenset[str]) -> frozenset[str]:
+    return frozenset(code.strip().upper() for code in codes if code.strip())
+
+
+# A set of institution (bank) codes, compared as `Counterparty.institution` gives them.
+InstitutionCodes = Annotated[frozenset[str], AfterValidator(_institution_codes)]
+
+
 class Counterparty(Contract):
-    """The other side of a transfer, as the core-banking system knows it."""
+    """The other side of a transfer, as the core-banking system knows it. Most feeds give a
+    bank code and an account only: `kind` and `own_account` are optional (added 2026-12;
+    `kind` was required before, with `person` or `business`)."""
 
     bank_code: Annotated[str, Field(min_length=1, max_length=32)]
     account: Annotated[str, Field(min_length=1, max_length=64)]
     name: Annotated[str, Field(max_length=200)] | None = None
-    kind: Literal["person", "business"]
+    # None and "unknown" say the same: the feed does not know. `government`: pensions,
+    # benefits, taxes.
+    kind: CounterpartyKind | None = None
+    # The customer's own account elsewhere, when the bank knows it (from a switching request,
+    # a verified payee, a linked account).
+    own_account: bool | None = None
+
+    @property
+    def institution(self) -> str:
+        """The bank code as rules compare it: trimmed, upper case."""
+        return self.bank_code.strip().upper()
 
 
 class Product(Contract):
@@ -190,7 +239,49 @@ def _known_time_zone(value: str) -> str:
     return value
 
 
-Locale = Annotated[str, Field(pattern=r"^(zh-CN|en)$")]
+# RFC 5646 (BCP 47) language tags: language[-extlang][-script][-region][-variant]*
+# [-extension]*[-privateuse], or private use alone. Grandfathered tags (i-klingon...) are left
+# out: no bank profile carries them.
+_BCP47 = re.compile(
+    r"^(?:(?:[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})"
+    r"(?:-[A-Za-z]{4})?"
+    r"(?:-(?:[A-Za-z]{2}|\d{3}))?"
+    r"(?:-(?:[A-Za-z0-9]{5,8}|\d[A-Za-z0-9]{3}))*"
+    r"(?:-[0-9A-WY-Za-wy-z](?:-[A-Za-z0-9]{2,8})+)*"
+    r"(?:-[Xx](?:-[A-Za-z0-9]{1,8})+)?"
+    r"|[Xx](?:-[A-Za-z0-9]{1,8})+)$"
+)
+
+
+def _language_tag(value: str) -> str:
+    """A well-formed BCP 47 tag in its canonical case (zh-hant-hk -> zh-Hant-HK)."""
+    if len(value) > 64 or not _BCP47.match(value):
+        hint = " (BCP 47 uses '-', not '_')" if "_" in value else ""
+        raise ValueError(f"{value[:64]!r} is not a BCP 47 language tag such as 'de-AT'{hint}")
+    parts = value.split("-")
+    out = [parts[0].lower()]
+    private = parts[0].lower() == "x"
+    for part in parts[1:]:
+        if private or len(part) == 1:
+            private = private or part.lower() == "x"
+            out.append(part.lower())
+        elif len(part) == 4 and part.isalpha():
+            out.append(part.title())
+        elif len(part) == 2 and part.isalpha():
+            out.append(part.upper())
+        else:
+            out.append(part.lower())
+    return "-".join(out)
+
+
+# Any well-formed BCP 47 tag (until 2026-12 only zh-CN and en were accepted).
+Locale = Annotated[
+    str,
+    AfterValidator(_language_tag),
+    WithJsonSchema(
+        {"type": "string", "maxLength": 64, "pattern": _BCP47.pattern, "description": "BCP 47"}
+    ),
+]
 TimeZone = Annotated[str, AfterValidator(_known_time_zone)]
 
 
@@ -201,6 +292,9 @@ class CustomerProfile(Contract):
     locale: Locale | None = None
     time_zone: TimeZone | None = None
     rm_id: Identifier | None = None
+    # The account holder's name (added 2026-12): lifecycle keeps only a keyed hash of it, to
+    # recognise transfers to the customer's own account elsewhere.
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     consent: ChannelConsent | None = None
     phone_hash: Hash | None = None
     device_hashes: Annotated[list[Hash], Field(max_length=20)] = []
@@ -283,17 +377,141 @@ class TransferIn(_MoneyMovement):
     purpose: TransferPurpose | None = None
 
 
+class PaymentPurpose(StrEnum):
+    """What an outgoing payment is for, as the customer's payment order or the core system
+    says (added 2026-12)."""
+
+    BILL = "bill"
+    UTILITIES = "utilities"
+    INSURANCE = "insurance"
+    LOAN_REPAYMENT = "loan_repayment"
+    RENT = "rent"
+    TAX = "tax"
+    SAVINGS = "savings"
+    INVESTMENT = "investment"
+    OWN_ACCOUNT = "own_account"
+    FAMILY = "family"
+    OTHER = "other"
+
+
+# Household payments: money leaving for them is ordinary life, never a competitor's pull.
+HOUSEHOLD_PURPOSES = frozenset(
+    {
+        PaymentPurpose.BILL,
+        PaymentPurpose.UTILITIES,
+        PaymentPurpose.INSURANCE,
+        PaymentPurpose.LOAN_REPAYMENT,
+        PaymentPurpose.RENT,
+        PaymentPurpose.TAX,
+    }
+)
+# The customer's own money put to work elsewhere: what a competitor's pull looks like.
+MONEY_MOVING_PURPOSES = frozenset(
+    {PaymentPurpose.SAVINGS, PaymentPurpose.INVESTMENT, PaymentPurpose.OWN_ACCOUNT}
+)
+
+
 class TransferOut(_MoneyMovement):
     """Money the customer sent to a counterparty."""
 
     event_type: Literal["transfer.out"]
     counterparty: Counterparty
+    # Added 2026-12 (optional).
+    purpose: PaymentPurpose | None = None
+    # The standing order or direct debit this payment executes (added 2026-12): the bank paid
+    # it on the customer's standing instruction, so it is not the customer's own activity.
+    mandate_id: MandateId | None = None
 
 
 class CardPayment(_MoneyMovement):
     """A debit card purchase."""
 
     event_type: Literal["card.payment"]
+
+
+class FeeKind(StrEnum):
+    """Which charge a `fee.charged` posting is."""
+
+    ACCOUNT_FEE = "account_fee"
+    PENALTY_INTEREST = "penalty_interest"
+    CARD_FEE = "card_fee"
+    OTHER = "other"
+
+
+class InterestCredited(_MoneyMovement):
+    """Interest the bank credited to the account (added 2026-12). A posting of the bank's:
+    it moves the balance, and says nothing of whether the customer still uses the account."""
+
+    event_type: Literal["interest.credited"]
+
+
+class FeeCharged(_MoneyMovement):
+    """A fee or penalty interest the bank charged to the account (added 2026-12). A posting
+    of the bank's, like `interest.credited`."""
+
+    event_type: Literal["fee.charged"]
+    kind: FeeKind = FeeKind.OTHER
+
+
+class Frequency(StrEnum):
+    """How often a standing order pays, or a direct debit is expected to collect."""
+
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    YEARLY = "yearly"
+    IRREGULAR = "irregular"
+
+
+class _Mandate(_AccountEvent):
+    """A standing order (the customer's instruction to pay a payee regularly) or a direct
+    debit (the payee's authority to collect): added 2026-12."""
+
+    account_id: Identifier
+    # The bank's reference of the order or mandate: a cancellation names the one it ends.
+    mandate_id: MandateId
+    amount: Money | None = None
+    frequency: Frequency | None = None
+    purpose: PaymentPurpose | None = None
+
+    @model_validator(mode="after")
+    def _currency_with_amount(self) -> _Mandate:
+        if self.amount is not None and self.currency is None:
+            raise ValueError("currency is required with an amount")
+        return self
+
+
+class _MandateCreated(_Mandate):
+    counterparty: Counterparty
+
+
+class _MandateCancelled(_Mandate):
+    # The mandate id names it; feeds that repeat the payee may.
+    counterparty: Counterparty | None = None
+
+
+class StandingOrderCreated(_MandateCreated):
+    """A standing order set up: the customer pays the payee regularly from this account."""
+
+    event_type: Literal["standing_order.created"]
+
+
+class StandingOrderCancelled(_MandateCancelled):
+    """A standing order ended by the customer."""
+
+    event_type: Literal["standing_order.cancelled"]
+
+
+class DirectDebitCreated(_MandateCreated):
+    """A direct debit mandate given to a payee (a utility, an insurer, a lender)."""
+
+    event_type: Literal["direct_debit.created"]
+
+
+class DirectDebitCancelled(_MandateCancelled):
+    """A direct debit mandate revoked."""
+
+    event_type: Literal["direct_debit.cancelled"]
 
 
 class BalanceSnapshot(_AccountEvent):
@@ -351,11 +569,25 @@ AccountEvent = Annotated[
     | ProductOpened
     | ProductClosed
     | ComplaintFiled
-    | CustomerUpdated,
+    | CustomerUpdated
+    | InterestCredited
+    | FeeCharged
+    | StandingOrderCreated
+    | StandingOrderCancelled
+    | DirectDebitCreated
+    | DirectDebitCancelled,
     Field(discriminator="event_type"),
 ]
 
 ACCOUNT_EVENT_ADAPTER: TypeAdapter[AccountEvent] = TypeAdapter(AccountEvent)
+
+
+def is_customer_initiated(event: AccountEvent) -> bool:
+    """Whether the customer chose to make this transaction now: one of `CUSTOMER_INITIATED`,
+    and not a payment the bank executed on a standing order or direct debit."""
+    if event.event_type not in CUSTOMER_INITIATED:
+        return False
+    return not (isinstance(event, TransferOut) and event.mandate_id is not None)
 
 
 def parse_account_event(data: object) -> AccountEvent:

@@ -48,6 +48,9 @@ class SignalKind(StrEnum):
     COMPETITOR_TRANSFER = "competitor_transfer"
     PRODUCT_CLOSURE = "product_closure"
     COMPLAINT = "complaint"
+    # Added 2026-12: standing orders and direct debits cancelled in a burst. Consumers should
+    # treat a signal kind they do not know like any other (its cause says what it means).
+    PAYMENTS_MOVED = "payments_moved"
 
 
 # The service strategy the bank applies in each stage (domain.md); codes are stable for

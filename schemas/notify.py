@@ -45,7 +45,12 @@ class NotificationChanged(RapportEvent):
     category: Category
     template: str
     channel: Channel | None = None
+    # The customer's locale (a BCP 47 tag, such as zh-Hant-HK or de-AT), or notify's default
+    # when the customer's profile gives none.
     locale: str | None = None
+    # The locale of the template the subject and body were written from: zh-CN, zh-Hant or en
+    # (en for a language without templates). Added 2026-12: absent from earlier records.
+    template_locale: str | None = None
     subject: str | None = None
     body: str | None = None
     send_at: EventTime | None = None

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.account_events import EventTime, Money
+from schemas.account_events import CounterpartyKind, EventTime, Money
 from schemas.envelope import RapportEvent
 
 
@@ -60,6 +60,10 @@ class LeadChanged(RapportEvent):
     # No transaction until then and the lead lapses; a later tie makes a new lead.
     expires_at: EventTime
     evidence_event_ids: Annotated[list[str], Field(max_length=10)] = []
+    # Added 2026-12: the counterparty's kind, and what says so (the feed declared it, or the
+    # evidence it was inferred from: a payee of many customers, a monthly credit, a purpose).
+    counterparty_kind: CounterpartyKind | None = None
+    kind_basis: str | None = None
 
 
 class ReferralReason(StrEnum):

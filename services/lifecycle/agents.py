@@ -4,9 +4,10 @@ to the stage and churn topics, and the read model written in batches beside the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -28,6 +29,7 @@ from services.runtime.app import (
     table_options,
 )
 from services.runtime.codec import decode_account_event, encode
+from services.runtime.idle import IdlePartitions, watch_idle
 from services.runtime.settings import RuntimeSettings
 
 SERVICE = "lifecycle"
@@ -42,7 +44,8 @@ class Lifecycle:
     def __init__(self, app: faust.App, config: LifecycleSettings, database_url: str) -> None:
         # Keys as JSON strings, values as our own JSON bytes. The types, not a schema, set the
         # serializers faust uses when it recovers the table from its changelog.
-        self.table = staging_of(app).table(
+        self.staging = staging_of(app)
+        self.table = self.staging.table(
             app.Table(
                 "lifecycle-state",
                 default=None,
@@ -95,6 +98,38 @@ class Lifecycle:
         if processed.late:
             metrics.LATE_EVENTS.inc()
         metrics.EVENT_TIME_LAG.observe(processed.lag_seconds)
+
+    async def follow_idle(self, idle: IdlePartitions, found: list[int]) -> None:
+        """The clocks of this worker's idle partitions follow those of its other partitions:
+        the lowest clock among the partitions that are not idle, or the highest of all when
+        every one is (docs/lifecycle.md, "Time")."""
+        quiet = idle.partitions()
+        if not quiet:
+            return
+        clocks = {p: self.service.clock(p) for p in idle.assigned()}
+        busy = [clock for p, clock in clocks.items() if p not in quiet]
+        target: datetime | None
+        if busy:
+            # A busy partition without a clock yet (its first records under way) holds back.
+            target = None if None in busy else min(c for c in busy if c is not None)
+        else:
+            target = max((c for c in clocks.values() if c is not None), default=None)
+        if target is None:
+            return
+        followed = False
+        for partition in sorted(quiet):
+            clock = clocks.get(partition)
+            if clock is None or clock.toordinal() >= target.toordinal():
+                continue
+            # Written as by an event of the partition (its changelog partition), and settled
+            # as a batch: its outputs acknowledged before the states, the clock last.
+            with self.staging.as_partition(ACCOUNT_EVENTS.name, partition):
+                still_idle = functools.partial(idle.is_idle, partition)
+                if await self.service.follow(partition, target, still_idle):
+                    followed = True
+                    log.info("idle partition %d follows the clock to %s", partition, target)
+        if followed:
+            await self.staging.settle()
 
     def resync(self) -> None:
         """After a rebalance: the calendar built again from the partitions now held, and every
@@ -155,5 +190,6 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         lifecycle.resync()
 
     app.on_rebalance_complete.connect(resync)
+    watch_idle(app, ACCOUNT_EVENTS.name, settings.idle_partition_seconds, lifecycle.follow_idle)
     app.timer(interval=config.read_model_interval_seconds)(lifecycle.write_read_model)
     return app

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.lifecycle.domain import LifecycleRules
-from services.runtime.settings import TableStore
+from services.lifecycle.domain.rules import DEFAULT_HOME_BANK_CODES
+from services.runtime.settings import (
+    COMPETITOR_BANK_CODES_ENV,
+    BankCodes,
+    TableStore,
+    home_bank_codes_env,
+)
 
 
 class LifecycleSettings(BaseSettings, LifecycleRules):
@@ -14,6 +21,13 @@ class LifecycleSettings(BaseSettings, LifecycleRules):
     takes a JSON object."""
 
     model_config = SettingsConfigDict(env_prefix="RAPPORT_LIFECYCLE_", extra="ignore", frozen=True)
+
+    home_bank_codes: BankCodes = Field(
+        DEFAULT_HOME_BANK_CODES, validation_alias=home_bank_codes_env("lifecycle")
+    )
+    competitor_bank_codes: BankCodes = Field(
+        frozenset(), validation_alias=COMPETITOR_BANK_CODES_ENV
+    )
 
     # Events later than this behind the newest one seen are applied but counted as late; time
     # rules wait this long before firing so that slightly late events still count.

@@ -10,7 +10,9 @@ kinds of key:
   (`encode_state`). The calendar is an index of those heads, kept in memory and built again
   from the store after a restart or a rebalance: a deadline can never be lost apart from the
   state it belongs to;
-- a partition's clock: the highest event time seen, and the last day whose wakes were done.
+- a partition's clock: the highest event time seen, and the last day whose wakes were done;
+  while the partition is idle, also the clock of the other partitions it followed (`follow`,
+  docs/lifecycle.md "Time").
 
 The clock only says how far the partition was taken, so it may lag behind the states written
 before it (a crash there replays events that are then duplicates, and wakes again customers who
@@ -23,22 +25,24 @@ leaves each customer either as before the batch or as after it, under the clock 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
 
-from schemas.account_events import AccountEvent, TransferIn, TransferOut
+from schemas.account_events import AccountEvent, CustomerUpdated
 from services.lifecycle.domain import (
     CustomerState,
     LifecycleRules,
     Output,
+    Pseudonyms,
     advance,
     apply_event,
     next_deadline,
 )
-from services.runtime.pseudonym import counterparty_key
+from services.runtime.pseudonym import counterparty_key, name_key
 
 Store = MutableMapping[str, bytes]
 Publish = Callable[[list[Output]], Awaitable[None]]
@@ -48,6 +52,14 @@ _CLOCK = "#clock:{partition}"
 # Calendar days as stored by versions before the calendar moved into the states' heads: read
 # (their customers wake on that day until saved again), never written.
 _LEGACY_DAY = "#due:"
+
+
+def _now(clock: dict[str, str], lateness: timedelta) -> datetime:
+    """A stored clock's time: the newest event time less the allowed lateness, or the floor
+    it followed while idle when that is later."""
+    now = datetime.fromisoformat(clock["max"]) - lateness
+    floor = clock.get("floor")
+    return max(now, datetime.fromisoformat(floor)) if floor is not None else now
 
 
 def is_customer_key(key: str) -> bool:
@@ -118,11 +130,22 @@ class Calendar:
         return calendar
 
 
-def transfer_counterparty_key(event: AccountEvent, secret: bytes) -> str | None:
-    """A keyed pseudonym of a transfer's counterparty (never its raw account number)."""
-    if not isinstance(event, TransferIn | TransferOut):
-        return None
-    return counterparty_key(event.counterparty.bank_code, event.counterparty.account, secret)
+def pseudonyms(event: AccountEvent, secret: bytes) -> Pseudonyms:
+    """Keyed pseudonyms of the event's counterparty (account and name) and of a profile's
+    holder name: the rules compare these, never raw account numbers or names."""
+    holder = None
+    if isinstance(event, CustomerUpdated) and event.profile.name is not None:
+        holder = name_key(event.profile.name, secret)
+    counterparty = getattr(event, "counterparty", None)
+    if counterparty is None:
+        return Pseudonyms(holder_name=holder)
+    return Pseudonyms(
+        counterparty=counterparty_key(counterparty.bank_code, counterparty.account, secret),
+        counterparty_name=None
+        if counterparty.name is None
+        else name_key(counterparty.name, secret),
+        holder_name=holder,
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +176,8 @@ class LifecycleService:
         # Customers whose state changed since the read model last took them.
         self.changed: set[str] = set()
         self._calendar: Calendar | None = None
+        # One at a time per partition: its events, and its clock following the others'.
+        self._partition_locks: dict[int, asyncio.Lock] = {}
 
     @property
     def calendar(self) -> Calendar:
@@ -183,30 +208,57 @@ class LifecycleService:
         self.calendar.place(state.customer_id, partition, wake_day)
         self.changed.add(state.customer_id)
 
+    def _lock(self, partition: int) -> asyncio.Lock:
+        lock = self._partition_locks.get(partition)
+        if lock is None:
+            lock = self._partition_locks[partition] = asyncio.Lock()
+        return lock
+
+    def clock(self, partition: int) -> datetime | None:
+        """The partition's clock: its newest event time less the allowed lateness, or the
+        clock it followed while idle when that is later; None before its first event."""
+        clock = orjson.loads(self.store.get(_CLOCK.format(partition=partition)) or b"{}")
+        if "max" not in clock:
+            return None
+        return _now(clock, self.lateness)
+
     async def handle(self, event: AccountEvent, partition: int) -> Processed:
         """Apply one event, then wake the customers whose deadlines the clock has passed."""
-        clock_key = _CLOCK.format(partition=partition)
-        clock = orjson.loads(self.store.get(clock_key) or b"{}")
-        newest = event.occurred_at
-        if "max" in clock:
-            newest = max(newest, datetime.fromisoformat(clock["max"]))
-        now = newest - self.lateness
-        scanned = int(clock.get("scanned", now.toordinal() - 1))
+        async with self._lock(partition):
+            return await self._handle(event, partition)
 
-        outcome = apply_event(
-            self.load(event.customer_id),
-            event,
-            now,
-            self.rules,
-            transfer_counterparty_key(event, self.secret),
-            owned=True,
-        )
-        if not outcome.duplicate:
-            # Outputs are delivered before the state that remembers the event: a crash in between
-            # replays the event rather than losing them (consumers dedupe by event_id).
-            await self.publish(outcome.outputs)
-            self._save(outcome.state, partition, scanned)
+    async def follow(
+        self, partition: int, target: datetime, still_idle: Callable[[], bool]
+    ) -> bool:
+        """An idle partition's clock follows `target` (the other partitions' clock, a day or
+        more ahead of its own): the customers whose deadlines it passes wake as they would at
+        an event of that time, then the clock is written, last, with `target` as its floor.
+        `still_idle` is asked once no event of the partition can be under way: a record that
+        came meanwhile cancels it. Nothing for a partition without a clock (no customer).
+        Returns whether it followed."""
+        async with self._lock(partition):
+            clock_key = _CLOCK.format(partition=partition)
+            clock = orjson.loads(self.store.get(clock_key) or b"{}")
+            if "max" not in clock or not still_idle():
+                return False
+            now = _now(clock, self.lateness)
+            today = target.toordinal()
+            if today <= now.toordinal():
+                return False
+            scanned = int(clock.get("scanned", now.toordinal() - 1))
+            await self._wake(partition, target, scanned)
+            self.store[clock_key] = orjson.dumps(
+                {
+                    "max": clock["max"],
+                    "scanned": max(scanned, today - 1),
+                    "floor": target.isoformat(),
+                }
+            )
+            return True
 
+    async def _wake(self, partition: int, now: datetime, scanned: int) -> None:
+        """Wake the partition's customers due on a day before `now`'s, when it passed a day
+        not yet scanned."""
         today = now.toordinal()
         if today > scanned + 1:
             for customer_id in self.calendar.take(partition, before=today):
@@ -217,11 +269,44 @@ class LifecycleService:
                 await self.publish(outputs)
                 self._save(state, partition, today - 1)
 
+    async def _handle(self, event: AccountEvent, partition: int) -> Processed:
+        clock_key = _CLOCK.format(partition=partition)
+        clock = orjson.loads(self.store.get(clock_key) or b"{}")
+        newest = event.occurred_at
+        if "max" in clock:
+            newest = max(newest, datetime.fromisoformat(clock["max"]))
+        now = newest - self.lateness
+        # The clock it followed while idle, as long as its own is behind it.
+        floor = clock.get("floor")
+        if floor is not None and datetime.fromisoformat(floor) > now:
+            now = datetime.fromisoformat(floor)
+        else:
+            floor = None
+        scanned = int(clock.get("scanned", now.toordinal() - 1))
+
+        outcome = apply_event(
+            self.load(event.customer_id),
+            event,
+            now,
+            self.rules,
+            pseudonyms(event, self.secret),
+            owned=True,
+        )
+        if not outcome.duplicate:
+            # Outputs are delivered before the state that remembers the event: a crash in between
+            # replays the event rather than losing them (consumers dedupe by event_id).
+            await self.publish(outcome.outputs)
+            self._save(outcome.state, partition, scanned)
+
+        today = now.toordinal()
+        await self._wake(partition, now, scanned)
+
         # Written at every event, even unchanged: a batch writes it once, at its last write,
         # which must come after every state of the batch (above).
-        self.store[clock_key] = orjson.dumps(
-            {"max": newest.isoformat(), "scanned": max(scanned, today - 1)}
-        )
+        written = {"max": newest.isoformat(), "scanned": max(scanned, today - 1)}
+        if floor is not None:
+            written["floor"] = floor
+        self.store[clock_key] = orjson.dumps(written)
         late = event.occurred_at < now
         return Processed(
             duplicate=outcome.duplicate,

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.notify import Channel
@@ -32,6 +38,16 @@ class NotifySettings(BaseSettings, NotifyRules):
     webhook_backoff_seconds: float = Field(0.5, gt=0)
     webhook_backoff_max_seconds: float = Field(30.0, gt=0)
     webhook_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("default_locale", mode="wrap")
+    @classmethod
+    def _locale_named(cls, value: object, handler: ValidatorFunctionWrapHandler) -> str:
+        # The rules' own message names the field; a start-up failure names the variable.
+        try:
+            return str(handler(value))
+        except ValidationError as exc:
+            reason = "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
+            raise ValueError(f"RAPPORT_NOTIFY_DEFAULT_LOCALE: {reason}") from None
 
     @model_validator(mode="after")
     def _secret_with_urls(self) -> NotifySettings:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from jinja2 import Template
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.account_events import Locale
 from schemas.lifecycle import (
     ChurnSignalChanged,
     CustomerBirthday,
@@ -35,10 +37,12 @@ from schemas.lifecycle import (
 from schemas.notify import Category, Channel, NotificationChanged, Priority, RmTaskChanged
 from schemas.referral import LeadChanged, LeadType, ReferralChanged
 from schemas.rewards import LedgerEntryBooked
+from services.notify.locales import FALLBACK, template_locale
 from services.notify.templates import RETENTION_OFFERS, TEMPLATES
 
 _ID_NAMESPACE = uuid.UUID("0b9f8e0c-5d7a-4f4e-9c52-8a1d3e6b2f47")
-LOCALES = ("zh-CN", "en")
+# The locales templates are kept in (zh-CN, zh-Hant, en).
+TEMPLATE_LOCALES = frozenset(locale for _, locale in TEMPLATES)
 
 
 class NotifyRules(BaseModel):
@@ -56,7 +60,8 @@ class NotifyRules(BaseModel):
     affluent_task_due_hours: Annotated[int, Field(ge=1)] = 72
     lead_task_due_hours: Annotated[int, Field(ge=1)] = 168
     rm_daily_capacity: Annotated[int, Field(ge=1)] = 20
-    default_locale: str = "zh-CN"
+    # Any BCP 47 tag: for customers whose profile gives no locale.
+    default_locale: Locale = "zh-CN"
     default_time_zone: str = "Asia/Shanghai"
     corporate_queue: str = "queue:corporate-rm"
     team_queue: str = "queue:branch-service"
@@ -67,7 +72,7 @@ class Profile(BaseModel):
     `PUT /customers/{id}/preferences`."""
 
     customer_id: str
-    locale: str | None = None
+    locale: Locale | None = None
     time_zone: str | None = None
     rm_id: str | None = None
     tier: Tier = Tier.MASS
@@ -172,11 +177,31 @@ def next_allowed(at: datetime, zone: ZoneInfo, rules: NotifyRules) -> datetime:
 _ENV = SandboxedEnvironment(autoescape=False)
 
 
+@dataclass(frozen=True)
+class Localised:
+    """A context value given in each template locale (a retention offer): the template sees
+    the text in its own locale."""
+
+    texts: Mapping[str, str]
+
+    def text(self, locale: str) -> str:
+        return self.texts.get(locale) or self.texts[FALLBACK]
+
+
+def choose_template_locale(locale: str | None, rules: NotifyRules) -> str:
+    """The template locale for a customer's BCP 47 locale, or for the default when the profile
+    gives none: by language and script (`zh-HK` -> zh-Hant, `zh-SG` -> zh-CN), English for a
+    language without templates (see `services.notify.locales`)."""
+    return template_locale(locale or rules.default_locale, TEMPLATE_LOCALES)
+
+
 def render(template: str, locale: str, context: dict[str, Any]) -> tuple[str, str]:
-    """Subject and body of a template in a locale (English when the locale has none)."""
-    chosen = locale if (template, locale) in TEMPLATES else "en"
+    """Subject and body of a template in a template locale (English when the template has
+    none in it)."""
+    chosen = locale if (template, locale) in TEMPLATES else FALLBACK
     subject, body = TEMPLATES[(template, chosen)]
-    return subject, _compiled(body).render(**context)
+    values = {k: v.text(chosen) if isinstance(v, Localised) else v for k, v in context.items()}
+    return subject, _compiled(body).render(**values)
 
 
 @functools.cache
@@ -295,12 +320,11 @@ def on_stage_changed(profile: Profile, event: StageChanged, rules: NotifyRules) 
             )
         )
         return decision
-    offer_en, offer_zh = RETENTION_OFFERS[cause]
     message = Message(
         event.customer_id,
         Category.RETENTION,
         "retention_offer",
-        {"offer_en": offer_en, "offer_zh": offer_zh},
+        {"offer": Localised(RETENTION_OFFERS[cause])},
         f"retention:{cause}",
         at,
         cause,
@@ -480,8 +504,10 @@ def schedule(
     rules: NotifyRules,
     source_event_id: str,
 ) -> NotificationChanged:
-    """Apply consent, quiet hours, de-duplication and the daily caps to one message."""
-    locale = profile.locale if profile.locale in LOCALES else rules.default_locale
+    """Apply consent, quiet hours, de-duplication and the daily caps to one message. `locale`
+    is the customer's own (or the default); `template_locale` the one its text is in."""
+    locale = profile.locale or rules.default_locale
+    chosen = choose_template_locale(locale, rules)
     base: dict[str, Any] = {
         "event_id": notification_id(source_event_id, message.template, message.customer_id),
         "occurred_at": message.at,
@@ -490,6 +516,7 @@ def schedule(
         "category": message.category,
         "template": message.template,
         "locale": locale,
+        "template_locale": chosen,
         "dedupe_key": message.dedupe_key,
         "source_event_id": source_event_id,
     }
@@ -527,7 +554,7 @@ def schedule(
     if len(same_day) >= cap:
         kind = "service" if service else "non-service"
         return suppressed("daily_cap", f"{cap} {kind} messages already scheduled for {day}")
-    subject, body = render(message.template, locale, message.context)
+    subject, body = render(message.template, chosen, message.context)
     return NotificationChanged(
         type="notification.scheduled",
         channel=channels[0],

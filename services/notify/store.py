@@ -103,6 +103,8 @@ class NotificationRow(SQLModel, table=True):
     customer_id: str = Field(index=True, max_length=64)
     category: str = Field(max_length=16)
     template: str = Field(max_length=40)
+    # The locale of the template's text (revision 0008; null for earlier rows).
+    template_locale: str | None = Field(default=None, max_length=64)
     channel: str | None = Field(default=None, max_length=8)
     dedupe_key: str = Field(max_length=128)
     cause: str | None = Field(default=None, max_length=40)
@@ -417,6 +419,7 @@ def _record(
             customer_id=out.customer_id,
             category=out.category.value,
             template=out.template,
+            template_locale=out.template_locale,
             channel=out.channel.value if out.channel else None,
             dedupe_key=out.dedupe_key,
             cause=message.cause,
@@ -580,6 +583,9 @@ class NotificationView(BaseModel):
     notification_id: str
     category: str
     template: str
+    # The locale of the template's text: zh-CN, zh-Hant or en (null for rows stored before it
+    # was recorded).
+    template_locale: str | None
     channel: str | None
     # scheduled (queued for the senders; `deferred` when quiet hours moved it), sent or failed
     # (webhook delivery), suppressed or cancelled.

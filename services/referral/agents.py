@@ -5,6 +5,7 @@ written in batches beside the stream."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from services.referral.service import (
 )
 from services.runtime.app import consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode, model_decoder
+from services.runtime.idle import IdlePartitions, watch_idle
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
 
@@ -123,6 +125,24 @@ class Referral:
     async def on_step(self, step: Step, message: Any) -> None:
         await self.service.handle_step(step, message.partition)
 
+    async def on_idle_check(self, idle: IdlePartitions, found: list[int]) -> None:
+        """Each input partition of this worker found idle is announced once (its marks);
+        one whose marks could not go out is checked again."""
+        for partition in found:
+            announced = False
+            try:
+                announced = await self.service.announce_idle(
+                    partition, functools.partial(idle.is_idle, partition)
+                )
+            finally:
+                if not announced:
+                    idle.discard(partition)
+
+    async def on_rebalance(self, sender: Any, /, *_: Any, **__: Any) -> None:
+        """Partitions may have moved: the first batch of each sends its mark again, so that
+        receivers count again a partition another worker announced idle."""
+        self.service.counted.clear()
+
     async def write_read_model(self) -> None:
         """Write the referrals and leads changed since the last call, in a thread."""
         changed, self.service.changed = self.service.changed, []
@@ -174,6 +194,9 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         label=_step_kind,
         batched=True,
     )
+    app.on_partitions_revoked.connect(referral.on_rebalance)
+    app.on_partitions_assigned.connect(referral.on_rebalance)
+    watch_idle(app, ACCOUNT_EVENTS.name, settings.idle_partition_seconds, referral.on_idle_check)
     app.timer(interval=config.read_model_interval_seconds)(referral.write_read_model)
     return app
 

@@ -3,11 +3,12 @@ names of the service's internal topics (the worker and the review API both need 
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TopicSpec, dead_letter_topic
-from services.referral.domain import ReferralRules
-from services.runtime.settings import RuntimeSettings
+from services.referral.domain import DEFAULT_HOME_BANK_CODES, ReferralRules
+from services.runtime.settings import BankCodes, RuntimeSettings, home_bank_codes_env
 
 SERVICE = "referral"
 
@@ -17,6 +18,10 @@ class ReferralSettings(BaseSettings, ReferralRules):
     them. `RAPPORT_REFERRAL_LEAD_MIN_TRANSACTIONS=5` overrides one rule."""
 
     model_config = SettingsConfigDict(env_prefix="RAPPORT_REFERRAL_", extra="ignore", frozen=True)
+
+    home_bank_codes: BankCodes = Field(
+        DEFAULT_HOME_BANK_CODES, validation_alias=home_bank_codes_env("referral")
+    )
 
     # Links are applied in event-time order once every input partition is this far past them.
     allowed_lateness_hours: int = 24

@@ -16,6 +16,7 @@ topics keyed by the next step's key, so any number of workers gives the same ans
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.account_events import CUSTOMER_INITIATED
+from schemas.account_events import CounterpartyKind, InstitutionCodes
 from schemas.referral import (
     Direction,
     LeadChanged,
@@ -36,6 +37,21 @@ from schemas.referral import (
 )
 
 _NAMESPACE = uuid.UUID("6f1c2a3e-0d4b-5c6e-9f70-8a1b2c3d4e5f")
+DEFAULT_HOME_BANK_CODES = frozenset({"RAPPORTBANK"})
+# What a payment's purpose says of the payee, or an income's of the payer, where the feed gives
+# no kind: utilities, insurers and lenders are businesses, the tax office and benefit and
+# pension payers the state, an employer a business.
+KIND_BY_PURPOSE: dict[str, CounterpartyKind] = {
+    "bill": "business",
+    "utilities": "business",
+    "insurance": "business",
+    "loan_repayment": "business",
+    "investment": "business",
+    "tax": "government",
+    "salary": "business",
+    "pension": "government",
+    "benefit": "government",
+}
 
 
 class ReferralRules(BaseModel):
@@ -43,7 +59,8 @@ class ReferralRules(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    own_bank_code: str = "RAPPORTBANK"
+    # The bank's own institution codes (several after a merger).
+    home_bank_codes: InstitutionCodes = DEFAULT_HOME_BANK_CODES
     lead_window_days: int = Field(90, ge=1)
     lead_min_transactions: int = Field(3, ge=1)
     lead_min_customers: int = Field(2, ge=1)
@@ -93,10 +110,16 @@ class Link(BaseModel):
     occurred_at: datetime
     customer_id: str
     counterparty_key: str
+    # Declared by the feed as a business (links made before kinds were known carry only this).
     business: bool
     direction: Literal["in", "out"]
     amount: Decimal
     funding: bool = False
+    # What the feed says of the counterparty, when it does: its kind, the payment's purpose,
+    # and whether it is the customer's own account.
+    kind: CounterpartyKind | None = None
+    purpose: str | None = None
+    own_account: bool = False
 
 
 class Tie(BaseModel):
@@ -105,6 +128,7 @@ class Tie(BaseModel):
     amount: Decimal
     direction: Literal["in", "out"]
     event_id: str
+    purpose: str | None = None
 
 
 class Lead(BaseModel):
@@ -119,6 +143,8 @@ class Lead(BaseModel):
 class CounterpartyState(BaseModel):
     key: str
     business: bool = False
+    # The kind the feed declared (the latest declared), if it ever did.
+    kind: CounterpartyKind | None = None
     ties: list[Tie] = []
     lead: Lead | None = None
     last_at: datetime | None = None
@@ -179,7 +205,7 @@ def link(
     t = event.occurred_at
     expire(state, out, t, rules)
     if event.funding:
-        if state.lead is not None:
+        if state.lead is not None and not _payroll(state):
             # The strongest tie over the window ending now; the lead's own referrer when every
             # tie is older than the window (the lead is still alive for 180 days).
             window = [x for x in state.ties if x.at > t - timedelta(days=rules.lead_window_days)]
@@ -194,7 +220,12 @@ def link(
             )
         return out
 
+    if event.own_account:
+        # The customer's own account elsewhere: not a prospect, and not a tie to one.
+        return out
     state.business = state.business or event.business
+    if event.kind not in (None, "unknown"):
+        state.kind = event.kind
     since = t - timedelta(days=rules.lead_window_days)
     state.ties = [x for x in state.ties if x.at > since] + [
         Tie(
@@ -203,6 +234,7 @@ def link(
             amount=event.amount,
             direction=event.direction,
             event_id=event.event_id,
+            purpose=event.purpose,
         )
     ]
     state.ties.sort(key=lambda x: (x.at, x.event_id))
@@ -211,11 +243,11 @@ def link(
     transactions = len(state.ties)
     if transactions < rules.lead_min_transactions and customers < rules.lead_min_customers:
         return out
-    lead_type = (
-        LeadType.CORPORATE
-        if state.business or customers >= rules.corporate_min_customers
-        else LeadType.RETAIL
-    )
+    kind, _ = counterparty_kind(state, rules)
+    if kind == "government":
+        # The tax office, a pension fund or a benefits agency is nobody's prospect.
+        return out
+    lead_type = LeadType.CORPORATE if kind == "business" else LeadType.RETAIL
     referrer = _strongest(state.ties)
     strength = (transactions, customers)
     day = t.toordinal()
@@ -244,6 +276,51 @@ def link(
         )
         out.leads.append(_lead_event("lead.updated", state, t, rules))
     return out
+
+
+def counterparty_kind(
+    state: CounterpartyState, rules: ReferralRules
+) -> tuple[CounterpartyKind, str]:
+    """The counterparty's kind and what says so: the feed when it declared one, else the
+    evidence of the ties (most feeds give a bank code and an account, nothing more)."""
+    if state.kind is not None:
+        return state.kind, "declared by the core-banking feed"
+    if state.business:
+        return "business", "declared by the core-banking feed"
+    for tie in reversed(state.ties):
+        if tie.purpose in KIND_BY_PURPOSE:
+            return KIND_BY_PURPOSE[tie.purpose], f"inferred: payments marked {tie.purpose}"
+    customers = {x.customer_id for x in state.ties}
+    if len(customers) >= rules.corporate_min_customers:
+        paid = "pays" if all(x.direction == "in" for x in state.ties) else "is paid by"
+        return "business", f"inferred: {paid} {len(customers)} customers"
+    if _paid_monthly(state.ties):
+        return "business", "inferred: a monthly credit of similar amount, like a salary or pension"
+    return "unknown", "nothing in the feed says what it is"
+
+
+def _paid_monthly(ties: list[Tie]) -> set[str]:
+    """The customers the counterparty credits in consecutive months with similar amounts."""
+    by_customer: dict[str, list[Tie]] = {}
+    for tie in ties:
+        if tie.direction == "in":
+            by_customer.setdefault(tie.customer_id, []).append(tie)
+    return {
+        customer
+        for customer, credits in by_customer.items()
+        if any(
+            (b.at.year * 12 + b.at.month) - (a.at.year * 12 + a.at.month) == 1
+            and abs(b.amount - a.amount) <= a.amount / 5
+            for a, b in itertools.pairwise(credits)
+        )
+    }
+
+
+def _payroll(state: CounterpartyState) -> bool:
+    """A payer of monthly credits to two or more of our customers: an employer or a pension
+    payer. Money from it to a new customer is a first salary or pension, marked or not (most
+    payroll feeds give no purpose), never the payer moving its own money in."""
+    return len(_paid_monthly(state.ties)) >= 2
 
 
 def lead_expires_at(state: CounterpartyState, rules: ReferralRules) -> datetime | None:
@@ -275,6 +352,7 @@ def _lead_event(
 ) -> LeadChanged:
     lead = state.lead
     assert lead is not None and state.last_at is not None
+    cp_kind, basis = counterparty_kind(state, rules)
     return LeadChanged(
         event_id=_id(kind, lead.lead_id, t.isoformat()),
         type=kind,
@@ -293,6 +371,8 @@ def _lead_event(
         last_transaction_at=state.last_at,
         expires_at=state.last_at + timedelta(days=rules.lead_expiry_days),
         evidence_event_ids=[x.event_id for x in state.ties[-10:]],
+        counterparty_kind=cp_kind,
+        kind_basis=basis,
     )
 
 
@@ -427,7 +507,13 @@ class Movement:
     counterparty_key: str | None = None
     counterparty_own_bank_account: str | None = None  # a transfer within the bank
     counterparty_business: bool = False
+    counterparty_kind: CounterpartyKind | None = None
+    # The customer's own account at another bank, as the feed says.
+    counterparty_own_account: bool = False
+    purpose: str | None = None
     income: bool = False  # salary, pension or benefit: the payer's money, not the customer's
+    # Chosen by the customer now: not interest, fees or payments on a standing instruction.
+    initiated: bool = False
     hashes: tuple[str, ...] = ()
 
 
@@ -526,6 +612,9 @@ def on_account_event(
                 direction="in" if kind == "transfer.in" else "out",
                 amount=event.amount,
                 funding=funding,
+                kind=event.counterparty_kind,
+                purpose=event.purpose,
+                own_account=event.counterparty_own_account,
             )
         )
     if state.opened_at is None or t - state.opened_at > timedelta(days=rules.qualify_within_days):
@@ -535,7 +624,7 @@ def on_account_event(
             *state.money_in,
             (t, event.amount, event.counterparty_own_bank_account, event.counterparty_key),
         ][-100:]
-    if kind in CUSTOMER_INITIATED:
+    if event.initiated:
         state.transacted = [*state.transacted, t][-100:]
     _qualify(state, out, rules)
     return out

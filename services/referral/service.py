@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
@@ -26,6 +27,7 @@ from schemas.account_events import (
     CustomerUpdated,
     TransferIn,
     TransferOut,
+    is_customer_initiated,
 )
 from schemas.referral import LeadChanged, ReferralChanged
 from services.referral.domain import (
@@ -58,10 +60,15 @@ ReferralOutput = LeadChanged | ReferralChanged
 
 class Watermark(BaseModel):
     """From one input partition to every links partition: every link of that partition with
-    an event time before the start of `day` (an ordinal) has been sent."""
+    an event time before the start of `day` (an ordinal) has been sent. `idle`: the partition
+    is idle (services/runtime/idle.py): every link it has was sent, all of them dated before
+    `through` (the day after its newest event time); it holds nothing back until its next
+    mark, which is not idle."""
 
     source: int
     day: int
+    idle: bool = False
+    through: int = 0
 
 
 class StepMark(BaseModel):
@@ -69,10 +76,13 @@ class StepMark(BaseModel):
     start of `day` (an ordinal) that makes candidates. Sources: `input:<p>` (an input partition:
     candidates of code referrals and rechecks), `links:<p>` (a links partition: chain matches),
     and `steps:<p>` (a steps partition: candidates made of the chain matches it had from every
-    links partition, forwarded once all of them passed the day)."""
+    links partition, forwarded once all of them passed the day). `idle` and `through`: an idle
+    input partition, as in `Watermark`."""
 
     source: str
     day: int
+    idle: bool = False
+    through: int = 0
 
 
 class LinkRecord(BaseModel):
@@ -184,6 +194,19 @@ class ReferralService:
         self.changed: list[ReferralOutput] = []
         # The latest event time of each input partition not yet told to the links partitions.
         self.source_seen: dict[int, datetime] = {}
+        # The newest event time of each input partition handled by this process.
+        self.newest: dict[int, datetime] = {}
+        # The input partitions whose receivers count them as not idle, as far as this process
+        # knows: since it took them, it sent them a mark that is not idle. The first batch of
+        # any other sends one even when its day did not advance.
+        self.counted: set[int] = set()
+        # A partition's marks, idle or not, go out one at a time and in the order decided.
+        self.marks_lock = asyncio.Lock()
+        # Links and steps partitions whose every input source was idle at their last mark: a
+        # late link or candidate that reaches them is applied at once (in memory: a hint, the
+        # stored marks decide).
+        self.quiet_links: set[int] = set()
+        self.quiet_steps: set[int] = set()
 
     def customer(self, customer_id: str) -> CustomerReferralState | None:
         raw = self.customers.get(customer_id)
@@ -196,14 +219,17 @@ class ReferralService:
     def movement(self, event: AccountEvent) -> Movement:
         """What the rules need of an account event, with counterparties keyed: the raw
         account number of another bank goes no further than this function."""
-        key = own_account = None
-        business = income = False
+        key = own_account = kind = None
+        business = income = own_elsewhere = False
+        purpose = getattr(event, "purpose", None)
         if isinstance(event, TransferIn):
             income = event.purpose in INCOME_PURPOSES
         if isinstance(event, TransferIn | TransferOut):
             cp = event.counterparty
             business = cp.kind == "business"
-            if cp.bank_code.strip().upper() == self.rules.own_bank_code:
+            kind = cp.kind
+            own_elsewhere = bool(cp.own_account)
+            if cp.institution in self.rules.home_bank_codes:
                 own_account = cp.account.strip()
             else:
                 key = counterparty_key(cp.bank_code, cp.account, self.secret)
@@ -222,7 +248,11 @@ class ReferralService:
             counterparty_key=key,
             counterparty_own_bank_account=own_account,
             counterparty_business=business,
+            counterparty_kind=kind,
+            counterparty_own_account=own_elsewhere,
+            purpose=None if purpose is None else str(purpose),
             income=income,
+            initiated=is_customer_initiated(event),
             hashes=hashes,
         )
 
@@ -248,6 +278,9 @@ class ReferralService:
         self.source_seen[partition] = (
             event.occurred_at if seen is None else max(seen, event.occurred_at)
         )
+        newest = self.newest.get(partition)
+        if newest is None or event.occurred_at > newest:
+            self.newest[partition] = event.occurred_at
 
     async def advance_source(self, partition: int) -> None:
         """After a batch of an input partition's events: tell the links partitions how far it
@@ -256,17 +289,51 @@ class ReferralService:
         sparse history, where nearly every event passes a day, had sent a mark per event to
         every links partition, and each of those a mark to every steps partition: the marks
         were two thirds of the worker's changelog records, and every mark that released links
-        rewrote every counterparty with links pending. Only the last day sent is stored."""
+        rewrote every counterparty with links pending. Only the last day sent is stored, with
+        the day before which every link of the partition was sent (for its idle marks).
+
+        A partition that may have been told idle (`counted`) sends its mark even when its day
+        did not advance: its receivers then count it again."""
         occurred_at = self.source_seen.pop(partition, None)
         if occurred_at is None:
             return
         key = f"#source:{partition}"
         day = (occurred_at - self.lateness).toordinal()
-        sent = int(self.customers.get(key) or b"0")
-        if day > sent:
-            await self.ports.broadcast_watermark(Watermark(source=partition, day=day))
-            await self.ports.broadcast_mark(StepMark(source=f"input:{partition}", day=day))
-            self.customers[key] = str(day).encode()
+        sent, stored_through = _source_state(self.customers.get(key))
+        if day > sent or partition not in self.counted:
+            async with self.marks_lock:
+                told = max(day, sent)
+                await self.ports.broadcast_watermark(Watermark(source=partition, day=told))
+                await self.ports.broadcast_mark(StepMark(source=f"input:{partition}", day=told))
+                self.counted.add(partition)
+        through = max(stored_through, occurred_at.toordinal() + 1)
+        if day > sent or through > stored_through:
+            self.customers[key] = b"%d %d" % (max(day, sent), through)
+
+    async def announce_idle(self, partition: int, still_idle: Callable[[], bool]) -> bool:
+        """Tell every links and steps partition that an input partition is idle: every link
+        and candidate it has was sent (its records are all settled, so they were acknowledged
+        before these marks are sent), dated before `through`. `still_idle` is asked under the
+        marks' lock, just before they are sent: a record that came meanwhile cancels them.
+        Returns whether they were sent. Writes no table: a process that did not announce a
+        partition idle (after a restart, a rebalance) sends its next ordinary mark anyway."""
+        async with self.marks_lock:
+            if not still_idle() or partition in self.source_seen:
+                return False
+            day, through = _source_state(self.customers.get(f"#source:{partition}"))
+            newest = self.newest.get(partition)
+            if newest is not None:
+                through = max(through, newest.toordinal() + 1)
+            # First: should the marks go out only in part, its next batch still sends an
+            # ordinary mark.
+            self.counted.discard(partition)
+            await self.ports.broadcast_watermark(
+                Watermark(source=partition, day=day, idle=True, through=through)
+            )
+            await self.ports.broadcast_mark(
+                StepMark(source=f"input:{partition}", day=day, idle=True, through=through)
+            )
+            return True
 
     async def handle_link_record(self, record: LinkRecord, partition: int) -> None:
         """Links wait in their counterparty's state until every input partition has passed
@@ -288,22 +355,52 @@ class ReferralService:
                 _add_to_index(self.counterparties, f"#pending:{partition}", item.counterparty_key)
             state.pending.append(item)
             self.counterparties[item.counterparty_key] = state.model_dump_json().encode()
+            if partition in self.quiet_links:
+                await self._late_link(item, partition)
         elif record.watermark is not None:
             await self._watermark(record.watermark, partition)
 
     async def _watermark(self, mark: Watermark, partition: int) -> None:
+        """Links are released up to the day every input partition has passed; an idle one
+        holds nothing back (docs/referral.md, "Idle input partitions")."""
         marks_key = f"#marks:{partition}"
         marks = orjson.loads(self.counterparties.get(marks_key) or b"{}")
         sources = marks.setdefault("sources", {})
-        sources[str(mark.source)] = max(sources.get(str(mark.source), 0), mark.day)
+        source = str(mark.source)
+        sources[source] = max(sources.get(source, 0), mark.day)
+        idle = _note_idle(marks, source, mark)
         if len(sources) < self.sources:
             self.counterparties[marks_key] = orjson.dumps(marks)
             return
-        low = min(sources.values())
-        if low > marks.get("released", 0):
+        low = _release_day(sources, idle)
+        released = marks.get("released", 0)
+        all_idle = len(idle) == len(sources)
+        if low > released:
             await self._release(partition, low)
             marks["released"] = low
+        elif mark.idle and all_idle and 0 < low == released:
+            # Every input idle and nothing new to release: links that came late meanwhile
+            # (dated before the day released) are applied now, as a busy feed's next release
+            # would apply them.
+            await self._release(partition, released)
+        if all_idle:
+            self.quiet_links.add(partition)
+        else:
+            self.quiet_links.discard(partition)
         self.counterparties[marks_key] = orjson.dumps(marks)
+
+    async def _late_link(self, item: Link, partition: int) -> None:
+        """A link that reaches a links partition whose every input is idle, dated before the
+        day it released: no release will come for it until an input moves on, so it is
+        applied now (late input is applied as it comes)."""
+        marks = orjson.loads(self.counterparties.get(f"#marks:{partition}") or b"{}")
+        sources, idle = marks.get("sources", {}), marks.get("idle", {})
+        released = marks.get("released", 0)
+        if len(sources) >= self.sources and len(idle) == len(sources):
+            if item.occurred_at.toordinal() < released:
+                await self._release(partition, released)
+        else:
+            self.quiet_links.discard(partition)
 
     async def _release(self, partition: int, day: int) -> None:
         """Apply, in event-time order, every pending link dated before `day`; then lapse the
@@ -384,7 +481,10 @@ class ReferralService:
             await self._step_mark(step.mark, partition)
             return
 
+        late = False
+
         async def work() -> None:
+            nonlocal late
             if step.chain_match is not None:
                 await self._commit(
                     on_chain_match(self.customer(step.customer_id), step.chain_match)
@@ -396,6 +496,7 @@ class ReferralService:
                         # Its first waiting candidate: indexed before the state, as the links.
                         _add_to_index(self.customers, f"#awaiting:{partition}", step.customer_id)
                     self._save(waiting)
+                    late = partition in self.quiet_steps
             elif step.decision is not None:
                 await self._commit(
                     on_decision(self.customer(step.customer_id), step.decision, self.rules)
@@ -414,14 +515,32 @@ class ReferralService:
                 )
 
         await self.locks.run(step.customer_id, work)
+        if late and step.candidate is not None:
+            await self._late_candidate(step.candidate, partition)
+
+    async def _late_candidate(self, candidate: Candidate, partition: int) -> None:
+        """A candidate that reaches a steps partition whose every input is idle, dated before
+        the day it released: decided now, as `_late_link` applies a late link."""
+        marks = orjson.loads(self.customers.get(f"#step-marks:{partition}") or b"{}")
+        released = marks.get("released", 0)
+        if not self._inputs_idle(marks):
+            self.quiet_steps.discard(partition)
+        elif candidate.occurred_at.toordinal() < released:
+            await self._decide_awaiting(partition, released)
+
+    def _inputs_idle(self, marks: dict[str, Any]) -> bool:
+        return len(marks.get("idle", {})) == self.sources
 
     async def _step_mark(self, mark: StepMark, partition: int) -> None:
         """Candidates wait at their referrer until every source has passed their day, then are
         decided in event-time order: which referrals of a burst are held, and which leg of a
-        ring is rejected, then do not depend on how the partitions interleave."""
+        ring is rejected, then do not depend on how the partitions interleave. An idle input
+        partition holds nothing back (docs/referral.md, "Idle input partitions")."""
         marks_key = f"#step-marks:{partition}"
         marks = orjson.loads(self.customers.get(marks_key) or b"{}")
         marks[mark.source] = max(marks.get(mark.source, 0), mark.day)
+        if mark.source.startswith("input:"):
+            _note_idle(marks, mark.source, mark)
         chain = _low(marks, "links", self.sources)
         if chain > marks.get("forwarded", 0):
             # The chain matches from every links partition before `chain` were handled here
@@ -429,10 +548,20 @@ class ReferralService:
             # sent: tell every steps partition.
             await self.ports.broadcast_mark(StepMark(source=f"steps:{partition}", day=chain))
             marks["forwarded"] = chain
-        low = min(_low(marks, "input", self.sources), _low(marks, "steps", self.sources))
-        if low > marks.get("released", 0):
+        inputs = {f"input:{n}": marks.get(f"input:{n}", 0) for n in range(self.sources)}
+        low = min(_release_day(inputs, marks.get("idle", {})), _low(marks, "steps", self.sources))
+        released = marks.get("released", 0)
+        all_idle = self._inputs_idle(marks)
+        if low > released:
             await self._decide_awaiting(partition, low)
             marks["released"] = low
+        elif mark.idle and all_idle and 0 < low == released:
+            # As for links: candidates that came late meanwhile are decided now.
+            await self._decide_awaiting(partition, released)
+        if all_idle:
+            self.quiet_steps.add(partition)
+        else:
+            self.quiet_steps.discard(partition)
         self.customers[marks_key] = orjson.dumps(marks)
 
     async def _decide_awaiting(self, partition: int, day: int) -> None:
@@ -470,6 +599,41 @@ class ReferralService:
 
     def _save(self, state: CustomerReferralState) -> None:
         self.customers[state.customer_id] = state.model_dump_json().encode()
+
+
+def _source_state(raw: bytes | None) -> tuple[int, int]:
+    """An input partition's `#source:<p>`: the last day its marks told, and the day before
+    which every link it has was sent (stored as the day alone before idle partitions: then
+    that day, a lower bound)."""
+    if not raw:
+        return 0, 0
+    day, _, through = raw.partition(b" ")
+    return int(day), int(through or day)
+
+
+def _note_idle(marks: dict[str, Any], source: str, mark: Watermark | StepMark) -> dict[str, int]:
+    """Record in a receiver's marks whether `source` is idle (and before which day it has
+    sent everything), and return the idle sources. Nothing is stored while none is idle."""
+    idle: dict[str, int] = marks.get("idle", {})
+    if mark.idle:
+        idle[source] = max(idle.get(source, 0), mark.through, mark.day)
+    else:
+        idle.pop(source, None)
+    if idle:
+        marks["idle"] = idle
+    else:
+        marks.pop("idle", None)
+    return idle
+
+
+def _release_day(days: dict[str, int], idle: dict[str, int]) -> int:
+    """The day before which every source has sent everything: the lowest day of the sources
+    that are not idle (an idle one holds nothing back); when all are idle, the highest day an
+    idle one sent everything before (all input has been sent)."""
+    busy = [day for source, day in days.items() if source not in idle]
+    if busy:
+        return min(busy)
+    return max(idle.values(), default=0)
 
 
 def _low(marks: dict[str, int], kind: str, sources: int) -> int:

@@ -82,9 +82,10 @@ class HandledOffsets:
         self.topics: set[str] = set()  # the topics whose records go through `turn`
         self._seeks: dict[Any, tuple[int, float]] = {}
         self._arrived: dict[Any, float] = {}  # when a record of the partition last came
+        self._came: dict[Any, float] = {}  # the same, for records only (not seeks)
 
     async def turn(self, tp: Any, offset: int) -> Turn:
-        self._arrived[tp] = time.monotonic()
+        self._arrived[tp] = self._came[tp] = time.monotonic()
         expected = self.next.get(tp)
         if expected is None:
             expected = self.next[tp] = await self.start_of(tp)
@@ -107,6 +108,11 @@ class HandledOffsets:
         self.next[tp] = max(self.next.get(tp, 0), offset + 1)
         self.done[tp] = offset + 1
 
+    def arrived(self, tp: Any) -> float | None:
+        """When (monotonic) a record of the partition last came to the agent; None if none
+        came since the partition was assigned (services/runtime/idle.py)."""
+        return self._came.get(tp)
+
     def forget(self, tps: Iterable[Any]) -> None:
         """Partitions revoked: their next assignment starts from the committed offset."""
         for tp in tps:
@@ -114,6 +120,7 @@ class HandledOffsets:
             self.done.pop(tp, None)
             self._seeks.pop(tp, None)
             self._arrived.pop(tp, None)
+            self._came.pop(tp, None)
 
     async def check_stalled(self) -> None:
         """Seek back each held partition that has records past the one due but gave none for

@@ -4,14 +4,37 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.account_events import InstitutionCodes
 
 SERVICE_NAMES = ("lifecycle", "referral", "rewards", "notify")
 # Where a worker's tables live: in memory, or in RocksDB on local disk (runtime.app.create_app).
 TableStore = Literal["memory", "rocksdb"]
+
+
+def _code_list(value: object) -> object:
+    # "CODE1,CODE2" from the environment; a list or set from code.
+    return value.split(",") if isinstance(value, str) else value
+
+
+# Institution codes, comma-separated in the environment. Lifecycle and referral both read the
+# same two variables (unprefixed: they describe the bank, not a service); the second name of
+# the home codes is the one each service had before several codes were allowed.
+BankCodes = Annotated[InstitutionCodes, NoDecode, BeforeValidator(_code_list)]
+
+
+def home_bank_codes_env(service: str) -> AliasChoices:
+    """Where a service's settings find the bank's own institution codes."""
+    return AliasChoices(
+        "RAPPORT_HOME_BANK_CODES", f"RAPPORT_{service.upper()}_OWN_BANK_CODE", "home_bank_codes"
+    )
+
+
+COMPETITOR_BANK_CODES_ENV = AliasChoices("RAPPORT_COMPETITOR_BANK_CODES", "competitor_bank_codes")
 
 
 def _default_home() -> Path:
@@ -48,6 +71,11 @@ class RuntimeSettings(BaseSettings):
     # sent one by one (a batch's changelog writes) then share requests instead of each making
     # its own. Adds at most this much to an output's latency.
     producer_linger_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    # An input partition that its worker has taken to its end and that brought no record for
+    # this long (wall clock) is idle: it stops holding back the decisions that wait for every
+    # partition's event time (referral's leads and referrals, lifecycle's time rules) until
+    # records come again (services/runtime/idle.py).
+    idle_partition_seconds: float = Field(30.0, ge=0.5, le=86400.0)
     log_level: str = "info"
     # Workers log one JSON object per line ("json"), or faust's usual text ("text").
     log_format: Literal["json", "text"] = "json"

@@ -22,8 +22,10 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -44,6 +46,15 @@ async def produce(topic: Any, key: bytes, value: bytes, partition: int | None, h
     return await topic.app.producer.send(
         topic.get_topic_name(), key, value, partition, None, headers
     )
+
+
+class _Origin:
+    """What faust reads of the current event when a table is written (the topic and partition
+    that name the changelog partition): stands for the event that work outside an agent (a
+    timer's) does not have."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
 
 
 @dataclass
@@ -73,6 +84,21 @@ class Staging:
         only the last value, at the last write's place: keys whose stored value may lag behind
         the writes after it (a crash then replays from an older value), never run ahead."""
         return StagedTable(self, table, latest_only)
+
+    @contextmanager
+    def as_partition(self, topic: str, partition: int) -> Iterator[None]:
+        """Outside an agent (in a timer): sends and table writes held as a batch's, the
+        writes made as by an event of `partition` of `topic` (their changelog partition is
+        that one); `settle` then writes them after every send before them, as it does a
+        batch's. Reads see the held writes of every agent, as theirs see these."""
+        origin = _Origin(topic, partition)  # held here: the context keeps only a weak reference
+        batching = BATCHING.set(self)
+        event = _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            _current_event.reset(event)
+            BATCHING.reset(batching)
 
     async def send(
         self, topic: Any, key: bytes, value: bytes, partition: int | None, headers: Any

@@ -38,6 +38,8 @@ from schemas.topics import (
 from services.simulator.truth import Truth
 
 DETECTION_BEFORE_ONSET = timedelta(days=30)
+# A bank acts on moved standing orders only with time to call before the account closes.
+PAYMENTS_MOVED_LEAD = timedelta(days=14)
 FLAG_HORIZON = timedelta(days=120)
 CAUSES = (
     "competitor_attraction",
@@ -125,6 +127,30 @@ class ChurnDetection(BaseModel):
     by_cause: dict[str, CauseScore]
 
 
+class FeedShapes(BaseModel):
+    """How the rules read the shapes of real core-banking feeds: the bank's own postings on
+    silent accounts, bills paid to other institutions, standing orders and direct debits
+    moved to another bank."""
+
+    # Customers whose own transactions stopped for QUIET_DAYS or more while interest, fees
+    # or payments on standing instructions kept coming, and how many got `inactivity`.
+    quiet_with_postings: int
+    quiet_flagged_inactive: int
+    quiet_recall: float | None
+    # Competitor signals (`competitor_transfer`, or a `balance_drain` blamed on a competitor)
+    # on customers who moved none of their own money to another institution: every such
+    # customer pays bills there, so each is a false alarm from bills.
+    competitor_alarms_without_money_moved: int
+    # Churners who moved their standing orders and direct debits before closing, and how many
+    # got `payments_moved` at least `PAYMENTS_MOVED_LEAD` before the closure.
+    bill_movers: int
+    bill_movers_flagged_14_days_before: int
+    bill_movers_recall: float | None
+    # `payments_moved` on customers who moved no payments (a supplier changed, a mandate
+    # cancelled now and then).
+    payments_moved_false_alarms: int
+
+
 class StageSeries(BaseModel):
     """Customers per stage at the end of each week."""
 
@@ -155,6 +181,7 @@ class Evaluation(BaseModel):
     evaluate_from: datetime
     outputs: dict[str, int]
     churn: ChurnDetection | None
+    feeds: FeedShapes | None = None
     stages: StageSeries | None
     referral: Section
     rewards: Section
@@ -276,6 +303,72 @@ def churn_detection(truth: Truth, stage_events: Iterable[Mapping[str, Any]]) -> 
     )
 
 
+def _raised(signals: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Each customer's `churn_signal.raised` events, duplicates (same id) once."""
+    seen: set[str] = set()
+    by_customer: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for event in signals:
+        if event.get("type") != "churn_signal.raised" or event["event_id"] in seen:
+            continue
+        seen.add(event["event_id"])
+        by_customer[str(event["customer_id"])].append(event)
+    return by_customer
+
+
+def feed_shapes(truth: Truth, signals: Iterable[Mapping[str, Any]]) -> FeedShapes:
+    """Scores of the rules on what real feeds carry (see `FeedShapes`)."""
+    raised = _raised(signals)
+
+    def kinds(customer: str, since: datetime) -> dict[str, list[Mapping[str, Any]]]:
+        found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for event in raised.get(customer, []):
+            if _at(event) >= since:
+                found[str(event["signal"])].append(event)
+        return found
+
+    quiet = [c for c, t in truth.customers.items() if t.quiet_from and t.postings_while_quiet]
+    inactive = sum(
+        1 for c in quiet if kinds(c, truth.customers[c].quiet_from or truth.start).get("inactivity")
+    )
+    competitor_alarms = 0
+    payments_false = 0
+    for customer, known in truth.customers.items():
+        found = kinds(customer, truth.evaluate_from)
+        if not known.moved_money and (
+            found.get("competitor_transfer")
+            or any(
+                e.get("cause") == "competitor_attraction" for e in found.get("balance_drain", [])
+            )
+        ):
+            competitor_alarms += 1
+        moved_payments = known.churn is not None and known.churn.payments_moved_at is not None
+        if not moved_payments and found.get("payments_moved"):
+            payments_false += 1
+    movers = [
+        (c, t.churn)
+        for c, t in truth.customers.items()
+        if t.churn is not None
+        and t.churn.payments_moved_at is not None
+        and t.churn.churned_at is not None
+        and t.churn.churned_at >= truth.evaluate_from
+    ]
+    early = 0
+    for customer, churn in movers:
+        assert churn is not None and churn.churned_at is not None
+        flags = kinds(customer, churn.onset - DETECTION_BEFORE_ONSET).get("payments_moved", [])
+        early += any(_at(e) <= churn.churned_at - PAYMENTS_MOVED_LEAD for e in flags)
+    return FeedShapes(
+        quiet_with_postings=len(quiet),
+        quiet_flagged_inactive=inactive,
+        quiet_recall=_ratio(inactive, len(quiet)),
+        competitor_alarms_without_money_moved=competitor_alarms,
+        bill_movers=len(movers),
+        bill_movers_flagged_14_days_before=early,
+        bill_movers_recall=_ratio(early, len(movers)),
+        payments_moved_false_alarms=payments_false,
+    )
+
+
 def stage_series(truth: Truth, stage_events: Iterable[Mapping[str, Any]]) -> StageSeries:
     """Each customer's stage at the end of every week of the simulated period."""
     entries = stage_entries(stage_events)
@@ -365,9 +458,15 @@ def referral_section(
         },
         "fraud_referees": {case.pattern: len(case.referees) for case in truth.fraud},
         # Attributed referees the truth knows no referrer for (e.g. a new employee whose first
-        # salary comes from an employer that is a lead): the rule's false positives.
+        # salary comes from an employer that is a lead): the rule's false positives. Scored from
+        # `evaluate_from` on, like the churn flags: before it, the service has not yet seen a
+        # month of payroll to tell an employer by.
         "attributions_without_a_true_referrer": len(
-            set(attributed)
+            {
+                str(e.get("referee"))
+                for e in events
+                if e.get("type") == "referral.attributed" and _at(e) >= truth.evaluate_from
+            }
             - {c.customer_id for c in conversions}
             - {r for case in truth.fraud for r in case.referees}
         ),
@@ -531,6 +630,10 @@ def notify_section(
             ),
             "cancelled": sum(1 for n in notifications if n.get("type") == "notification.cancelled"),
             "by_template": dict(sorted(Counter(str(n.get("template")) for n in scheduled).items())),
+            # Customers' locales (any BCP 47 tag) come out as the template locales written.
+            "by_template_locale": dict(
+                sorted(Counter(str(n.get("template_locale")) for n in scheduled).items())
+            ),
             "rm_tasks": len(task_states),
             "rm_tasks_by_kind_and_priority": dict(
                 sorted(
@@ -564,6 +667,7 @@ def evaluate(
         evaluate_from=truth.evaluate_from,
         outputs={topic: len(events) for topic, events in sorted(outputs.items())},
         churn=churn_detection(truth, stage_events) if stage_events else None,
+        feeds=feed_shapes(truth, of(CHURN_SIGNALS.name)) if of(CHURN_SIGNALS.name) else None,
         stages=stage_series(truth, stage_events) if stage_events else None,
         referral=referral_section(truth, of(REFERRAL_EVENTS.name), counterparty_key),
         rewards=rewards_section(

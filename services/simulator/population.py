@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import random
 import string
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from services.simulator.book import CENT, Book, StandingPayment, money
 from services.simulator.truth import (
     ChurnTruth,
     Conversion,
@@ -84,82 +85,30 @@ STABLE = frozenset(
     {Persona.STABLE_SAVER, Persona.SALARIED, Persona.GROWING, Persona.HIGH_NET_WORTH}
 )
 
-CENT = Decimal("0.01")
-
-
-def _money(value: Decimal) -> str:
-    return str(value.quantize(CENT))
-
-
-@dataclass
-class Book:
-    """One customer's events as they are written: ids, balance and open accounts."""
-
-    customer_id: str
-    # Nothing is published at or after the end of the simulated period.
-    end: datetime
-    events: list[dict[str, Any]] = field(default_factory=list)
-    balance: Decimal = Decimal(0)
-    accounts: list[str] = field(default_factory=list)
-    seq: int = 0
-
-    def emit(self, kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
-        event = {
-            "event_type": kind,
-            "occurred_at": at.isoformat(),
-            "customer_id": self.customer_id,
-            **fields,
-        }
-        if at < self.end:
-            self.seq += 1
-            event["event_id"] = f"{self.customer_id}-{self.seq:05d}"
-            self.events.append(event)
-        return event
-
-    @property
-    def account(self) -> str:
-        return self.accounts[0]
-
-    def open(self, at: datetime, channel: str = "branch", code: str | None = None) -> None:
-        account = f"A{self.customer_id[1:]}{len(self.accounts) + 1:02d}"
-        self.accounts.append(account)
-        extra = {"referral_code": code} if code else {}
-        self.emit("account.opened", at, account_id=account, channel=channel, **extra)
-
-    def close_all(self, at: datetime) -> None:
-        for n, account in enumerate(self.accounts):
-            self.emit("account.closed", at + timedelta(minutes=n), account_id=account)
-        self.accounts.clear()
-
-    def move(
-        self,
-        kind: str,
-        at: datetime,
-        amount: Decimal,
-        channel: str,
-        counterparty: SyntheticCounterparty | None = None,
-        **extra: Any,
-    ) -> None:
-        amount = amount.quantize(CENT)
-        if amount <= 0:
-            return
-        outgoing = kind in ("withdrawal", "transfer.out", "card.payment")
-        if outgoing and amount > self.balance:
-            amount = self.balance.quantize(CENT)
-            if amount <= 0:
-                return
-        self.balance += -amount if outgoing else amount
-        fields: dict[str, Any] = {
-            "account_id": self.account,
-            "amount": _money(amount),
-            "balance_after": _money(self.balance),
-            "currency": "CNY",
-            "channel": channel,
-            **extra,
-        }
-        if counterparty is not None:
-            fields["counterparty"] = counterparty.wire()
-        self.emit(kind, at, **fields)
+# Household payments: who collects them, and the share of customers who pay each.
+UTILITY_SHARE = 0.85
+INSURANCE_SHARE = 0.6
+LOAN_SHARE = 0.25
+# Customers who switch a utility supplier during the period: a direct debit cancelled and
+# another given, which is not moving banks.
+SUPPLIER_SWITCH_SHARE = 0.08
+LOCALES = (
+    (None, 0.2),
+    ("zh-CN", 0.45),
+    ("en", 0.08),
+    ("zh-HK", 0.08),
+    ("zh-TW", 0.05),
+    ("en-GB", 0.04),
+    ("de-AT", 0.05),
+    ("cs-CZ", 0.05),
+)
+# From this daily rate of card payments on, a customer shops weekly.
+REGULAR_SPEND = 0.05
+# A silence of the customer's own transactions this long is one the bank should notice (the
+# rules' inactivity signal fires at 45 days); shorter ones are holidays.
+QUIET_DAYS = 50
+SURNAMES = ("Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou")
+GIVEN_NAMES = ("Wei", "Fang", "Na", "Min", "Jing", "Lei", "Yan", "Tao", "Ping", "Hui", "Jun")
 
 
 class Simulator:
@@ -186,6 +135,12 @@ class Simulator:
         self.employers = [
             self._counterparty("business", f"Employer {i}") for i in range(n_employers)
         ]
+        # Payroll systems that mark the salary as such (the others send a plain transfer).
+        self.marks_salary = {e.account: self.rng.random() < 0.6 for e in self.employers}
+        self.utilities = [self._counterparty("business", f"Utility {i}") for i in range(4)]
+        self.telecoms = [self._counterparty("business", f"Telecom {i}") for i in range(3)]
+        self.insurers = [self._counterparty("business", f"Insurer {i}") for i in range(4)]
+        self.lenders = [self._counterparty("business", f"Lender {i}") for i in range(3)]
         self.suppliers = [
             self._counterparty("business", f"Supplier {i}") for i in range(max(customers // 50, 2))
         ]
@@ -195,15 +150,18 @@ class Simulator:
         ]
         self.codes: dict[str, str] = {}
         self.phone_of: dict[str, str] = {}
+        self.locale_of: dict[str, str | None] = {}
 
     # --- building blocks ------------------------------------------------------------------
 
     def _counterparty(self, kind: str, name: str) -> SyntheticCounterparty:
+        # Most feeds give a bank code and an account, and a name; few say what kind it is.
         return SyntheticCounterparty(
             bank_code=self.rng.choice(OTHER_BANKS),
             account=f"62{self.rng.randrange(10**14, 10**15)}",
             name=name,
             kind=kind,
+            declared=self.rng.random() < 0.3,
         )
 
     def _hash(self) -> str:
@@ -227,19 +185,20 @@ class Simulator:
         rng = self.rng
         phone = phone or self._hash()
         self.phone_of[book.customer_id] = phone
-        book.emit(
-            "customer.updated",
-            at + timedelta(minutes=5),
-            profile={
-                "locale": rng.choice(["zh-CN", "zh-CN", "zh-CN", "en"]),
-                "time_zone": rng.choice(["Asia/Shanghai"] * 4 + ["Europe/London"]),
-                "rm_id": f"RM{rng.randrange(1, 25):03d}" if rng.random() < 0.3 else None,
-                "consent": {"push": True, "sms": rng.random() < 0.8, "email": rng.random() < 0.5},
-                "phone_hash": phone,
-                "device_hashes": [device or self._hash()],
-                "birthday": _birthday(book.customer_id),
-            },
-        )
+        locale = rng.choices([loc for loc, _ in LOCALES], [w for _, w in LOCALES])[0]
+        profile: dict[str, Any] = {
+            "name": holder_name(book.customer_id),
+            "time_zone": rng.choice(["Asia/Shanghai"] * 4 + ["Europe/London"]),
+            "rm_id": f"RM{rng.randrange(1, 25):03d}" if rng.random() < 0.3 else None,
+            "consent": {"push": True, "sms": rng.random() < 0.8, "email": rng.random() < 0.5},
+            "phone_hash": phone,
+            "device_hashes": [device or self._hash()],
+            "birthday": _birthday(book.customer_id),
+        }
+        if locale is not None:
+            profile["locale"] = locale
+        self.locale_of[book.customer_id] = locale
+        book.emit("customer.updated", at + timedelta(minutes=5), profile=profile)
 
     def _new_book(self, index: int) -> Book:
         book = Book(f"C{index:06d}", self.end)
@@ -258,6 +217,78 @@ class Simulator:
         book.open(opened, channel=self.rng.choice(["branch", "mobile"]), code=code)
         self._profile(book, opened, phone, device)
         book.move("deposit", opened + timedelta(minutes=30), deposit, "branch")
+
+    def _household(
+        self,
+        book: Book,
+        at: datetime,
+        income: Decimal,
+        rent: Decimal | None = None,
+        landlord: SyntheticCounterparty | None = None,
+        borrower: bool = False,
+    ) -> None:
+        """The standing orders and direct debits a household ties to its account, sized to
+        its monthly income: rent (a standing order for most), utilities, a phone, insurance,
+        a loan instalment for some borrowers."""
+        rng = self.rng
+
+        def share(low: float, high: float, floor: int) -> Decimal:
+            return max(income * Decimal(rng.uniform(low, high)), Decimal(floor)).quantize(CENT)
+
+        payments: list[tuple[str, SyntheticCounterparty, Decimal, str, int | None]] = []
+        if rent is not None and landlord is not None and rng.random() < 0.7:
+            payments.append(("standing_order", landlord, rent, "rent", None))
+        if rng.random() < UTILITY_SHARE:
+            utility = rng.choice(self.utilities)
+            payments.append(("direct_debit", utility, share(0.02, 0.05, 60), "utilities", None))
+            phone = rng.choice(self.telecoms)
+            payments.append(("direct_debit", phone, share(0.005, 0.015, 30), "bill", None))
+        if rng.random() < INSURANCE_SHARE:
+            insurer = rng.choice(self.insurers)
+            if rng.random() < 0.3:
+                premium, month = share(0.2, 0.5, 500), rng.randrange(1, 13)
+            else:
+                premium, month = share(0.02, 0.05, 50), None
+            payments.append(("direct_debit", insurer, premium, "insurance", month))
+        if borrower and rng.random() < LOAN_SHARE:
+            lender = rng.choice(self.lenders)
+            payments.append(("direct_debit", lender, share(0.1, 0.25, 500), "loan_repayment", None))
+        for n, (kind, payee, amount, purpose, month) in enumerate(payments):
+            payment = StandingPayment(
+                mandate_id=f"M{book.customer_id[1:]}-{len(book.mandates) + n + 1}",
+                kind=kind,  # type: ignore[arg-type]
+                payee=payee,
+                amount=amount,
+                day=1 if purpose == "rent" else rng.randrange(2, 28),
+                purpose=purpose,
+                month=month,
+            )
+            book.set_up(at + timedelta(days=n + 1, hours=1), payment)
+
+    def _maybe_switch_supplier(self, book: Book) -> None:
+        if self.rng.random() < SUPPLIER_SWITCH_SHARE:
+            self._switch_supplier(book)
+
+    def _switch_supplier(self, book: Book) -> None:
+        """A household changes its electricity or phone supplier: the old direct debit is
+        cancelled and a new one given, days apart. Not a customer leaving the bank."""
+        switchable = [m for m in book.mandates.values() if m.purpose in ("utilities", "bill")]
+        if not switchable:
+            return
+        old = self.rng.choice(switchable)
+        at = self._at(self.start + timedelta(days=self.rng.randrange(WARM_UP_DAYS, self.days)))
+        pool = self.utilities if old.purpose == "utilities" else self.telecoms
+        new = StandingPayment(
+            mandate_id=f"{old.mandate_id}-new",
+            kind="direct_debit",
+            payee=self.rng.choice([p for p in pool if p != old.payee] or pool),
+            amount=old.amount,
+            day=old.day,
+            purpose=old.purpose,
+        )
+        given = at + timedelta(days=self.rng.randrange(0, 10), hours=1)
+        book.plan(at, functools.partial(book.cancel, at, old.mandate_id))
+        book.plan(given, functools.partial(book.set_up, given, new))
 
     # --- everyday life ----------------------------------------------------------------------
 
@@ -287,21 +318,22 @@ class Simulator:
         logins and a month-end balance snapshot."""
         rng = self.rng
         payday = rng.randrange(5, 26)
+        pays_rent_by_hand = not any(m.purpose == "rent" for m in book.mandates.values())
+        card_holder = spend > 0
+        # Customers who use the account for everyday spending shop weekly (a week in seven
+        # or so skipped: holidays, another card), with other payments between.
+        shop_day = rng.randrange(7) if spend >= REGULAR_SPEND else None
         for day in self._days(first, last):
+            book.collect(day)
             if salary is not None and employer is not None and day.day == payday:
-                book.move(
-                    "transfer.in",
-                    self._at(day, 9, 11),
-                    salary,
-                    "system",
-                    employer,
-                    purpose="salary",
-                )
-            if rent is not None and landlord is not None and day.day == 1:
+                marked = {"purpose": "salary"} if self.marks_salary[employer.account] else {}
+                book.move("transfer.in", self._at(day, 9, 11), salary, "system", employer, **marked)
+            if rent is not None and landlord is not None and day.day == 1 and pays_rent_by_hand:
                 book.move("transfer.out", self._at(day), rent, "mobile", landlord)
             if saving is not None and day.day == 15:
                 book.move("deposit", self._at(day), saving * Decimal(rng.uniform(0.7, 1.3)), "atm")
-            if rng.random() < spend:
+            weekly = day.weekday() == shop_day and rng.random() < 0.85
+            if weekly or rng.random() < spend / 2:
                 amount = Decimal(rng.randrange(30, 900))
                 book.move(
                     "card.payment",
@@ -329,11 +361,12 @@ class Simulator:
                     channel=rng.choice(["mobile", "mobile", "online"]),
                 )
             if (day + timedelta(days=1)).month != day.month and book.accounts:
+                book.post_month_end(day, card_holder)
                 book.emit(
                     "balance.snapshot",
                     day + timedelta(hours=23, minutes=59),
                     account_id=book.account,
-                    balance_after=_money(book.balance),
+                    balance_after=money(book.balance),
                     currency="CNY",
                     channel="system",
                 )
@@ -364,11 +397,14 @@ class Simulator:
         truth = CustomerTruth(persona=persona.value, stable=persona in STABLE)
         if persona is Persona.STABLE_SAVER:
             opened = self._established_open(book, Decimal(rng.randrange(8_000, 40_000)))
+            saving = Decimal(rng.randrange(1_500, 5_000))
+            self._household(book, opened, saving / 2)
+            self._maybe_switch_supplier(book)
             self._everyday(
                 book,
                 self.start,
                 self.end,
-                saving=Decimal(rng.randrange(500, 3_000)),
+                saving=saving,
                 spend=0.07,
                 login=0.04,
                 family=self._family(),
@@ -376,6 +412,8 @@ class Simulator:
         elif persona in (Persona.SALARIED, Persona.GROWING):
             salary, employer, rent, landlord = self._salaried_terms()
             opened = self._established_open(book, salary * 4)
+            self._household(book, opened, salary, rent, landlord, borrower=True)
+            self._maybe_switch_supplier(book)
             self._everyday(
                 book,
                 self.start,
@@ -385,7 +423,7 @@ class Simulator:
                 rent=rent,
                 landlord=landlord,
                 family=self._family(),
-                spend=0.06,
+                spend=0.1,
             )
             if persona is Persona.GROWING:
                 for n, category in enumerate(("credit_card", "fund", "term_deposit")):
@@ -405,11 +443,13 @@ class Simulator:
                     opened + timedelta(days=n + 2),
                     product={"product_id": f"P{book.customer_id[1:]}{n}", "category": category},
                 )
+            saving = Decimal(rng.randrange(20_000, 80_000))
+            self._household(book, opened, saving)
             self._everyday(
                 book,
                 self.start,
                 self.end,
-                saving=Decimal(rng.randrange(20_000, 80_000)),
+                saving=saving,
                 spend=0.08,
                 login=0.06,
                 supplier=rng.choice(self.suppliers),
@@ -418,6 +458,7 @@ class Simulator:
             opened = self._at(self.start + timedelta(days=rng.randrange(0, max(self.days - 30, 1))))
             self._onboard(book, opened, Decimal(rng.randrange(200, 900)))
             salary, employer, rent, landlord = self._salaried_terms()
+            self._household(book, opened + timedelta(days=rng.randrange(3, 20)), salary)
             self._everyday(
                 book,
                 opened + timedelta(days=2),
@@ -429,9 +470,12 @@ class Simulator:
         elif persona is Persona.NEVER_ACTIVE:
             opened = self._at(self.start + timedelta(days=rng.randrange(0, max(self.days - 30, 1))))
             self._onboard(book, opened, Decimal(rng.randrange(10, 300)))
+            # Nothing more of the customer's own; the bank's postings go on.
+            self._everyday(book, opened + timedelta(days=1), self.end, spend=0, login=0)
         else:
             opened, churn = self._churner(book, persona)
             truth.churn = churn
+            truth.moved_money = persona is Persona.CHURN_COMPETITOR
         truth.opened_at = opened
         return truth
 
@@ -440,6 +484,7 @@ class Simulator:
         rng = self.rng
         salary, employer, rent, landlord = self._salaried_terms()
         opened = self._established_open(book, salary * 4)
+        self._household(book, opened, salary, rent, landlord, borrower=True)
         # Late enough to be scored, early enough that most churners close within the period
         # (a disengaged customer takes longest: fading, then months of silence).
         room = 200 if persona is Persona.CHURN_DISENGAGED else 110
@@ -453,18 +498,24 @@ class Simulator:
             employer=employer,
             rent=rent,
             landlord=landlord,
-            spend=0.06,
+            spend=0.1,
         )
         ordinary_life(self.start, onset)
+        payments_moved_at = None
+        moving_mandates = len(book.mandates)
         if persona is Persona.CHURN_COMPETITOR:
-            # The salary moves to the other bank first, then the savings follow, then closure.
-            own_elsewhere = SyntheticCounterparty(
-                bank_code=rng.choice(OTHER_BANKS),
-                account=f"62{rng.randrange(10**14, 10**15)}",
-                name="Own account",
-                kind="person",
-            )
-            moves_at = onset + timedelta(days=rng.randrange(20, 40))
+            # The customer moves banks: the new bank takes over the standing orders and direct
+            # debits (cancelled here within days of each other) and the salary; the savings
+            # follow to the customer's own account there; then the account is closed.
+            own_elsewhere = self._own_account_elsewhere(book)
+            purpose = rng.choices(
+                [{"purpose": "own_account"}, {"purpose": "savings"}, {}], [3, 2, 5]
+            )[0]
+            for mandate_id in list(book.mandates):
+                at = self._at(onset + timedelta(days=rng.uniform(0, 8)))
+                book.plan(at, functools.partial(book.cancel, at, mandate_id))
+                payments_moved_at = min(payments_moved_at or at, at)
+            moves_at = onset + timedelta(days=rng.randrange(12, 20))
             self._everyday(book, onset, moves_at, spend=0.06)
             for n in range(3):
                 if book.balance > 100:
@@ -474,6 +525,7 @@ class Simulator:
                         book.balance * Decimal("0.45"),
                         "mobile",
                         own_elsewhere,
+                        **purpose,
                     )
             churn_at = moves_at + timedelta(days=rng.randrange(12, 30))
             self._everyday(book, moves_at + timedelta(days=9), churn_at, spend=0.03)
@@ -483,6 +535,7 @@ class Simulator:
                 book.balance,
                 "mobile",
                 own_elsewhere,
+                **purpose,
             )
         elif persona is Persona.CHURN_DISSATISFIED:
             book.emit(
@@ -542,6 +595,24 @@ class Simulator:
             onset=onset,
             churned_at=churn_at if churn_at < self.end else None,
             planned_at=churn_at,
+            payments_moved_at=payments_moved_at if moving_mandates >= 2 else None,
+        )
+
+    def _own_account_elsewhere(self, book: Book) -> SyntheticCounterparty:
+        """The customer's account at the bank they move to, as their payment orders name it:
+        always in their own name (written as that bank writes it), now and then flagged as
+        their own by a bank that knows it."""
+        surname, given = holder_name(book.customer_id).split()
+        name = self.rng.choice(
+            [f"{surname} {given}", f"{given.upper()} {surname}", f"{surname}, {given}"]
+        )
+        return SyntheticCounterparty(
+            bank_code=self.rng.choice(OTHER_BANKS),
+            account=f"62{self.rng.randrange(10**14, 10**15)}",
+            name=name,
+            kind="person",
+            declared=False,
+            own_account=True if self.rng.random() < 0.3 else None,
         )
 
     # --- the transaction chain and referrals --------------------------------------------------
@@ -592,7 +663,9 @@ class Simulator:
             introducer = self._strongest_tie(chain.get(counterparty.account, []), funded_at)
             if introducer is None:
                 continue
-            via_code = rng.random() < 0.5
+            # An employer that moves to the bank comes through its corporate RM, with a code:
+            # money from a payroll account to a new customer is a first salary (docs/referral.md).
+            via_code = rng.random() < 0.5 or counterparty in self.employers
             code = self._code_for(introducer) if via_code else None
             book = self._new_book(next_index)
             next_index += 1
@@ -701,8 +774,44 @@ class Simulator:
             self.truth.customers[book.customer_id] = self._persona(book, persona)
         next_index = self._conversions(self.customers)
         self._fraud(next_index)
+        for customer_id, book in self.books.items():
+            self._quiet_truth(book, self.truth.customers[customer_id])
+            self.truth.customers[customer_id].locale = self.locale_of.get(customer_id)
         events = [e for book in self.books.values() for e in book.events]
         return events, self.truth
+
+    def _quiet_truth(self, book: Book, truth: CustomerTruth) -> None:
+        """The customer's last silence of their own transactions of at least QUIET_DAYS (to
+        the next one, the closure or the end) in the scored period, and whether the bank's
+        postings kept coming meanwhile."""
+        closed = [
+            datetime.fromisoformat(e["occurred_at"])
+            for e in book.events
+            if e["event_type"] == "account.closed"
+        ]
+        until = max(closed) if closed and not book.accounts else self.end
+        own = book.own_transactions(until)
+        gaps = [
+            (a, b)
+            for a, b in itertools.pairwise([*own, until])
+            if b - a >= timedelta(days=QUIET_DAYS)
+            and a + timedelta(days=QUIET_DAYS) >= self.truth.evaluate_from
+        ]
+        if not gaps:
+            return
+        start, end = gaps[-1]
+        truth.quiet_from = start
+        truth.postings_while_quiet = any(
+            start < datetime.fromisoformat(e["occurred_at"]) < end
+            and (e["event_type"] in ("interest.credited", "fee.charged") or "mandate_id" in e)
+            for e in book.events
+        )
+
+
+def holder_name(customer_id: str) -> str:
+    """The account holder's name, derived from the id like the birthday (no generator draw)."""
+    h = int(hashlib.sha256(b"name:" + customer_id.encode()).hexdigest()[:8], 16)
+    return f"{SURNAMES[h % len(SURNAMES)]} {GIVEN_NAMES[h // len(SURNAMES) % len(GIVEN_NAMES)]}"
 
 
 def _birthday(customer_id: str) -> str:

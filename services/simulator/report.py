@@ -55,6 +55,24 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
             ),
             ("false alarms per 1,000 stable customers", _num(churn.false_alarms_per_1000_stable)),
         ]
+    feeds = evaluation.feeds
+    if feeds is not None:
+        rows += [
+            (
+                "silent customers with postings found inactive",
+                f"{feeds.quiet_flagged_inactive}/{feeds.quiet_with_postings} "
+                f"({_pct(feeds.quiet_recall)})",
+            ),
+            (
+                "competitor alarms on customers who only paid bills elsewhere",
+                str(feeds.competitor_alarms_without_money_moved),
+            ),
+            (
+                "bill movers with payments_moved 14+ days before closing",
+                f"{feeds.bill_movers_flagged_14_days_before}/{feeds.bill_movers} "
+                f"({_pct(feeds.bill_movers_recall)})",
+            ),
+        ]
     referral = evaluation.referral
     if referral.running:
         f = referral.figures
@@ -154,6 +172,15 @@ def markdown(evaluation: Evaluation, charts: list[str]) -> str:
             ],
             "",
             f"Stable customers: {c.stable_customers}; false alarms: {c.false_alarms}.",
+            "",
+        ]
+    if e.feeds is not None:
+        out += [
+            "## Real feeds: postings, bills, standing orders",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            *[f"| {k} | {v} |" for k, v in e.feeds.model_dump().items()],
             "",
         ]
     if e.stages is not None and e.stages.weeks:

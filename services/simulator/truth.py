@@ -14,15 +14,25 @@ from pydantic import BaseModel, Field
 
 
 class SyntheticCounterparty(BaseModel):
-    """An account at another bank that customers pay or are paid by."""
+    """An account at another bank that customers pay or are paid by. `kind` is what it really
+    is; most feeds do not say (`declared` False leaves it off the wire), and only some say that
+    an account is the customer's own (`own_account`)."""
 
     bank_code: str
     account: str
     name: str
-    kind: Literal["person", "business"]
+    kind: Literal["person", "business", "government"]
+    declared: bool = True
+    own_account: bool | None = None
 
     def wire(self) -> dict[str, Any]:
-        return self.model_dump()
+        wire: dict[str, Any] = {"bank_code": self.bank_code, "account": self.account}
+        wire["name"] = self.name
+        if self.declared:
+            wire["kind"] = self.kind
+        if self.own_account is not None:
+            wire["own_account"] = self.own_account
+        return wire
 
 
 class ChurnTruth(BaseModel):
@@ -33,6 +43,9 @@ class ChurnTruth(BaseModel):
     onset: datetime
     churned_at: datetime | None
     planned_at: datetime
+    # A customer who moves their standing orders and direct debits to the other bank: when
+    # the first was cancelled.
+    payments_moved_at: datetime | None = None
 
 
 class CustomerTruth(BaseModel):
@@ -43,6 +56,15 @@ class CustomerTruth(BaseModel):
     churn: ChurnTruth | None = None
     referred_by: str | None = None
     win_back: bool = False
+    # The customer's last own transaction before a silence of at least `QUIET_DAYS` that lasted
+    # to the closure or the end of the period, and whether the bank's postings (interest, fees,
+    # payments on standing instructions) kept coming in that silence.
+    quiet_from: datetime | None = None
+    postings_while_quiet: bool = False
+    # Whether the customer moved their own money to another institution (the competitor's
+    # pull); bills paid elsewhere are not that.
+    moved_money: bool = False
+    locale: str | None = None
 
 
 class Conversion(BaseModel):

@@ -35,7 +35,11 @@ def test_preferences_tasks_outcomes_and_uplift(topics: LocalBroker, tmp_path: Pa
     assert (
         client.put("/customers/C1/preferences", json={"time_zone": "Mars/Base"}).status_code == 422
     )
-    assert client.put("/customers/C1/preferences", json={"locale": "fr"}).status_code == 422
+    malformed = client.put("/customers/C1/preferences", json={"locale": "en_GB"})
+    assert malformed.status_code == 422 and malformed.json()["detail"][0]["loc"] == [
+        "body",
+        "locale",
+    ]
 
     customer = treated("A")
     store.apply(url, stage(customer, Stage.AT_RISK, NIGHT, Tier.HNW), NotifyRules(), NOW)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from schemas import CUSTOMER_INITIATED, EventType, parse_account_event
+from schemas.account_events import (
+    CustomerUpdated,
+    TransferIn,
+    TransferOut,
+    is_customer_initiated,
+)
 from services.runtime.codec import RejectReason, describe_validation_error
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 BASE: dict[str, Any] = {
     "event_id": "E-1",
@@ -35,6 +45,25 @@ VALID: dict[str, dict[str, Any]] = {
     "product.opened": {"product": PRODUCT},
     "product.closed": {"product": PRODUCT},
     "complaint.filed": {"attributes": {"category": "fees"}},
+    "interest.credited": {**MONEY, "channel": "system"},
+    "fee.charged": {**MONEY, "kind": "penalty_interest", "channel": "system"},
+    "standing_order.created": {
+        "account_id": "A1",
+        "mandate_id": "SO-77",
+        "counterparty": {"bank_code": "ICBC", "account": "6222000099990000"},
+        "amount": "2800.00",
+        "currency": "CNY",
+        "frequency": "monthly",
+        "purpose": "rent",
+    },
+    "standing_order.cancelled": {"account_id": "A1", "mandate_id": "SO-77"},
+    "direct_debit.created": {
+        "account_id": "A1",
+        "mandate_id": "DD-12",
+        "counterparty": {"bank_code": "CCB", "account": "4100", "kind": "business"},
+        "purpose": "utilities",
+    },
+    "direct_debit.cancelled": {"account_id": "A1", "mandate_id": "DD-12"},
     "customer.updated": {
         "profile": {
             "birthday": "1988-05-17",
@@ -89,6 +118,70 @@ def test_transfer_carries_counterparty_kind() -> None:
     assert parsed.counterparty.kind == "business"  # type: ignore[union-attr]
 
 
+def test_every_v1_event_of_the_committed_fixtures_still_parses() -> None:
+    # Events as producers sent them before the contract grew (December 2026): additive changes
+    # must keep every one of them valid, with the same meaning.
+    lines = (FIXTURES / "account-events.v1.jsonl").read_text().splitlines()
+    parsed = [parse_account_event(json.loads(line)) for line in lines]
+    assert {p.event_type for p in parsed} == {t.value for t in list(EventType)[:13]}
+    for event in parsed:
+        if isinstance(event, TransferIn | TransferOut):
+            assert event.counterparty.kind in ("person", "business")
+
+
+def test_counterparty_kind_is_optional_and_knows_the_state() -> None:
+    plain = parse_account_event(
+        event("transfer.in", counterparty={"bank_code": "ICBC", "account": "1"})
+    )
+    assert plain.counterparty.kind is None  # type: ignore[union-attr]
+    state = parse_account_event(
+        event("transfer.in", purpose="pension", counterparty={**COUNTERPARTY, "kind": "government"})
+    )
+    assert state.counterparty.kind == "government"  # type: ignore[union-attr]
+
+
+def test_transfer_out_carries_its_purpose_and_the_own_account_flag() -> None:
+    parsed = parse_account_event(
+        event(
+            "transfer.out",
+            purpose="savings",
+            counterparty={**COUNTERPARTY, "own_account": True, "bank_code": " cmb "},
+        )
+    )
+    assert isinstance(parsed, TransferOut)
+    assert parsed.purpose == "savings" and parsed.counterparty.own_account is True
+    assert parsed.counterparty.institution == "CMB"
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("en", "en"),
+        ("zh-CN", "zh-CN"),
+        ("cs-CZ", "cs-CZ"),
+        ("de-at", "de-AT"),
+        ("zh-hant-hk", "zh-Hant-HK"),
+        ("zh-HK", "zh-HK"),
+        ("sr-Latn-RS", "sr-Latn-RS"),
+        ("es-419", "es-419"),
+        ("en-US-x-private", "en-US-x-private"),
+    ],
+)
+def test_any_well_formed_bcp47_locale_is_accepted_in_canonical_case(
+    given: str, stored: str
+) -> None:
+    parsed = parse_account_event(event("customer.updated", profile={"locale": given}))
+    assert isinstance(parsed, CustomerUpdated) and parsed.profile.locale == stored
+
+
+def test_postings_and_mandate_payments_are_not_customer_initiated() -> None:
+    assert not is_customer_initiated(parse_account_event(event("interest.credited")))
+    assert not is_customer_initiated(parse_account_event(event("fee.charged")))
+    assert is_customer_initiated(parse_account_event(event("transfer.out")))
+    by_mandate = parse_account_event(event("transfer.out", mandate_id="SO-77"))
+    assert not is_customer_initiated(by_mandate)
+
+
 def test_fields_added_by_newer_producers_are_ignored() -> None:
     assert parse_account_event(event("digital.login", new_field="x")).event_id == "E-1"
 
@@ -122,6 +215,28 @@ def test_customer_initiated_types_are_the_four_the_bank_counts() -> None:
             "counterparty.kind",
         ),
         (event("product.opened", product=None), RejectReason.MISSING_FIELD, "product"),
+        (
+            event("customer.updated", profile={"locale": "zh_CN"}),
+            RejectReason.INVALID_VALUE,
+            "not a BCP 47 language tag",
+        ),
+        (event("fee.charged", kind="late_fee"), RejectReason.INVALID_VALUE, "fee.charged.kind"),
+        (
+            event("standing_order.created", counterparty=None),
+            RejectReason.MISSING_FIELD,
+            "counterparty",
+        ),
+        (
+            event("direct_debit.cancelled", mandate_id=None),
+            RejectReason.MISSING_FIELD,
+            "mandate_id",
+        ),
+        (
+            event("standing_order.created", currency=None),
+            RejectReason.INVALID_VALUE,
+            "currency is required with an amount",
+        ),
+        (event("transfer.out", purpose="gift"), RejectReason.INVALID_VALUE, "purpose"),
         (event("account.opened", account_id=None), RejectReason.MISSING_FIELD, "account_id"),
         (event("customer.updated", profile=None), RejectReason.MISSING_FIELD, "profile"),
         (

@@ -173,16 +173,25 @@ def test_referral_attribution_and_fraud(truth: Truth) -> None:
         ),
     ]
     truth.fraud = [FraudCase(pattern="velocity", referrer="S2", referees=["F1", "F2"])]
+    at = day(100).isoformat()
     events = [
-        {"type": "referral.attributed", "referee": "N1", "referrer": "S1"},
-        {"type": "referral.attributed", "referee": "N2", "referrer": "S1"},
-        {"type": "referral.held", "referee": "F1", "referrer": "S2"},
+        {"type": "referral.attributed", "referee": "N1", "referrer": "S1", "occurred_at": at},
+        {"type": "referral.attributed", "referee": "N2", "referrer": "S1", "occurred_at": at},
+        {"type": "referral.held", "referee": "F1", "referrer": "S2", "occurred_at": at},
+        # A new hire's first salary taken for a conversion: in the initial load, then after it.
+        {
+            "type": "referral.attributed",
+            "referee": "H1",
+            "referrer": "S1",
+            "occurred_at": day(5).isoformat(),
+        },
+        {"type": "referral.attributed", "referee": "H2", "referrer": "S1", "occurred_at": at},
     ]
     section = evaluate(truth, {"rapport.referral.events.v1": events}, {}).referral
     assert section.running
     assert section.figures["attribution_accuracy"] == 0.5
     assert section.figures["fraud_referees_caught"] == {"velocity": 1}
-    assert section.figures["attributions_without_a_true_referrer"] == 0
+    assert section.figures["attributions_without_a_true_referrer"] == 1
     rows = dict(headline(evaluate(truth, {"rapport.referral.events.v1": events}, {})))
     assert rows["conversions attributed to the true introducer"] == "1/2"
     assert rows["planted fraud referees rejected or held"] == "velocity 1/2"
@@ -317,3 +326,38 @@ def test_notify_section_counts_policy_violations_in_notifys_own_outputs() -> Non
         "scheduled_in_quiet_hours": 1,
     }
     assert notify_section(notifications[:1], [], []).figures["policy_violations"] == 0
+
+
+def signal(customer: str, at: float, kind: str, cause: str, n: int = 0) -> dict[str, Any]:
+    return {
+        "event_id": f"{customer}-{at}-{kind}-{n}",
+        "type": "churn_signal.raised",
+        "occurred_at": day(at).isoformat(),
+        "customer_id": customer,
+        "signal": kind,
+        "cause": cause,
+    }
+
+
+def test_feed_shapes_score_silence_bills_and_moved_payments(truth: Truth) -> None:
+    customers = truth.customers
+    customers["Z"].quiet_from, customers["Z"].postings_while_quiet = day(120), True
+    customers["W"].quiet_from, customers["W"].postings_while_quiet = day(300), True
+    customers["X"].moved_money = True
+    assert customers["X"].churn is not None
+    customers["X"].churn.payments_moved_at = day(100)
+    signals = [
+        signal("Z", 165, "inactivity", "disengagement"),
+        signal("W", 250, "inactivity", "disengagement"),  # before W went quiet: not this silence
+        signal("X", 104, "payments_moved", "competitor_attraction"),
+        signal("X", 110, "competitor_transfer", "competitor_attraction"),
+        signal("S1", 50, "competitor_transfer", "competitor_attraction"),  # bills only
+        signal("S2", 60, "balance_drain", "financial_distress"),
+        signal("S2", 70, "payments_moved", "competitor_attraction"),
+    ]
+    feeds = evaluate(truth, {"rapport.lifecycle.churn-signals.v1": signals}, {}).feeds
+    assert feeds is not None
+    assert (feeds.quiet_with_postings, feeds.quiet_flagged_inactive) == (2, 1)
+    assert feeds.competitor_alarms_without_money_moved == 1
+    assert (feeds.bill_movers, feeds.bill_movers_flagged_14_days_before) == (1, 1)
+    assert feeds.payments_moved_false_alarms == 1

@@ -6,6 +6,7 @@ import json
 
 import yaml
 
+from schemas.account_events import EventType
 from schemas.export import ASYNCAPI_PATH, SCHEMA_DIR, asyncapi_document, render_files
 from schemas.topics import ALL_TOPICS, dead_letter_topics
 
@@ -19,7 +20,8 @@ def test_json_schema_lists_every_event_type() -> None:
     schema = json.loads((SCHEMA_DIR / "account-event.v1.json").read_text())
     mapping = schema["discriminator"]["mapping"]
     assert "account.opened" in mapping and "customer.updated" in mapping
-    assert len(mapping) == 13
+    assert set(mapping) == {t.value for t in EventType}
+    assert len(mapping) == 19
 
 
 def test_asyncapi_names_every_topic_and_its_dead_letter_topic() -> None:

@@ -159,3 +159,58 @@ def test_noise_is_counted(simulation: Simulation) -> None:
     published = [e["occurred_at"] for e in events]
     out_of_order = sum(1 for a, b in itertools.pairwise(published) if b < a)
     assert out_of_order > 0 and simulation.truth.noise.late > 0
+
+
+def test_accounts_look_like_real_current_accounts(simulation: Simulation) -> None:
+    events = events_of(simulation)
+    ledger = [e for e in events if "balance_after" in e and e["event_type"] != "balance.snapshot"]
+    postings = [e for e in ledger if e["event_type"] in ("interest.credited", "fee.charged")]
+    by_mandate = [e for e in ledger if "mandate_id" in e]
+    # The bank's own postings and payments on standing instructions: a good share of the lines.
+    assert 0.1 < len(postings) / len(ledger) < 0.5
+    assert len(by_mandate) > len(postings) / 4
+    assert {e["kind"] for e in events if e["event_type"] == "fee.charged"} >= {
+        "account_fee",
+        "card_fee",
+    }
+    bills = [e for e in by_mandate if e.get("purpose") in ("utilities", "insurance", "bill")]
+    assert bills and all(e["counterparty"]["bank_code"] != "RAPPORTBANK" for e in bills)
+    salaries = [e for e in events if e["event_type"] == "transfer.in" and "Employer" in str(e)]
+    assert 0 < sum("purpose" not in e for e in salaries) < len(salaries)
+    kinds = Counter(
+        "kind" in e["counterparty"] for e in events if e["event_type"] == "transfer.out"
+    )
+    assert kinds[False] > kinds[True] > 0  # most feeds do not say what a counterparty is
+    locales = Counter(
+        e["profile"].get("locale") for e in events if e["event_type"] == "customer.updated"
+    )
+    assert locales[None] > 0 and {"zh-HK", "de-AT", "cs-CZ"} <= set(locales)
+
+
+def test_bill_movers_cancel_their_mandates_before_they_close(simulation: Simulation) -> None:
+    events = events_of(simulation)
+    movers = {
+        c: t.churn
+        for c, t in simulation.truth.customers.items()
+        if t.churn is not None and t.churn.payments_moved_at is not None
+    }
+    assert movers
+    for customer, churn in movers.items():
+        assert churn is not None
+        cancelled = sorted(
+            datetime.fromisoformat(e["occurred_at"])
+            for e in events
+            if e["customer_id"] == customer and e["event_type"].endswith(".cancelled")
+        )
+        assert len(cancelled) >= 2 and cancelled[0] == churn.payments_moved_at
+        if churn.churned_at is not None:
+            assert churn.churned_at - cancelled[1] >= timedelta(days=14)
+
+
+def test_silent_customers_are_in_the_truth_with_the_postings_they_kept_getting(
+    simulation: Simulation,
+) -> None:
+    quiet = {c: t for c, t in simulation.truth.customers.items() if t.quiet_from is not None}
+    personas = Counter(t.persona for t in quiet.values())
+    assert personas["churn_disengagement"] > 0 and personas["never_active"] > 0
+    assert sum(t.postings_while_quiet for t in quiet.values()) > len(quiet) / 2

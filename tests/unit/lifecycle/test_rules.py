@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,7 @@ from services.lifecycle.domain import (
     probable_cause,
     target_tier,
 )
+from services.lifecycle.service import pseudonyms
 
 RULES = LifecycleRules()
 T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
@@ -35,35 +37,41 @@ T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
 class Customer:
     """Feeds one customer's events through the rules, keeping the state and every output."""
 
-    def __init__(self, customer_id: str = "C1") -> None:
+    def __init__(self, customer_id: str = "C1", rules: LifecycleRules = RULES) -> None:
         self.id = customer_id
+        self.rules = rules
         self.state: CustomerState | None = None
         self.outputs: list[Output] = []
         self.n = 0
         self.balance = Decimal(0)
 
     def send(
-        self, kind: str, day: float, counterparty_key: str | None = None, **fields: Any
+        self, event_type: str, day: float, /, counterparty_key: str | None = None, **fields: Any
     ) -> list[Output]:
         self.n += 1
         at = T0 + timedelta(days=day)
         data = {
             "event_id": fields.pop("event_id", f"{self.id}-{self.n}"),
-            "event_type": kind,
+            "event_type": event_type,
             "occurred_at": at.isoformat(),
             "customer_id": self.id,
             **fields,
         }
-        outcome = apply_event(self.state, parse_account_event(data), at, RULES, counterparty_key)
+        event = parse_account_event(data)
+        keys = pseudonyms(event, b"test-key")
+        if counterparty_key is not None:
+            keys = replace(keys, counterparty=counterparty_key)
+        outcome = apply_event(self.state, event, at, self.rules, keys)
         self.state = outcome.state
         self.outputs += outcome.outputs
         return outcome.outputs
 
-    def money(self, kind: str, day: float, amount: str, **fields: Any) -> list[Output]:
+    def money(self, event_type: str, day: float, amount: str, /, **fields: Any) -> list[Output]:
         delta = Decimal(amount)
-        self.balance += delta if kind in ("deposit", "transfer.in") else -delta
+        inflow = event_type in ("deposit", "transfer.in", "interest.credited")
+        self.balance += delta if inflow else -delta
         return self.send(
-            kind,
+            event_type,
             day,
             account_id="A1",
             amount=amount,
@@ -77,7 +85,7 @@ class Customer:
 
     def wait(self, day: float) -> list[Output]:
         assert self.state is not None
-        out = advance(self.state, T0 + timedelta(days=day), RULES)
+        out = advance(self.state, T0 + timedelta(days=day), self.rules)
         self.outputs += out
         return out
 
@@ -96,8 +104,8 @@ class Customer:
         ]
 
 
-def active_customer() -> Customer:
-    c = Customer()
+def active_customer(rules: LifecycleRules = RULES) -> Customer:
+    c = Customer(rules=rules)
     c.open()
     for day in (1, 2, 3):
         c.money("deposit", day, "200.00")
@@ -204,14 +212,19 @@ def test_complaint_raises_and_a_second_within_30_days_escalates_to_at_risk() -> 
     assert ("resolved", SignalKind.COMPLAINT, ChurnCause.SERVICE_DISSATISFACTION) in c.signals()
 
 
-def other_bank(bank: str = "CMB") -> dict[str, str]:
-    return {"bank_code": bank, "account": "6222", "kind": "person"}
+def other_bank(bank: str = "CMB", **fields: Any) -> dict[str, Any]:
+    return {"bank_code": bank, "account": "6222", "kind": "person", **fields}
+
+
+def own_account_elsewhere(bank: str = "CMB") -> dict[str, Any]:
+    """The customer's own account at another bank, as a bank that knows it says."""
+    return other_bank(bank, own_account=True)
 
 
 def test_balance_drained_to_another_bank_is_competitor_attraction() -> None:
     c = active_customer()
     c.money("deposit", 4, "20000.00")
-    c.money("transfer.out", 10, "15000.00", counterparty=other_bank())
+    c.money("transfer.out", 10, "15000.00", counterparty=own_account_elsewhere())
     drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
     assert drains == [("raised", SignalKind.BALANCE_DRAIN, ChurnCause.COMPETITOR_ATTRACTION)]
 
@@ -258,9 +271,9 @@ def test_probable_cause_is_the_heaviest_and_on_a_tie_the_first_seen() -> None:
 def test_transfers_of_30_percent_to_other_banks_within_7_days() -> None:
     c = active_customer()
     c.money("deposit", 4, "10000.00")
-    c.money("transfer.out", 5, "2000.00", counterparty=other_bank())
+    c.money("transfer.out", 5, "2000.00", counterparty=own_account_elsewhere())
     assert not [s for s in c.signals() if s[1] is SignalKind.COMPETITOR_TRANSFER]
-    c.money("transfer.out", 8, "1500.00", counterparty=other_bank())
+    c.money("transfer.out", 8, "1500.00", counterparty=own_account_elsewhere())
     assert (
         "raised",
         SignalKind.COMPETITOR_TRANSFER,

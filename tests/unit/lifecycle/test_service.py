@@ -393,3 +393,90 @@ def test_the_calendar_is_what_the_states_heads_say() -> None:
     assert customer_id not in calendar.days[partition].get(day, {})
     calendar.place(customer_id, partition, None)
     assert customer_id not in calendar.placed
+
+
+# -- idle partitions (docs/lifecycle.md, "Time") ----------------------------------------------
+
+
+def on_two_partitions(
+    events: list[AccountEvent], quiet: str, follow_after: int | None = None
+) -> tuple[Published, Recorder, LifecycleService]:
+    """`quiet`'s events on partition 1, the others' on partition 0; with `follow_after`,
+    partition 1 (idle: no event of it comes after that many events) follows partition 0's
+    clock after each event from there on, as the worker's idle check does."""
+    published = Published()
+    store = Recorder()
+    worker = Worker(store, published)
+    service = worker.service
+
+    async def go() -> None:
+        for worker.offset, event in enumerate(events):
+            await service.handle(event, partition=1 if event.customer_id == quiet else 0)
+            if follow_after is not None and worker.offset >= follow_after:
+                target = service.clock(0)
+                assert target is not None
+                await service.follow(1, target, lambda: True)
+
+    asyncio.run(go())
+    return published, store, service
+
+
+def test_an_idle_partition_follows_the_others_clock_and_wakes_its_customers_on_their_dates() -> (
+    None
+):
+    """Q opens an account on partition 1 and goes silent; R moves partition 0's clock. Idle,
+    partition 1 follows it: Q goes dormant on day 90, as Q would had R been on its partition.
+    Without following, Q's partition never passes the deadline."""
+    events = silent_customer_and_a_clock()
+    alone, _, _ = on_two_partitions(events, quiet="Q")
+    assert dormant_days(alone, "Q") == []
+    followed, store, service = on_two_partitions(events, quiet="Q", follow_after=1)
+    shared = run(events)
+    assert dormant_days(followed, "Q") == [90]
+    q = {o.event_id: o.model_dump_json() for o in followed if o.customer_id == "Q"}
+    assert q == {o.event_id: o.model_dump_json() for o in shared if o.customer_id == "Q"}
+    # Its clock is written last, with the clock it followed as its floor.
+    clock = orjson.loads(store["#clock:1"])
+    assert clock["floor"] == service.clock(0).isoformat()  # type: ignore[union-attr]
+    assert store.log[-1][0] == "#clock:1"
+
+
+def test_following_writes_states_before_the_clock_and_only_when_idle_and_a_day_ahead() -> None:
+    events = silent_customer_and_a_clock()
+    _, store, service = on_two_partitions(events[:2], quiet="Q")
+    before = len(store.log)
+
+    async def follow(days: float, idle: bool = True) -> bool:
+        target = T0 + timedelta(days=days)
+        return await service.follow(1, target, lambda: idle)
+
+    assert not asyncio.run(follow(200, idle=False))  # a record came meanwhile
+    assert not asyncio.run(service.follow(2, T0 + timedelta(days=200), lambda: True))  # no clock
+    now = service.clock(1)
+    assert now is not None
+    assert not asyncio.run(follow((now - T0).total_seconds() / 86400 + 0.1))  # the same day
+    assert len(store.log) == before
+    assert asyncio.run(follow(200))
+    keys = [key for key, _ in store.log[before:]]
+    assert keys[-1] == "#clock:1" and "Q" in keys[:-1]
+    assert service.clock(1) == T0 + timedelta(days=200)
+
+
+def test_an_event_after_following_is_judged_at_the_clock_followed() -> None:
+    """Records that come again after an idle period: the partition's clock does not go back;
+    an event older than it counts as late, and its own clock takes over once it passes."""
+    events = silent_customer_and_a_clock()
+    _, store, service = on_two_partitions(events[:2], quiet="Q")
+    asyncio.run(service.follow(1, T0 + timedelta(days=30), lambda: True))
+    q = History("Q")
+    q.add("digital.login", 10, channel="mobile")
+    q.add("digital.login", 40, channel="mobile")
+    late, later = [parse_account_event(e) for e in q.in_order()]
+    late = late.model_copy(update={"event_id": "Q-late"})
+    later = later.model_copy(update={"event_id": "Q-later"})
+    assert asyncio.run(service.handle(late, 1)).late
+    assert service.clock(1) == T0 + timedelta(days=30)
+    assert "floor" in orjson.loads(store["#clock:1"])
+    assert not asyncio.run(service.handle(later, 1)).late
+    assert service.clock(1) == T0 + timedelta(days=39)
+    assert "floor" not in orjson.loads(store["#clock:1"])

@@ -154,3 +154,18 @@ async def test_with_no_partition_count_known_during_a_rebalance_the_batch_is_giv
     profiles = clock(Consumer(None, None), rebalancing=True)
     with pytest.raises(BatchAbandoned):
         await profiles.wait_for([an_event()])
+
+
+async def test_a_quiet_facts_partition_counts_as_taken_whatever_the_other_partitions_do() -> None:
+    """The pilot's high-net-worth case: the customer's partition is idle (taken to its end,
+    its last fact older than the event), every other partition far behind. The wait asks
+    nothing of them: the retention task is decided at once."""
+    facts = facts_partition()
+    others = {TP(ACCOUNT_EVENTS.name, p) for p in range(PARTITIONS)} - {facts}
+    consumer = Consumer(PARTITIONS, PARTITIONS)
+    consumer.assigned = {facts} | others
+    consumer.ends = {facts: 12} | dict.fromkeys(others, 5000)
+    profiles = clock(consumer)
+    profiles.handled.done = {facts: 12} | dict.fromkeys(others, 3)
+    profiles.took(taken(facts, AT - timedelta(days=40)))
+    await asyncio.wait_for(profiles.wait_for([an_event()]), timeout=1)

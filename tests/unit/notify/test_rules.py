@@ -88,7 +88,8 @@ def test_mass_at_risk_gets_an_offer_matched_to_the_cause() -> None:
     decision = on_stage_changed(Profile(customer_id=customer), event, RULES)
     assert decision.tasks == []
     (message,) = decision.messages
-    assert message.cause == "service_dissatisfaction" and "fees" in message.context["offer_en"]
+    assert message.cause == "service_dissatisfaction"
+    assert "fees" in render(message.template, "en", message.context)[1]
 
 
 def test_the_holdout_is_deterministic_near_its_share_and_gets_nothing() -> None:

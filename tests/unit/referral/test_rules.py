@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from schemas.referral import LeadType, ReferralReason
+from schemas.account_events import CUSTOMER_INITIATED
+from schemas.referral import LeadChanged, LeadType, ReferralReason
 from services.referral.domain import (
     Candidate,
     ChainMatch,
@@ -40,6 +41,7 @@ class Counterparty:
         self.state: CounterpartyState | None = None
         self.leads: list[tuple[str, str, LeadType]] = []
         self.matches: list[ChainMatch] = []
+        self.events: list[LeadChanged] = []
         self.n = 0
 
     def pay(
@@ -50,6 +52,7 @@ class Counterparty:
         business: bool = False,
         funding: bool = False,
         event_id: str | None = None,
+        **link_fields: Any,
     ) -> None:
         self.n += 1
         outcome = link(
@@ -60,13 +63,14 @@ class Counterparty:
                 customer_id=customer,
                 counterparty_key=self.key,
                 business=business,
-                direction="out",
                 amount=Decimal(amount),
                 funding=funding,
+                **{"direction": "out", **link_fields},
             ),
             RULES,
         )
         self.state = outcome.state
+        self.events += outcome.leads
         self.leads += [(e.type, e.suggested_referrer, e.lead_type) for e in outcome.leads]
         self.matches += outcome.matches
 
@@ -94,6 +98,54 @@ def test_a_business_counterparty_is_a_corporate_lead() -> None:
     for n in range(3):
         cp.pay("A", n, business=True)
     assert cp.leads == [("lead.detected", "A", LeadType.CORPORATE)]
+
+
+def test_a_payee_of_many_customers_without_a_kind_is_inferred_a_business() -> None:
+    cp = Counterparty()
+    cp.pay("A", 0)
+    cp.pay("B", 1)
+    assert cp.events[-1].counterparty_kind == "unknown"
+    cp.pay("C", 3)
+    assert cp.leads[-1] == ("lead.updated", "A", LeadType.CORPORATE)
+    assert cp.events[-1].counterparty_kind == "business"
+    assert cp.events[-1].kind_basis == "inferred: is paid by 3 customers"
+
+
+def test_a_monthly_credit_of_similar_amount_is_an_employer_or_pension_payer() -> None:
+    cp = Counterparty()
+    for n, amount in enumerate(("8000", "8100", "7950")):
+        cp.pay("A", 31 * n, amount=amount, direction="in")
+    assert cp.leads == [("lead.detected", "A", LeadType.CORPORATE)]
+    assert cp.events[0].kind_basis is not None and "monthly credit" in cp.events[0].kind_basis
+
+
+def test_a_declared_kind_is_taken_as_declared() -> None:
+    cp = Counterparty()
+    for n in range(3):
+        cp.pay("A", n, kind="person")
+    assert cp.events[0].counterparty_kind == "person"
+    assert cp.events[0].kind_basis == "declared by the core-banking feed"
+
+
+def test_the_state_and_the_customers_own_accounts_are_never_leads() -> None:
+    tax = Counterparty("tax")
+    for n in range(4):
+        tax.pay(str(n), n, purpose="tax")
+    pension = Counterparty("pension")
+    for n in range(4):
+        pension.pay("A", n, kind="government", direction="in")
+    own = Counterparty("own")
+    for n in range(4):
+        own.pay("A", n, own_account=True)
+    assert tax.leads == pension.leads == own.leads == []
+
+
+def test_bills_make_the_payee_a_business() -> None:
+    cp = Counterparty()
+    for n in range(3):
+        cp.pay("A", 30 * n, purpose="utilities")
+    assert cp.leads == [("lead.detected", "A", LeadType.CORPORATE)]
+    assert cp.events[0].kind_basis == "inferred: payments marked utilities"
 
 
 def test_lead_updates_at_most_once_a_day() -> None:
@@ -144,7 +196,11 @@ class Customer:
     def send(self, kind: str, at: float, code: CodeGrant | None = None, **fields: Any) -> None:
         self.n += 1
         movement = Movement(
-            event_id=f"{self.id}-{self.n}", event_type=kind, occurred_at=day(at), **fields
+            event_id=f"{self.id}-{self.n}",
+            event_type=kind,
+            occurred_at=day(at),
+            initiated=kind in CUSTOMER_INITIATED,
+            **fields,
         )
         outcome = on_account_event(self.state, self.id, movement, code, RULES)
         self._take(outcome)

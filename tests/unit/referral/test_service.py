@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from schemas.referral import LeadChanged, LeadType
@@ -88,12 +89,17 @@ class Router:
             else:
                 await self.service.handle_step(self.steps.pop(0), 0)
 
-    def run(self, simulation: Simulation) -> Router:
+    def run(self, simulation: Simulation, rebalanced: bool = False) -> Router:
+        """Every event through the service; `rebalanced`: as if the partition had moved
+        before each (its marks are sent again even when their day did not advance)."""
+
         async def go() -> None:
             for record in records_from_lines(simulation.lines):
                 event = decode_account_event(record.key, record.value)
                 if isinstance(event, Rejection):
                     continue
+                if rebalanced:
+                    self.service.counted.clear()
                 await self.service.handle_account_event(event, 0)
                 await self.service.advance_source(0)
                 await self.pump()
@@ -158,6 +164,12 @@ def test_the_order_of_internal_steps_does_not_change_the_outcome(simulation: Sim
     straight = {o.event_id for o in Router(simulation.truth).run(simulation).outputs}
     shuffled = {o.event_id for o in Router(simulation.truth, shuffle=3).run(simulation).outputs}
     assert straight == shuffled
+
+
+def test_marks_sent_again_without_a_new_day_change_no_output(simulation: Simulation) -> None:
+    straight = [o.event_id for o in Router(simulation.truth).run(simulation).outputs]
+    again = [o.event_id for o in Router(simulation.truth).run(simulation, rebalanced=True).outputs]
+    assert straight == again
 
 
 def counterparty_step(
@@ -367,3 +379,232 @@ def test_qualification_is_the_same_whether_the_decision_comes_before_the_money_o
         ("referral.qualified", t0 + timedelta(days=2), Decimal(1100)),
     ]
     assert [qualified(n) for n in range(4)] == [expected] * 4
+
+
+# -- idle input partitions (docs/referral.md, "Idle input partitions") --------------------------
+
+T0 = datetime(2025, 3, 1, 10, tzinfo=UTC)
+
+
+def on_day(day: float) -> datetime:
+    return T0 + timedelta(days=day)
+
+
+def ordinal(day: float) -> int:
+    return on_day(day).toordinal()
+
+
+def a_tie(n: int, customer: str, day: float, funding: bool = False) -> LinkRecord:
+    return LinkRecord(
+        link=Link(
+            event_id=f"e{n}",
+            occurred_at=on_day(day),
+            customer_id=customer,
+            counterparty_key="cp",
+            business=False,
+            direction="out",
+            amount=Decimal(100),
+            funding=funding,
+        )
+    )
+
+
+def watermark(source: int, day: int, through: int | None = None) -> LinkRecord:
+    idle = through is not None
+    return LinkRecord(watermark=Watermark(source=source, day=day, idle=idle, through=through or 0))
+
+
+def run_links(service: ReferralService, records: list[LinkRecord]) -> None:
+    async def go() -> None:
+        for record in records:
+            await service.handle_link_record(record, 0)
+
+    asyncio.run(go())
+
+
+def lead_types(outputs: list[ReferralOutput]) -> list[str]:
+    return [o.type for o in outputs if isinstance(o, LeadChanged)]
+
+
+THREE_TIES = [a_tie(1, "A", 1), a_tie(2, "A", 2), a_tie(3, "A", 3)]
+
+
+def test_an_idle_source_does_not_hold_back_the_links_of_the_others() -> None:
+    """Source 2 never had a record: while it says nothing, the lead waits for it; once it is
+    idle, the others' watermarks alone release the links."""
+    service, outputs, _ = counterparty_step(sources=3)
+    run_links(service, [*THREE_TIES, watermark(0, ordinal(10)), watermark(1, ordinal(10))])
+    assert lead_types(outputs) == []
+    run_links(service, [watermark(2, 0, through=0)])
+    assert lead_types(outputs) == ["lead.detected"]
+
+
+def test_when_every_source_is_idle_the_last_day_is_released() -> None:
+    """The last day's links (and the funding that makes a chain match) wait for the next day
+    of input while the sources are busy; idle, every link they have was sent, and all of it
+    is released, expiries before that day included."""
+    service, outputs, steps = counterparty_step(sources=2)
+    records = [*THREE_TIES, a_tie(4, "NEW", 3.5, funding=True)]
+    # Busy: each source's watermark is its newest event time less the allowed lateness.
+    run_links(service, [*records, watermark(0, ordinal(2.5)), watermark(1, ordinal(2.5))])
+    assert lead_types(outputs) == []  # only the tie of day 1 is released
+    assert [s for s in steps if s.chain_match is not None] == []
+    run_links(service, [watermark(0, ordinal(2.5), through=ordinal(3.5) + 1)])
+    assert [s for s in steps if s.chain_match is not None] == []  # source 1 still busy
+    run_links(service, [watermark(1, ordinal(2.5), through=ordinal(1) + 1)])
+    assert lead_types(outputs) == ["lead.detected"]
+    (match,) = [s.chain_match for s in steps if s.chain_match is not None]
+    assert match is not None and (match.referee, match.referrer) == ("NEW", "A")
+
+
+def test_a_source_that_comes_back_counts_again_and_releases_never_go_back() -> None:
+    service, outputs, _ = counterparty_step(sources=2)
+    run_links(service, [watermark(0, ordinal(5)), watermark(1, 0, through=0)])
+    # Source 1 comes back (its records arrive) with a mark that is not idle: it holds the
+    # release back again, and what was released stays released.
+    run_links(service, [watermark(1, ordinal(3)), *THREE_TIES[:2], a_tie(3, "A", 6)])
+    run_links(service, [watermark(0, ordinal(9))])
+    assert lead_types(outputs) == []  # the tie of day 6 waits for source 1
+    run_links(service, [watermark(1, ordinal(8))])
+    assert lead_types(outputs) == ["lead.detected"]
+    marks = orjson.loads(service.counterparties["#marks:0"])
+    assert marks["released"] == ordinal(8)
+    assert "idle" not in marks
+
+
+def test_a_late_link_reaching_idle_sources_is_applied_at_once() -> None:
+    """Every source idle and the last day released: a link dated before it (a source that
+    came back with an old event) has no release left to wait for and is applied as it comes."""
+    service, outputs, _ = counterparty_step(sources=2)
+    run_links(
+        service,
+        [
+            *THREE_TIES[:2],
+            watermark(0, ordinal(2), through=ordinal(9)),
+            watermark(1, ordinal(2), through=ordinal(9)),
+        ],
+    )
+    assert lead_types(outputs) == []
+    run_links(service, [a_tie(3, "A", 4)])
+    assert lead_types(outputs) == ["lead.detected"]
+
+
+def test_busy_sources_release_as_before_and_store_no_idle_state() -> None:
+    """Without idle marks, releases follow the lowest watermark as they always did, and a
+    mark repeated with the same day (sent again after a rebalance) changes nothing."""
+    service, outputs, steps = counterparty_step(sources=2)
+    records = [*THREE_TIES, a_tie(4, "NEW", 4.5, funding=True)]
+    run_links(service, [*records, watermark(0, ordinal(10)), watermark(1, ordinal(4))])
+    run_links(service, [watermark(1, ordinal(4)), watermark(0, ordinal(10))])
+    assert lead_types(outputs) == ["lead.detected"]
+    assert [s for s in steps if s.chain_match is not None] == []  # day 4.5 waits for source 1
+    marks = orjson.loads(service.counterparties["#marks:0"])
+    assert marks == {"sources": {"0": ordinal(10), "1": ordinal(4)}, "released": ordinal(4)}
+
+
+def test_a_partition_told_idle_sends_its_next_mark_even_when_its_day_did_not_advance() -> None:
+    """The sender: an idle mark says the day before which everything was sent (the day after
+    its newest event time); the next batch's mark is an ordinary one, so receivers count the
+    partition again; a record that came meanwhile cancels the idle mark."""
+    watermarks: list[Watermark] = []
+    marks: list[StepMark] = []
+
+    async def to_links(mark: Watermark) -> None:
+        watermarks.append(mark)
+
+    async def to_steps(mark: StepMark) -> None:
+        marks.append(mark)
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    async def no_code(_: str) -> None:
+        return None
+
+    service = ReferralService(
+        {},
+        {},
+        Ports(nothing, nothing, to_links, nothing, to_steps, no_code),
+        ReferralRules(),
+        b"k",
+        sources=2,
+        lateness=timedelta(hours=24),
+    )
+    opened = decode_account_event(
+        b"C1",
+        orjson.dumps(
+            {
+                "event_type": "account.opened",
+                "event_id": "C1-1",
+                "occurred_at": on_day(3).isoformat(),
+                "customer_id": "C1",
+                "account_id": "A1",
+            }
+        ),
+    )
+    assert not isinstance(opened, Rejection)
+
+    async def go() -> None:
+        await service.handle_account_event(opened, 1)
+        await service.advance_source(1)
+        assert not await service.announce_idle(1, lambda: False)
+        assert await service.announce_idle(1, lambda: True)
+        await service.handle_account_event(opened, 1)  # a duplicate: the same day
+        await service.advance_source(1)
+        await service.handle_account_event(opened, 1)
+        await service.advance_source(1)  # counted again: nothing to send
+
+    asyncio.run(go())
+    day = ordinal(2)
+    assert watermarks == [
+        Watermark(source=1, day=day),
+        Watermark(source=1, day=day, idle=True, through=ordinal(3) + 1),
+        Watermark(source=1, day=day),
+    ]
+    assert [(m.source, m.day, m.idle, m.through) for m in marks] == [
+        ("input:1", day, False, 0),
+        ("input:1", day, True, ordinal(3) + 1),
+        ("input:1", day, False, 0),
+    ]
+    assert service.customers["#source:1"] == b"%d %d" % (day, ordinal(3) + 1)
+
+
+def test_idle_inputs_let_a_referrer_decide_and_a_late_candidate_is_decided_at_once() -> None:
+    candidates = [
+        Candidate(
+            referral_id=f"r{n}",
+            referrer="R",
+            referee=f"E{n}",
+            via="code",
+            lead_type=LeadType.RETAIL,
+            occurred_at=on_day(n),
+        )
+        for n in range(3)
+    ]
+    service, _, steps = counterparty_step(sources=2)
+
+    def mark(source: str, day: int, through: int | None = None) -> Step:
+        idle = through is not None
+        return Step(mark=StepMark(source=source, day=day, idle=idle, through=through or 0))
+
+    def decided() -> list[str]:
+        return [s.decision.candidate.referral_id for s in steps if s.decision is not None]
+
+    async def go() -> None:
+        for candidate in candidates[:2]:
+            await service.handle_step(Step(candidate=candidate), 0)
+        for source in ("steps:0", "steps:1"):
+            await service.handle_step(mark(source, ordinal(5)), 0)
+        # Input 0 is busy at day 0; input 1 is idle: the release waits for input 0 only.
+        await service.handle_step(mark("input:0", ordinal(0)), 0)
+        await service.handle_step(mark("input:1", 0, through=0), 0)
+        assert decided() == []
+        await service.handle_step(mark("input:0", ordinal(1)), 0)
+        assert decided() == ["r0"]
+        # Input 0 idle too: every input has sent everything before day 3.
+        await service.handle_step(mark("input:0", ordinal(1), through=ordinal(2) + 1), 0)
+        assert decided() == ["r0", "r1"]
+        await service.handle_step(Step(candidate=candidates[2]), 0)  # late: dated day 2
+        assert decided() == ["r0", "r1", "r2"]
+
+    asyncio.run(go())

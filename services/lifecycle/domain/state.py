@@ -1,0 +1,167 @@
+"""What the lifecycle rules keep of one customer, and what applying an event gives back."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.lifecycle import (
+    ChurnCause,
+    ChurnSignalChanged,
+    CustomerBirthday,
+    SignalKind,
+    Stage,
+    StageChanged,
+    TenureAnniversary,
+    Tier,
+)
+
+_ID_NAMESPACE = uuid.UUID("6f1c1d2e-6a55-4a38-9a57-1f0c2b6f7d11")
+
+
+class OpenSignal(BaseModel):
+    """A churn signal that has been raised and not yet resolved."""
+
+    cause: ChurnCause
+    raised_at: datetime
+    escalated: bool = False
+    weight: float
+    evidence: dict[str, Any]
+    reference: Decimal = Decimal(0)  # balance_drain: the 30-day maximum it fell from
+    last_seen_at: datetime | None = None
+
+
+class Payer(BaseModel):
+    """An incoming-transfer payer, by pseudonymous key: the months it paid in, the last time."""
+
+    months: list[int] = []
+    last_at: datetime
+    last_event_id: str
+
+    @property
+    def recurring(self) -> bool:
+        """Seen in at least two consecutive months."""
+        return any(b - a == 1 for a, b in zip(self.months, self.months[1:], strict=False))
+
+
+class Outflow(BaseModel):
+    """Money that left the customer: when, how much, whether to another bank, and whether it
+    looked like the customer's own money moving there (`moving`, with the reason)."""
+
+    at: datetime
+    amount: Decimal
+    external: bool
+    event_id: str
+    moving: bool = False
+    why: str | None = None
+
+
+class Mandate(BaseModel):
+    """A live standing order or direct debit; `created_at` None when it was set up before the
+    service first saw the customer."""
+
+    kind: Literal["standing_order", "direct_debit"]
+    created_at: datetime | None = None
+
+
+class Cancellation(BaseModel):
+    """A standing order or direct debit the customer ended, weighted by how established it
+    was (0.1 for one set up the week before, 1 for one of six months or more)."""
+
+    at: datetime
+    mandate_id: str
+    weight: float
+    event_id: str
+
+
+class CustomerState(BaseModel):
+    """Everything the lifecycle rules need to know about one customer."""
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    customer_id: str
+    # Bumped at every save; the read model keeps the highest version it was given.
+    version: int = 0
+    stage: Stage | None = None
+    stage_since: datetime | None = None
+    tier: Tier = Tier.MASS
+    win_back: bool = False
+    relationship_start: datetime | None = None
+    # Anniversaries of relationship_start already behind the customer (announced, or passed
+    # before the service first saw them); None in states saved before anniversaries existed.
+    anniversaries_passed: int | None = None
+    # From customer.updated: the birthday, the time zone it is reckoned in, and the last year
+    # a birthday was announced (or passed before it was known).
+    birthday: date | None = None
+    time_zone: str | None = None
+    birthday_year_done: int | None = None
+    # A keyed hash of the holder's name (never the name): a transfer to an account in the same
+    # name at another bank is the customer's own money moving.
+    holder_name_key: str | None = None
+    activated: bool = False
+    matured_once: bool = False
+    initiated_count: int = 0
+    last_activity_at: datetime | None = None
+    last_event_at: datetime | None = None
+    evaluated_until: datetime | None = None
+    open_accounts: list[str] = []
+    open_products: dict[str, str] = {}
+    balances: dict[str, Decimal] = {}
+    balance_as_of: dict[str, datetime] = {}
+    daily_totals: dict[int, Decimal] = {}
+    signals: dict[SignalKind, OpenSignal] = {}
+    payers: dict[str, Payer] = {}
+    outflows: list[Outflow] = []
+    complaints: list[tuple[datetime, str]] = []
+    pending_closures: dict[str, tuple[datetime, str]] = {}
+    # Standing orders and direct debits by mandate id; recent cancellations and creations.
+    mandates: dict[str, Mandate] = {}
+    cancellations: list[Cancellation] = []
+    mandates_created: list[datetime] = []
+    recent_event_ids: dict[str, datetime] = {}
+
+    @property
+    def total_balance(self) -> Decimal:
+        """Sum of the latest balance of every account."""
+        return sum(self.balances.values(), Decimal(0))
+
+
+Output = StageChanged | ChurnSignalChanged | TenureAnniversary | CustomerBirthday
+
+
+@dataclass(frozen=True)
+class Pseudonyms:
+    """Keyed pseudonyms the service made of an event's personal data (the counterparty's
+    account and name, the holder's name from a profile): the rules compare them and never see
+    the data itself."""
+
+    counterparty: str | None = None
+    counterparty_name: str | None = None
+    holder_name: str | None = None
+
+
+NO_PSEUDONYMS = Pseudonyms()
+
+
+@dataclass
+class Outcome:
+    """What applying one event (or one step of time) did."""
+
+    state: CustomerState
+    outputs: list[Output] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def day_of(t: datetime) -> int:
+    """The proleptic ordinal of t's (UTC) day."""
+    return t.toordinal()
+
+
+def output_id(*parts: object) -> str:
+    """A deterministic output event id: a replay publishes the same id."""
+    return str(uuid.uuid5(_ID_NAMESPACE, "|".join(str(p) for p in parts)))
