@@ -19,15 +19,8 @@ from schemas.topics import ACCOUNT_EVENTS, REFERRAL_EVENTS
 from services.referral import metrics, read_model
 from services.referral.config import SERVICE, ReferralSettings, internal_topics, topics_to_create
 from services.referral.domain import CodeGrant, Link
-from services.referral.service import (
-    LinkRecord,
-    Ports,
-    ReferralOutput,
-    ReferralService,
-    Step,
-    StepMark,
-    Watermark,
-)
+from services.referral.service import Ports, ReferralOutput, ReferralService
+from services.referral.steps import LinkRecord, Step, StepMark, Watermark
 from services.runtime.app import consume, create_app, raw_topic, send_all, staging_of
 from services.runtime.codec import decode_account_event, encode, model_decoder
 from services.runtime.idle import IdlePartitions, watch_idle

@@ -14,7 +14,7 @@ from schemas.account_events import ID_PATTERN
 from services.referral import read_model
 from services.referral.config import ReferralSettings, internal_topics, topics_to_create
 from services.referral.read_model import CustomerReferrals, Funnel
-from services.referral.service import Review, Step
+from services.referral.steps import Review, Step
 from services.runtime.auth import Role, assigned_rm, customer_reader, require
 from services.runtime.codec import encode
 from services.runtime.produce import send_and_confirm

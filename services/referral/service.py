@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
 
 from schemas.account_events import (
     INCOME_PURPOSES,
@@ -37,7 +36,6 @@ from services.referral.domain import (
     CounterpartyOutcome,
     CounterpartyState,
     CustomerReferralState,
-    Decision,
     Link,
     Movement,
     RefereeOutcome,
@@ -52,86 +50,20 @@ from services.referral.domain import (
     on_decision,
     on_review,
 )
+from services.referral.steps import (
+    LinkRecord,
+    Step,
+    StepMark,
+    Watermark,
+    low_day,
+    note_idle,
+    release_day,
+    source_state,
+)
 from services.runtime.pseudonym import counterparty_key
 
 Store = MutableMapping[str, bytes]
 ReferralOutput = LeadChanged | ReferralChanged
-
-
-class Watermark(BaseModel):
-    """From one input partition to every links partition: every link of that partition with
-    an event time before the start of `day` (an ordinal) has been sent. `idle`: the partition
-    is idle (services/runtime/idle.py): every link it has was sent, all of them dated before
-    `through` (the day after its newest event time); it holds nothing back until its next
-    mark, which is not idle."""
-
-    source: int
-    day: int
-    idle: bool = False
-    through: int = 0
-
-
-class StepMark(BaseModel):
-    """From a source to every steps partition: the source has sent everything dated before the
-    start of `day` (an ordinal) that makes candidates. Sources: `input:<p>` (an input partition:
-    candidates of code referrals and rechecks), `links:<p>` (a links partition: chain matches),
-    and `steps:<p>` (a steps partition: candidates made of the chain matches it had from every
-    links partition, forwarded once all of them passed the day). `idle` and `through`: an idle
-    input partition, as in `Watermark`."""
-
-    source: str
-    day: int
-    idle: bool = False
-    through: int = 0
-
-
-class LinkRecord(BaseModel):
-    """What travels on the links topic: a link (keyed by counterparty) or a watermark."""
-
-    link: Link | None = None
-    watermark: Watermark | None = None
-
-
-class Review(BaseModel):
-    """The bank's verdict on a held referral, sent by the API."""
-
-    referral_id: str
-    referee: str
-    approve: bool
-    reviewed_at: datetime
-
-
-class Step(BaseModel):
-    """An internal record between the keyed steps, on the steps topic (keyed by customer):
-    exactly one of its fields is set."""
-
-    chain_match: ChainMatch | None = None
-    candidate: Candidate | None = None
-    decision: Decision | None = None
-    review: Review | None = None
-    mark: StepMark | None = None
-
-    @property
-    def kind(self) -> str:
-        """Which step it is (a metric label)."""
-        for name in ("chain_match", "candidate", "decision", "review", "mark"):
-            if getattr(self, name) is not None:
-                return name
-        raise ValueError("a step with nothing in it")
-
-    @property
-    def customer_id(self) -> str:
-        """The key it travels under: the customer whose state it changes."""
-        if self.chain_match is not None:
-            return self.chain_match.referee
-        if self.candidate is not None:
-            return self.candidate.referrer
-        if self.review is not None:
-            return self.review.referee
-        if self.mark is not None:
-            return "#mark"  # sent to every partition, not by key
-        assert self.decision is not None
-        return self.decision.candidate.referee
 
 
 @dataclass
@@ -299,7 +231,7 @@ class ReferralService:
             return
         key = f"#source:{partition}"
         day = (occurred_at - self.lateness).toordinal()
-        sent, stored_through = _source_state(self.customers.get(key))
+        sent, stored_through = source_state(self.customers.get(key))
         if day > sent or partition not in self.counted:
             async with self.marks_lock:
                 told = max(day, sent)
@@ -320,7 +252,7 @@ class ReferralService:
         async with self.marks_lock:
             if not still_idle() or partition in self.source_seen:
                 return False
-            day, through = _source_state(self.customers.get(f"#source:{partition}"))
+            day, through = source_state(self.customers.get(f"#source:{partition}"))
             newest = self.newest.get(partition)
             if newest is not None:
                 through = max(through, newest.toordinal() + 1)
@@ -368,11 +300,11 @@ class ReferralService:
         sources = marks.setdefault("sources", {})
         source = str(mark.source)
         sources[source] = max(sources.get(source, 0), mark.day)
-        idle = _note_idle(marks, source, mark)
+        idle = note_idle(marks, source, mark)
         if len(sources) < self.sources:
             self.counterparties[marks_key] = orjson.dumps(marks)
             return
-        low = _release_day(sources, idle)
+        low = release_day(sources, idle)
         released = marks.get("released", 0)
         all_idle = len(idle) == len(sources)
         if low > released:
@@ -540,8 +472,8 @@ class ReferralService:
         marks = orjson.loads(self.customers.get(marks_key) or b"{}")
         marks[mark.source] = max(marks.get(mark.source, 0), mark.day)
         if mark.source.startswith("input:"):
-            _note_idle(marks, mark.source, mark)
-        chain = _low(marks, "links", self.sources)
+            note_idle(marks, mark.source, mark)
+        chain = low_day(marks, "links", self.sources)
         if chain > marks.get("forwarded", 0):
             # The chain matches from every links partition before `chain` were handled here
             # (each links partition sends its mark after its matches), and their candidates
@@ -549,7 +481,7 @@ class ReferralService:
             await self.ports.broadcast_mark(StepMark(source=f"steps:{partition}", day=chain))
             marks["forwarded"] = chain
         inputs = {f"input:{n}": marks.get(f"input:{n}", 0) for n in range(self.sources)}
-        low = min(_release_day(inputs, marks.get("idle", {})), _low(marks, "steps", self.sources))
+        low = min(release_day(inputs, marks.get("idle", {})), low_day(marks, "steps", self.sources))
         released = marks.get("released", 0)
         all_idle = self._inputs_idle(marks)
         if low > released:
@@ -599,46 +531,6 @@ class ReferralService:
 
     def _save(self, state: CustomerReferralState) -> None:
         self.customers[state.customer_id] = state.model_dump_json().encode()
-
-
-def _source_state(raw: bytes | None) -> tuple[int, int]:
-    """An input partition's `#source:<p>`: the last day its marks told, and the day before
-    which every link it has was sent (stored as the day alone before idle partitions: then
-    that day, a lower bound)."""
-    if not raw:
-        return 0, 0
-    day, _, through = raw.partition(b" ")
-    return int(day), int(through or day)
-
-
-def _note_idle(marks: dict[str, Any], source: str, mark: Watermark | StepMark) -> dict[str, int]:
-    """Record in a receiver's marks whether `source` is idle (and before which day it has
-    sent everything), and return the idle sources. Nothing is stored while none is idle."""
-    idle: dict[str, int] = marks.get("idle", {})
-    if mark.idle:
-        idle[source] = max(idle.get(source, 0), mark.through, mark.day)
-    else:
-        idle.pop(source, None)
-    if idle:
-        marks["idle"] = idle
-    else:
-        marks.pop("idle", None)
-    return idle
-
-
-def _release_day(days: dict[str, int], idle: dict[str, int]) -> int:
-    """The day before which every source has sent everything: the lowest day of the sources
-    that are not idle (an idle one holds nothing back); when all are idle, the highest day an
-    idle one sent everything before (all input has been sent)."""
-    busy = [day for source, day in days.items() if source not in idle]
-    if busy:
-        return min(busy)
-    return max(idle.values(), default=0)
-
-
-def _low(marks: dict[str, int], kind: str, sources: int) -> int:
-    """The lowest day that every source of `kind` has passed (0 while one has sent none)."""
-    return min(marks.get(f"{kind}:{n}", 0) for n in range(sources))
 
 
 def _add_to_index(store: Store, key: str, member: str) -> None:

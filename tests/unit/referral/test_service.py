@@ -24,15 +24,8 @@ from services.referral.domain import (
     on_account_event,
     on_decision,
 )
-from services.referral.service import (
-    LinkRecord,
-    Ports,
-    ReferralOutput,
-    ReferralService,
-    Step,
-    StepMark,
-    Watermark,
-)
+from services.referral.service import Ports, ReferralOutput, ReferralService
+from services.referral.steps import LinkRecord, Step, StepMark, Watermark
 from services.runtime.codec import Rejection, decode_account_event
 from services.runtime.produce import records_from_lines
 from services.simulator.simulate import Simulation, simulate
