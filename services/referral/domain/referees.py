@@ -1,0 +1,511 @@
+"""Step 2, per referee (keyed by customer): the new customer's opening, the candidate referrer
+(by code, else by chain), the referrer side's decision, qualification and early exit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.account_events import CounterpartyKind
+from schemas.referral import (
+    LeadType,
+    ReferralChanged,
+    ReferralReason,
+)
+from services.referral.domain.leads import ChainMatch, Link
+from services.referral.domain.rules import ReferralRules, content_id, referral_id, working_state
+
+# -- 2. referees -------------------------------------------------------------------------------
+
+
+class Candidate(BaseModel):
+    """A referral to decide, sent to the referrer's key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    referral_id: str
+    referrer: str
+    referee: str
+    via: Literal["code", "chain"]
+    lead_type: LeadType
+    occurred_at: datetime
+    channel: str | None = None
+    counterparty_key: str | None = None
+    referee_hashes: tuple[str, ...] = ()
+    # Sent again when the referee's phone or device hashes arrive after the opening (they come
+    # with a later customer.updated): only the shared-hash guard is checked again.
+    recheck: bool = False
+
+
+class Decision(BaseModel):
+    """The referrer side's answer, sent back to the referee's key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate: Candidate
+    outcome: Literal["attributed", "held", "rejected"]
+    reason_code: ReferralReason | None = None
+    reason: str | None = None
+    # The referrer's own referrer chain, so the referee can carry its upline on (ring checks).
+    upline: tuple[str, ...] = ()
+    # Money from these sources does not count toward the referee's qualifying deposit.
+    referrer_accounts: tuple[str, ...] = ()
+    referrer_counterparties: tuple[str, ...] = ()
+
+
+def referral_event(
+    kind: str,
+    candidate: Candidate,
+    t: datetime,
+    **fields: object,
+) -> ReferralChanged:
+    return ReferralChanged(
+        event_id=content_id(kind, candidate.referral_id),
+        type=kind,
+        occurred_at=t,
+        referral_id=candidate.referral_id,
+        referrer=candidate.referrer,
+        referee=candidate.referee,
+        via=candidate.via,
+        lead_type=candidate.lead_type,
+        channel=candidate.channel,
+        counterparty_key=candidate.counterparty_key,
+        **fields,
+    )
+
+
+class CodeGrant(BaseModel):
+    """What the code registry knows of a referral code."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    issued_at: datetime
+
+
+class CustomerReferralState(BaseModel):
+    """One customer, as a referee (the opening, its referral, qualification) and as a referrer
+    (the facts the fraud guards need)."""
+
+    customer_id: str
+    opened_at: datetime | None = None
+    open_accounts: list[str] = []
+    hashes: list[str] = []  # phone and device hashes from customer.updated
+    accounts: list[str] = []  # every account ever opened here
+    counterparties: list[str] = []  # recent external accounts, keyed hashes
+    upline: list[str] = []  # who referred this customer, and who referred them
+    referred: list[tuple[datetime, str]] = []  # (attributed at, referee), as a referrer
+    decided: list[str] = []  # referral ids decided as a referrer: redeliveries change nothing
+    # Referrals this customer let through as a referrer, with the referee's hashes as last
+    # known: checked again when this customer's own phone or device hashes arrive later.
+    vouched: list[Candidate] = []
+    channel: str | None = None
+    candidate: Candidate | None = None
+    # A recheck of new phone or device hashes is on its way: no qualifying until it is back.
+    rechecking: bool = False
+    status: Literal["pending", "attributed", "held", "rejected", "qualified", "reversed"] | None = (
+        None
+    )
+    qualified_at: datetime | None = None
+    # Money in during the qualifying window, with its time and source: whether the referrer
+    # funded it is known only once the decision arrives, which may be after the money, so
+    # qualification is worked out from these in event-time order, whenever the decision comes.
+    money_in: list[tuple[datetime, Decimal, str | None, str | None]] = []
+    # Times of customer-initiated transactions in the qualifying window.
+    transacted: list[datetime] = []
+    # As a referrer: candidates waiting until every earlier one has arrived (steps watermarks),
+    # to be decided in event-time order.
+    awaiting: list[Candidate] = []
+    excluded_accounts: list[str] = []
+    excluded_counterparties: list[str] = []
+    seen: list[str] = []
+
+
+@dataclass
+class RefereeOutcome:
+    state: CustomerReferralState
+    events: list[ReferralChanged] = field(default_factory=list)
+    # Answers this customer owes as a referrer (a shared device found after the fact).
+    decisions: list[Decision] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Movement:
+    """What the referee step needs of an account event; the adapter builds it from the
+    contract, keying the counterparty (it never sees account numbers of other banks)."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    account_id: str | None = None
+    amount: Decimal = Decimal(0)
+    channel: str | None = None
+    referral_code: str | None = None
+    counterparty_key: str | None = None
+    counterparty_own_bank_account: str | None = None  # a transfer within the bank
+    counterparty_business: bool = False
+    counterparty_kind: CounterpartyKind | None = None
+    # The customer's own account at another bank, as the feed says.
+    counterparty_own_account: bool = False
+    purpose: str | None = None
+    income: bool = False  # salary, pension or benefit: the payer's money, not the customer's
+    # Chosen by the customer now: not interest, fees or payments on a standing instruction.
+    initiated: bool = False
+    hashes: tuple[str, ...] = ()
+
+
+MONEY_IN = frozenset({"deposit", "transfer.in"})
+
+
+def on_account_event(
+    state: CustomerReferralState | None,
+    customer_id: str,
+    event: Movement,
+    code: CodeGrant | None,
+    rules: ReferralRules,
+    *,
+    owned: bool = False,
+) -> RefereeOutcome:
+    """One account event of a customer, as a possible referee (and as a referrer's tie).
+    `owned`: the caller will not use `state` again, so it may be changed in place."""
+    state = working_state(state, lambda: CustomerReferralState(customer_id=customer_id), owned)
+    out = RefereeOutcome(state)
+    if event.event_id in state.seen:
+        return out
+    state.seen = [*state.seen, event.event_id][-50:]
+    t = event.occurred_at
+    kind = event.event_type
+
+    if kind == "customer.updated":
+        new = set(event.hashes) - set(state.hashes)
+        state.hashes = sorted({*state.hashes, *event.hashes})[-21:]
+        _recheck_vouched(state, out, new)
+        candidate = state.candidate
+        if (
+            candidate is not None
+            and state.status in ("pending", "attributed")
+            and set(state.hashes) - set(candidate.referee_hashes)
+        ):
+            state.candidate = candidate.model_copy(update={"referee_hashes": tuple(state.hashes)})
+            state.rechecking = True
+            # Dated at the profile change, not at the referral: it is made now, and the
+            # referrer decides candidates in event-time order (docs/referral.md).
+            out.candidates.append(
+                state.candidate.model_copy(update={"recheck": True, "occurred_at": t})
+            )
+        return out
+    if kind == "account.opened":
+        if not state.open_accounts:
+            _new_relationship(state, out, customer_id, event, code, rules)
+        if event.account_id and event.account_id not in state.open_accounts:
+            state.open_accounts.append(event.account_id)
+        if event.account_id and event.account_id not in state.accounts:
+            state.accounts = [*state.accounts, event.account_id][-20:]
+        return out
+    if kind == "account.closed":
+        if event.account_id in state.open_accounts:
+            state.open_accounts.remove(event.account_id)
+        if (
+            not state.open_accounts
+            and state.status == "qualified"
+            and state.candidate is not None
+            and state.qualified_at is not None
+            and t - state.qualified_at <= timedelta(days=rules.early_exit_days)
+        ):
+            state.status = "reversed"
+            out.events.append(
+                referral_event(
+                    "referral.reversed",
+                    state.candidate,
+                    t,
+                    reason_code=ReferralReason.EARLY_EXIT,
+                    reason=f"the referee closed the last account within {rules.early_exit_days} "
+                    "days of qualifying",
+                )
+            )
+        return out
+
+    if event.counterparty_key is not None and kind in ("transfer.in", "transfer.out"):
+        state.counterparties = [
+            *[c for c in state.counterparties if c != event.counterparty_key],
+            event.counterparty_key,
+        ][-20:]
+        # A prospect converts by moving their own money in; a first salary from an employer
+        # that our customers know is a new hire, not a conversion (it stays a tie).
+        funding = (
+            kind == "transfer.in"
+            and not event.income
+            and state.candidate is None
+            and state.opened_at is not None
+            and t - state.opened_at <= timedelta(days=rules.chain_funding_days)
+        )
+        out.links.append(
+            Link(
+                event_id=event.event_id,
+                occurred_at=t,
+                customer_id=customer_id,
+                counterparty_key=event.counterparty_key,
+                business=event.counterparty_business,
+                direction="in" if kind == "transfer.in" else "out",
+                amount=event.amount,
+                funding=funding,
+                kind=event.counterparty_kind,
+                purpose=event.purpose,
+                own_account=event.counterparty_own_account,
+            )
+        )
+    if state.opened_at is None or t - state.opened_at > timedelta(days=rules.qualify_within_days):
+        return out
+    if kind in MONEY_IN:
+        state.money_in = [
+            *state.money_in,
+            (t, event.amount, event.counterparty_own_bank_account, event.counterparty_key),
+        ][-100:]
+    if event.initiated:
+        state.transacted = [*state.transacted, t][-100:]
+    _qualify(state, out, rules)
+    return out
+
+
+def _recheck_vouched(state: CustomerReferralState, out: RefereeOutcome, new: set[str]) -> None:
+    """The referrer's phone or device hashes came after referrals it let through (in a replay,
+    its partition may lag the referee's): a referee sharing one is rejected now, or its
+    referral reversed if it qualified meanwhile."""
+    if not new:
+        return
+    caught = [c for c in state.vouched if set(c.referee_hashes) & new]
+    if not caught:
+        return
+    state.vouched = [c for c in state.vouched if c not in caught]
+    for candidate in caught:
+        out.decisions.append(
+            Decision(
+                candidate=candidate.model_copy(update={"recheck": True}),
+                outcome="rejected",
+                reason_code=ReferralReason.SHARED_PHONE_OR_DEVICE,
+                reason="the referee shares a phone number or device with the referrer",
+            )
+        )
+
+
+def _new_relationship(
+    state: CustomerReferralState,
+    out: RefereeOutcome,
+    customer_id: str,
+    event: Movement,
+    code: CodeGrant | None,
+    rules: ReferralRules,
+) -> None:
+    """A first opening (or a return after closing every account): a possible referee."""
+    t = event.occurred_at
+    state.opened_at = t
+    state.channel = event.channel
+    state.candidate = None
+    state.status = None
+    state.qualified_at = None
+    state.money_in = []
+    state.transacted = []
+    if not event.referral_code:
+        return
+    candidate = Candidate(
+        referral_id=referral_id(customer_id, t),
+        referrer=code.owner if code else "",
+        referee=customer_id,
+        via="code",
+        lead_type=LeadType.RETAIL,
+        occurred_at=t,
+        channel=event.channel,
+        referee_hashes=tuple(state.hashes),
+    )
+    state.candidate = candidate
+    if code is None:
+        state.status = "rejected"
+        out.events.append(
+            referral_event(
+                "referral.rejected",
+                candidate.model_copy(update={"referrer": None}),
+                t,
+                reason_code=ReferralReason.CODE_UNKNOWN,
+                reason="the referral code given at opening was never issued",
+            )
+        )
+    elif t - code.issued_at > timedelta(days=rules.code_validity_days) or t < code.issued_at:
+        state.status = "rejected"
+        out.events.append(
+            referral_event(
+                "referral.rejected",
+                candidate,
+                t,
+                reason_code=ReferralReason.CODE_EXPIRED,
+                reason=f"the referral code was issued on {code.issued_at.date()} and is valid "
+                f"for {rules.code_validity_days} days",
+            )
+        )
+    else:
+        state.status = "pending"
+        out.candidates.append(candidate)
+
+
+def on_chain_match(state: CustomerReferralState | None, match: ChainMatch) -> RefereeOutcome:
+    """A funding transfer matched a lead: the lead's referrer is the candidate, unless a code
+    came first (an explicit code wins over a chain tie)."""
+    state = working_state(state, lambda: CustomerReferralState(customer_id=match.referee), False)
+    out = RefereeOutcome(state)
+    if state.candidate is not None or state.opened_at is None:
+        return out
+    candidate = Candidate(
+        referral_id=referral_id(match.referee, state.opened_at),
+        referrer=match.referrer,
+        referee=match.referee,
+        via="chain",
+        lead_type=match.lead_type,
+        occurred_at=match.occurred_at,
+        channel=state.channel,
+        counterparty_key=match.counterparty_key,
+        referee_hashes=tuple(state.hashes),
+    )
+    state.candidate = candidate
+    state.status = "pending"
+    # The prospect's own money from the lead's account is what the chain saw, not a deposit
+    # the referrer can be rewarded for.
+    state.excluded_counterparties = [match.counterparty_key]
+    out.candidates.append(candidate)
+    return out
+
+
+def on_decision(
+    state: CustomerReferralState | None, decision: Decision, rules: ReferralRules
+) -> RefereeOutcome:
+    """The referrer side's answer: publish it, and check qualification at once (money may have
+    arrived while the decision travelled)."""
+    candidate = decision.candidate
+    state = working_state(
+        state, lambda: CustomerReferralState(customer_id=candidate.referee), False
+    )
+    out = RefereeOutcome(state)
+    if state.candidate is None or state.candidate.referral_id != candidate.referral_id:
+        return out
+    if candidate.recheck:
+        state.rechecking = False
+        if decision.outcome == "rejected" and state.status == "qualified":
+            # Found after the referee qualified: the reward is clawed back.
+            state.status = "reversed"
+            out.events.append(
+                referral_event(
+                    "referral.reversed",
+                    candidate,
+                    candidate.occurred_at,
+                    reason_code=decision.reason_code,
+                    reason=decision.reason,
+                )
+            )
+            return out
+        if decision.outcome == "attributed" or state.status not in ("pending", "attributed"):
+            _qualify(state, out, rules)
+            return out
+    elif state.status != "pending":
+        return out
+    state.status = decision.outcome
+    out.events.append(
+        referral_event(
+            f"referral.{decision.outcome}",
+            candidate,
+            candidate.occurred_at,
+            reason_code=decision.reason_code,
+            reason=decision.reason,
+        )
+    )
+    state.excluded_accounts = list(decision.referrer_accounts)
+    state.excluded_counterparties = sorted(
+        {*state.excluded_counterparties, *decision.referrer_counterparties}
+    )
+    if decision.outcome == "attributed":
+        state.upline = list(decision.upline)
+        _qualify(state, out, rules)
+    return out
+
+
+def qualifying_deposits(state: CustomerReferralState, until: datetime | None = None) -> Decimal:
+    """Money in during the window (up to `until`), except what came from the referrer, directly
+    or through an external account the referrer uses."""
+    return sum(
+        (
+            amount
+            for t, amount, account, counterparty in state.money_in
+            if (until is None or t <= until)
+            and (account is None or account not in state.excluded_accounts)
+            and (counterparty is None or counterparty not in state.excluded_counterparties)
+        ),
+        Decimal(0),
+    )
+
+
+def _qualify(
+    state: CustomerReferralState,
+    out: RefereeOutcome,
+    rules: ReferralRules,
+    not_before: datetime | None = None,
+) -> None:
+    """Qualify at the first moment, in event time, at which the referee had deposited enough
+    or transacted enough (not before the referral itself, nor before `not_before`): the same
+    moment and amount whether the decision came before the money or after it."""
+    if state.status != "attributed" or state.candidate is None or state.rechecking:
+        return
+    since = max(state.candidate.occurred_at, not_before or state.candidate.occurred_at)
+    moments = sorted({t for t, *_ in state.money_in} | set(state.transacted))
+    for moment in moments:
+        at = max(moment, since)
+        deposits = qualifying_deposits(state, at)
+        transactions = sum(1 for t in state.transacted if t <= at)
+        if deposits < rules.qualify_deposit and transactions < rules.qualify_transactions:
+            continue
+        state.status = "qualified"
+        state.qualified_at = at
+        out.events.append(
+            referral_event(
+                "referral.qualified",
+                state.candidate,
+                at,
+                qualifying_amount=deposits,
+                qualifying_transactions=transactions,
+            )
+        )
+        return
+
+
+def on_review(
+    state: CustomerReferralState | None,
+    referee: str,
+    referral_id: str,
+    approve: bool,
+    t: datetime,
+    rules: ReferralRules,
+) -> RefereeOutcome:
+    """A held referral reviewed by the bank: released (then it may qualify) or rejected."""
+    state = working_state(state, lambda: CustomerReferralState(customer_id=referee), False)
+    out = RefereeOutcome(state)
+    candidate = state.candidate
+    if candidate is None or candidate.referral_id != referral_id or state.status != "held":
+        return out
+    if approve:
+        state.status = "attributed"
+        out.events.append(referral_event("referral.released", candidate, t))
+        _qualify(state, out, rules, not_before=t)
+    else:
+        state.status = "rejected"
+        out.events.append(
+            referral_event(
+                "referral.rejected",
+                candidate,
+                t,
+                reason_code=ReferralReason.REVIEW_REJECTED,
+                reason="rejected on review by the bank",
+            )
+        )
+    return out
