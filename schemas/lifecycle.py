@@ -104,6 +104,9 @@ class StageChanged(RapportEvent):
     probable_cause: ChurnCause | None = None
     strategy: Strategy
     balance_avg_30d: SignedMoney
+    # Added 2026-12, with at_risk: why, in one sentence per locale ("en", "zh-CN"): each open
+    # signal's values against the customer's baseline and the rule's threshold.
+    explanation: dict[str, str] | None = None
 
 
 class TenureAnniversary(RapportEvent):
@@ -148,3 +151,5 @@ class ChurnSignalChanged(RapportEvent):
     stage: Stage
     tier: Tier
     evidence: dict[str, JsonValue]
+    # Added 2026-12, on raised and escalated: the evidence as a sentence per locale.
+    explanation: dict[str, str] | None = None

@@ -64,6 +64,9 @@ class LeadChanged(RapportEvent):
     # evidence it was inferred from: a payee of many customers, a monthly credit, a purpose).
     counterparty_kind: CounterpartyKind | None = None
     kind_basis: str | None = None
+    # Added 2026-12: how promising the lead is, 0-100 (docs/referral.md, "Leads"): RM lists are
+    # ranked by it.
+    score: float | None = None
 
 
 class ReferralReason(StrEnum):
@@ -76,6 +79,9 @@ class ReferralReason(StrEnum):
     CODE_UNKNOWN = "code_unknown"
     CODE_EXPIRED = "code_expired"
     EARLY_EXIT = "early_exit"
+    # Added 2026-12: the referee's account was funded by the referrer, directly or through an
+    # account the referrer had just paid.
+    FUNDED_BY_REFERRER = "funded_by_referrer"
     REVIEW_REJECTED = "review_rejected"
 
 
@@ -102,6 +108,8 @@ class ReferralChanged(RapportEvent):
     reason: str | None = None
     qualifying_amount: Money | None = None
     qualifying_transactions: int | None = None
+    # Added 2026-12, with a reason: the reason as one sentence per locale ("en", "zh-CN").
+    explanation: dict[str, str] | None = None
 
 
 ReferralEvent = Annotated[LeadChanged | ReferralChanged, Field(discriminator="type")]

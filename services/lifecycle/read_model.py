@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel
 
 from schemas.lifecycle import ChurnCause, SignalKind, Stage, Strategy, Tier
 from services.lifecycle.domain import CustomerState, average_balance, churn_score
+from services.lifecycle.domain.explain import explain_signal
 from services.runtime import db
 from services.runtime.db import as_utc, get_engine
 
@@ -55,6 +56,8 @@ class OpenSignalView(BaseModel):
     escalated: bool
     weight: float
     evidence: dict[str, Any]
+    # The evidence as one sentence per locale ("en", "zh-CN"), for an RM.
+    explanation: dict[str, str] = {}
 
 
 class KeyFigures(BaseModel):
@@ -119,6 +122,7 @@ def profile_row(state: CustomerState) -> dict[str, Any]:
             "escalated": signal.escalated,
             "weight": signal.weight,
             "evidence": signal.evidence,
+            "explanation": explain_signal(kind, signal.evidence),
         }
         for kind, signal in sorted(state.signals.items())
     ]

@@ -534,15 +534,17 @@ def schedule(
             "no_channel",
             "the customer opted out of, or never consented to, every channel this message may use",
         )
+    zone = _zone(profile, rules)
+    send_at = next_allowed(message.at, zone, rules)
+    # Compared by when the customer would get them: a message deferred by quiet hours to 08:00
+    # and another triggered at 09:00 the same day would reach the customer an hour apart.
     window = timedelta(hours=rules.dedupe_hours)
     if any(
-        s.dedupe_key == message.dedupe_key and abs(s.send_at - message.at) < window for s in history
+        s.dedupe_key == message.dedupe_key and abs(s.send_at - send_at) < window for s in history
     ):
         return suppressed(
             "duplicate", f"the same message went out within {rules.dedupe_hours} hours"
         )
-    zone = _zone(profile, rules)
-    send_at = next_allowed(message.at, zone, rules)
     day = send_at.astimezone(zone).date()
     service = message.category is Category.SERVICE
     same_day = [

@@ -46,6 +46,21 @@ def max_balance(state: CustomerState, t: datetime, days: int) -> tuple[Decimal, 
     return best, best_day
 
 
+def month_of(t: datetime) -> int:
+    """A month as one number: year * 12 + month - 1."""
+    return t.year * 12 + t.month - 1
+
+
+def usual_monthly_low(state: CustomerState, t: datetime) -> Decimal | None:
+    """The median of the lowest end-of-day totals of the three months before t's month: where
+    the customer's balance usually gets to each month. None with fewer than two such months."""
+    month = month_of(t)
+    lows = sorted(v for m, v in state.monthly_lows.items() if month - 3 <= m < month)
+    if len(lows) < 2:
+        return None
+    return lows[len(lows) // 2] if len(lows) % 2 else (lows[0] + lows[1]) / 2
+
+
 def record_balance(state: CustomerState, account_id: str, balance: Decimal, t: datetime) -> None:
     """The account's balance as of t (an older one than already known changes only the day's
     total), and the end-of-day totals of the last 90 days."""
@@ -54,6 +69,12 @@ def record_balance(state: CustomerState, account_id: str, balance: Decimal, t: d
         state.balances[account_id] = balance
         state.balance_as_of[account_id] = t
     state.daily_totals[day_of(t)] = state.total_balance
+    month = month_of(t)
+    low = state.monthly_lows.get(month)
+    if low is None or state.total_balance < low:
+        state.monthly_lows[month] = state.total_balance
+        for old in sorted(state.monthly_lows)[:-5]:
+            del state.monthly_lows[old]
     oldest = day_of(t) - 90
     older = sorted(d for d in state.daily_totals if d < oldest)
     # The newest of the older days stays: it is the value carried into the 90-day window.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from schemas.account_events import (
+    HOUSEHOLD_PURPOSES,
     AccountClosed,
     AccountEvent,
     AccountOpened,
@@ -25,7 +26,7 @@ from schemas.account_events import (
     is_customer_initiated,
 )
 from schemas.lifecycle import SignalKind, Stage
-from services.lifecycle.domain.balances import record_balance
+from services.lifecycle.domain.balances import month_of, record_balance
 from services.lifecycle.domain.milestones import (
     anniversaries,
     birthdays,
@@ -154,9 +155,8 @@ def _complaint(state: CustomerState, event: ComplaintFiled, rules: LifecycleRule
 
 def _income(state: CustomerState, event: TransferIn, payer_key: str) -> list[Output]:
     t = event.occurred_at
-    month = t.year * 12 + t.month - 1
     payer = state.payers.get(payer_key) or Payer(last_at=t, last_event_id=event.event_id)
-    payer.months = sorted({*payer.months, month})[-3:]
+    payer.months = sorted({*payer.months, month_of(t)})[-6:]
     if t >= payer.last_at:
         payer.last_at, payer.last_event_id = t, event.event_id
     state.payers[payer_key] = payer
@@ -167,6 +167,28 @@ def _income(state: CustomerState, event: TransferIn, payer_key: str) -> list[Out
     if salary is not None and salary.evidence.get("payer") == payer_key:
         return resolve_signal(state, SignalKind.SALARY_STOPPED, t, "the payer paid in again")
     return []
+
+
+def _note_rhythm(state: CustomerState, t: datetime, rules: LifecycleRules) -> None:
+    """The customer's usual gap between own transactions, as a moving average of the gaps. A
+    gap longer than the inactivity rule's is an absence, not the rhythm: it counts as that."""
+    if state.last_activity_at is None or t <= state.last_activity_at:
+        return
+    gap = min((t - state.last_activity_at).total_seconds() / 86400, rules.inactivity_days)
+    usual = state.usual_gap_days
+    state.usual_gap_days = round(gap if usual is None else 0.8 * usual + 0.2 * gap, 3)
+
+
+def _note_one_off(state: CustomerState, event: TransferOut, rules: LifecycleRules) -> None:
+    """A single large payment to someone else (not a bill, not the customer's own money
+    moving): a car, a deposit on a flat, a notary. Kept 90 days for the balance-drain rule."""
+    t = event.occurred_at
+    if event.mandate_id is not None or event.purpose in HOUSEHOLD_PURPOSES:
+        return
+    before = state.total_balance  # the balances are not yet moved by this event
+    if before <= 0 or event.amount < before * rules.drain_one_off_share:
+        return
+    state.one_offs = [o for o in state.one_offs if t - o[0] < _91_DAYS] + [(t, event.amount)]
 
 
 def _mandate(state: CustomerState, event: Mandates, rules: LifecycleRules) -> list[Output]:
@@ -278,11 +300,14 @@ def apply_event(
                 )
             )
             state.outflows = [o for o in state.outflows if t - o.at < _31_DAYS]
+            if isinstance(event, TransferOut) and why is None:
+                _note_one_off(state, event, rules)
         record_balance(state, event.account_id, balance_after, t)
 
     # Interest, fees and payments on standing instructions move the balance (above) and are
     # never the customer's own activity: a dormant account keeps receiving them.
     if is_customer_initiated(event):
+        _note_rhythm(state, t, rules)
         state.last_activity_at = max(state.last_activity_at or t, t)
         state.initiated_count += 1
         outputs += resolve_signal(state, SignalKind.INACTIVITY, t, "customer activity resumed")

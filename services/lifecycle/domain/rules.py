@@ -76,11 +76,24 @@ class LifecycleRules(BaseModel):
     hnw_from: Decimal = Decimal(1000000)
     tier_hysteresis: Decimal = Decimal("0.10")
     inactivity_days: int = 45
+    # Disengagement needs engagement first: own transactions before the silence.
+    inactivity_min_transactions: int = 6
+    # A silence counts against the customer's own rhythm: this many usual gaps, when that is
+    # longer than `inactivity_days`.
+    inactivity_gap_multiple: float = 3.0
     drain_ratio: Decimal = Decimal("0.5")
     drain_escalate_ratio: Decimal = Decimal("0.2")
     drain_recovered_ratio: Decimal = Decimal("0.8")
     drain_min_reference: Decimal = Decimal(1000)
+    # Below this share of the customer's usual monthly low: every salaried household runs its
+    # balance down each month, and that is not a drain.
+    drain_usual_low_ratio: Decimal = Decimal("0.5")
+    # A single payment to someone else of at least this share of the balance (a car, a deposit
+    # on a flat) is a life event: the balance it took does not count as drained.
+    drain_one_off_share: Decimal = Decimal("0.3")
     salary_missing_days: int = 45
+    # A payer is regular (a salary, a pension) once it paid in this many of the last months.
+    salary_months: int = 3
     competitor_window_days: int = 7
     competitor_share: Decimal = Decimal("0.3")
     competitor_quiet_days: int = 30

@@ -4,7 +4,7 @@ as keyed pseudonyms)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +14,8 @@ from schemas.account_events import (
     TransferOut,
 )
 from schemas.lifecycle import ChurnCause, ChurnSignalChanged, SignalKind, Stage
-from services.lifecycle.domain.balances import max_balance
+from services.lifecycle.domain.balances import max_balance, usual_monthly_low
+from services.lifecycle.domain.explain import explain_signal
 from services.lifecycle.domain.rules import CAUSE, LifecycleRules
 from services.lifecycle.domain.stages import churn_score
 from services.lifecycle.domain.state import (
@@ -24,6 +25,9 @@ from services.lifecycle.domain.state import (
     Output,
     output_id,
 )
+
+# One-off payments stay out of the drain for as long as the 30-day maximum remembers them.
+_31_DAYS = timedelta(days=31)
 
 
 def _signal_event(
@@ -41,6 +45,7 @@ def _signal_event(
         stage=state.stage or Stage.ACQUISITION,
         tier=state.tier,
         evidence=signal.evidence,
+        explanation=None if change == "resolved" else explain_signal(kind, signal.evidence),
     )
 
 
@@ -127,7 +132,10 @@ def check_balance_drain(
     state: CustomerState, t: datetime, event_id: str, rules: LifecycleRules
 ) -> list[Output]:
     """Raise, escalate or resolve `balance_drain` after a balance moved."""
-    total = state.total_balance
+    # A large one-off payment to someone else (a car, a flat) is life, not a drain: the balance
+    # it took is counted as still there.
+    one_offs = sum((amount for at, amount in state.one_offs if t - at < _31_DAYS), Decimal(0))
+    total = state.total_balance + one_offs
     open_signal = state.signals.get(SignalKind.BALANCE_DRAIN)
     if open_signal is not None:
         if total >= open_signal.reference * rules.drain_recovered_ratio:
@@ -139,6 +147,12 @@ def check_balance_drain(
         return []
     reference, reference_day = max_balance(state, t, 30)
     if reference < rules.drain_min_reference or total > reference * rules.drain_ratio:
+        return []
+    # Every month a salaried household's balance falls from its payday peak to a low: only
+    # falling well below the customer's usual low is a drain.
+    # Until two months of the customer's own history are known, nothing is: no drain.
+    usual_low = usual_monthly_low(state, t)
+    if usual_low is None or total >= usual_low * rules.drain_usual_low_ratio:
         return []
     since = datetime.fromordinal(reference_day).replace(tzinfo=t.tzinfo)
     flows = [o for o in state.outflows if o.at >= since]
@@ -159,6 +173,8 @@ def check_balance_drain(
         "outflow": money(outflow),
         "outflow_to_other_banks": money(external),
         "moved_to_other_banks": money(moved),
+        "usual_monthly_low": money(usual_low),
+        "one_off_payments": money(one_offs),
         "event_ids": [o.event_id for o in flows][-10:] or [event_id],
     }
     return raise_signal(state, SignalKind.BALANCE_DRAIN, t, rules, evidence, cause, reference)
@@ -252,13 +268,26 @@ def check_payments_moved(
 # -- time ---------------------------------------------------------------------------------------
 
 
+def inactivity_after(state: CustomerState, rules: LifecycleRules) -> timedelta | None:
+    """How long this customer's silence must last to be inactivity: the rule's days, or more
+    for a customer whose own rhythm is slower; None for one who never had a rhythm (an account
+    opened and never used is an activation problem, left to the dormant rule)."""
+    if state.initiated_count < rules.inactivity_min_transactions:
+        return None
+    usual = timedelta(days=(state.usual_gap_days or 0) * rules.inactivity_gap_multiple)
+    return max(rules.spans.inactivity, usual)
+
+
 def signal_deadlines(state: CustomerState, rules: LifecycleRules) -> list[datetime]:
     """Every future moment at which a signal could be raised or resolved by time alone."""
     assert state.relationship_start is not None
     quiet_since = state.last_activity_at or state.relationship_start
-    found = [quiet_since + rules.spans.inactivity]
+    found = []
+    silence = inactivity_after(state, rules)
+    if silence is not None:
+        found.append(quiet_since + silence)
     for payer in state.payers.values():
-        if payer.recurring:
+        if payer.regular(rules.salary_months):
             found.append(payer.last_at + rules.spans.salary_missing)
     for closed_at, _ in state.pending_closures.values():
         found.append(closed_at + rules.spans.product_replacement)
@@ -277,16 +306,22 @@ def time_signals(state: CustomerState, t: datetime, rules: LifecycleRules) -> li
     outputs: list[Output] = []
     quiet_since = state.last_activity_at or state.relationship_start
     assert quiet_since is not None
-    if t - quiet_since >= rules.spans.inactivity:
+    silence = inactivity_after(state, rules)
+    if silence is not None and t - quiet_since >= silence:
         outputs += raise_signal(
             state,
             SignalKind.INACTIVITY,
             t,
             rules,
-            {"last_activity_at": quiet_since.isoformat(), "days_quiet": (t - quiet_since).days},
+            {
+                "last_activity_at": quiet_since.isoformat(),
+                "days_quiet": (t - quiet_since).days,
+                "usual_gap_days": state.usual_gap_days,
+                "threshold_days": silence.days,
+            },
         )
     for key, payer in state.payers.items():
-        if payer.recurring and t - payer.last_at >= rules.spans.salary_missing:
+        if payer.regular(rules.salary_months) and t - payer.last_at >= rules.spans.salary_missing:
             outputs += raise_signal(
                 state,
                 SignalKind.SALARY_STOPPED,

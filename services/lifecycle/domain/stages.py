@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from schemas.lifecycle import ChurnCause, Stage, StageChanged, Strategy, Tier
 from services.lifecycle.domain.balances import average_balance
+from services.lifecycle.domain.explain import explain_at_risk
 from services.lifecycle.domain.rules import LifecycleRules
 from services.lifecycle.domain.state import CustomerState, Output, output_id
 
@@ -121,6 +122,12 @@ def reevaluate(
                 probable_cause=probable_cause(state) if at_risk else None,
                 strategy=Strategy.for_stage(stage),
                 balance_avg_30d=avg30,
+                explanation=explain_at_risk(
+                    churn_score(state),
+                    [(kind, s.evidence) for kind, s in sorted(state.signals.items())],
+                )
+                if at_risk
+                else None,
             )
         )
 

@@ -43,10 +43,11 @@ class Payer(BaseModel):
     last_at: datetime
     last_event_id: str
 
-    @property
-    def recurring(self) -> bool:
-        """Seen in at least two consecutive months."""
-        return any(b - a == 1 for a, b in zip(self.months, self.months[1:], strict=False))
+    def regular(self, months: int) -> bool:
+        """Paid in at least `months` of the last `months + 1` months (a salary or a pension,
+        one month late or early now and then; not a relative's occasional gift)."""
+        recent = self.months[-months:]
+        return len(recent) >= months and recent[-1] - recent[0] <= months
 
 
 class Outflow(BaseModel):
@@ -106,6 +107,12 @@ class CustomerState(BaseModel):
     activated: bool = False
     matured_once: bool = False
     initiated_count: int = 0
+    # The customer's usual gap between own transactions, in days (a moving average).
+    usual_gap_days: float | None = None
+    # The lowest end-of-day total balance of each recent month (year * 12 + month).
+    monthly_lows: dict[int, Decimal] = {}
+    # Single large payments to someone else (a car, a flat): (when, amount), 90 days.
+    one_offs: list[tuple[datetime, Decimal]] = []
     last_activity_at: datetime | None = None
     last_event_at: datetime | None = None
     evaluated_until: datetime | None = None

@@ -5,6 +5,7 @@ new customer's first funding came from a lead's account (a chain conversion)."""
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,6 +36,9 @@ KIND_BY_PURPOSE: dict[str, CounterpartyKind] = {
     "pension": "government",
     "benefit": "government",
 }
+# Payments to institutions, not to prospects a customer could introduce: a utility, an
+# insurer, a lender or the tax office is never a referral lead.
+INSTITUTION_PURPOSES = frozenset({"bill", "utilities", "insurance", "loan_repayment", "tax"})
 
 # -- 1. counterparties and leads ---------------------------------------------------------------
 
@@ -78,6 +82,7 @@ class Lead(BaseModel):
     lead_type: LeadType
     strength: tuple[int, int]
     updated_day: int
+    score: float = 0.0
 
 
 class CounterpartyState(BaseModel):
@@ -184,14 +189,17 @@ def link(
     if transactions < rules.lead_min_transactions and customers < rules.lead_min_customers:
         return out
     kind, _ = counterparty_kind(state, rules)
-    if kind == "government":
-        # The tax office, a pension fund or a benefits agency is nobody's prospect.
+    if kind == "government" or any(x.purpose in INSTITUTION_PURPOSES for x in state.ties):
+        # The tax office, a pension fund, a utility or an insurer is nobody's prospect.
         return out
     lead_type = LeadType.CORPORATE if kind == "business" else LeadType.RETAIL
     referrer = _strongest(state.ties)
     strength = (transactions, customers)
+    score = lead_score(state.ties, t, rules)
     day = t.toordinal()
     if state.lead is None:
+        if score < rules.lead_min_score:
+            return out
         state.lead = Lead(
             lead_id=content_id("lead", state.key, t.isoformat()),
             detected_at=t,
@@ -199,6 +207,7 @@ def link(
             lead_type=lead_type,
             strength=strength,
             updated_day=day,
+            score=score,
         )
         out.leads.append(_lead_event("lead.detected", state, t, rules))
     elif (referrer, strength, lead_type) != (
@@ -212,10 +221,29 @@ def link(
                 "strength": strength,
                 "lead_type": lead_type,
                 "updated_day": day,
+                "score": score,
             }
         )
         out.leads.append(_lead_event("lead.updated", state, t, rules))
     return out
+
+
+def lead_score(ties: list[Tie], t: datetime, rules: ReferralRules) -> float:
+    """How promising a lead is, 0-100, for ranking an RM's list: how regularly one customer
+    pays or is paid by it (monthly, like rent or a salary: 35), how many of our customers are
+    tied to it (25), how much money flows (20), and how recent the last tie is (20)."""
+    if not ties:
+        return 0.0
+    months: dict[str, set[int]] = {}
+    for tie in ties:
+        months.setdefault(tie.customer_id, set()).add(tie.at.year * 12 + tie.at.month)
+    regular = min(max(len(m) for m in months.values()), 3) / 3
+    customers = min(len(months) / 4, 1.0)
+    total = float(sum((x.amount for x in ties), Decimal(0)))
+    amount = min(math.log10(1 + total) / 6, 1.0)
+    days_since = (t - max(x.at for x in ties)).total_seconds() / 86400
+    recent = max(0.0, 1 - days_since / rules.lead_window_days)
+    return round(100 * (0.35 * regular + 0.25 * customers + 0.2 * amount + 0.2 * recent), 1)
 
 
 def counterparty_kind(
@@ -313,4 +341,5 @@ def _lead_event(
         evidence_event_ids=[x.event_id for x in state.ties[-10:]],
         counterparty_kind=cp_kind,
         kind_basis=basis,
+        score=lead.score,
     )

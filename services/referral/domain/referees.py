@@ -1,12 +1,14 @@
 """Step 2, per referee (keyed by customer): the new customer's opening, the candidate referrer
 (by code, else by chain), the referrer side's decision, qualification and early exit."""
 
+# ruff: noqa: RUF001  (full-width punctuation is right in Chinese text)
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -55,14 +57,43 @@ class Decision(BaseModel):
     # Money from these sources does not count toward the referee's qualifying deposit.
     referrer_accounts: tuple[str, ...] = ()
     referrer_counterparties: tuple[str, ...] = ()
+    # The referrals along the upline (referral id, referee), nearest first: a ring closed
+    # later holds every leg of it.
+    upline_legs: tuple[tuple[str, str], ...] = ()
+    # The referrer's recent payments to external accounts (key, when, amount): money that
+    # reaches the referee from one of them soon after, about as much, came from the referrer.
+    referrer_payments: tuple[tuple[str, datetime, Decimal], ...] = ()
+    # A decision on a referral already decided: a burst or a ring seen later holds it (or
+    # reverses it, when it had qualified).
+    after_the_fact: bool = False
+
+
+# The reasons in Chinese, for the RM reading a held or rejected referral (the English sentence,
+# with its figures, is `reason`).
+REASONS_ZH: dict[ReferralReason, str] = {
+    ReferralReason.SELF_REFERRAL: "推荐人与被推荐人是同一客户",
+    ReferralReason.SHARED_PHONE_OR_DEVICE: "被推荐人与推荐人使用同一手机号码或设备",
+    ReferralReason.REFERRAL_RING: "推荐关系形成闭环（客户之间相互推荐）",
+    ReferralReason.VELOCITY: "推荐人短期内推荐人数超过上限，整批推荐暂停待审核",
+    ReferralReason.CODE_UNKNOWN: "开户时使用的推荐码从未发放",
+    ReferralReason.CODE_EXPIRED: "推荐码已过有效期",
+    ReferralReason.EARLY_EXIT: "被推荐人达标后90天内销户",
+    ReferralReason.REVIEW_REJECTED: "经银行审核后拒绝",
+    ReferralReason.FUNDED_BY_REFERRER: (
+        "被推荐人账户资金来自推荐人（直接或经一个账户转入），暂停待审核"
+    ),
+}
 
 
 def referral_event(
     kind: str,
     candidate: Candidate,
     t: datetime,
-    **fields: object,
+    **fields: Any,
 ) -> ReferralChanged:
+    code, reason = fields.get("reason_code"), fields.get("reason")
+    if code is not None and reason is not None:
+        fields["explanation"] = {"en": reason, "zh-CN": REASONS_ZH[code] + "。"}
     return ReferralChanged(
         event_id=content_id(kind, candidate.referral_id),
         type=kind,
@@ -98,6 +129,13 @@ class CustomerReferralState(BaseModel):
     accounts: list[str] = []  # every account ever opened here
     counterparties: list[str] = []  # recent external accounts, keyed hashes
     upline: list[str] = []  # who referred this customer, and who referred them
+    upline_legs: list[tuple[str, str]] = []  # those referrals: (referral id, referee)
+    # As a referrer: recent payments to external accounts (key, when, amount).
+    payments_out: list[tuple[str, datetime, Decimal]] = []
+    # As a referrer: referrals held after the fact (a burst, a ring), each once.
+    held_after: list[str] = []
+    # As a referee: the referrer's payments its decision carried.
+    referrer_payments: list[tuple[str, datetime, Decimal]] = []
     referred: list[tuple[datetime, str]] = []  # (attributed at, referee), as a referrer
     decided: list[str] = []  # referral ids decided as a referrer: redeliveries change nothing
     # Referrals this customer let through as a referrer, with the referee's hashes as last
@@ -236,6 +274,9 @@ def on_account_event(
             *[c for c in state.counterparties if c != event.counterparty_key],
             event.counterparty_key,
         ][-20:]
+        if kind == "transfer.out":
+            recent = [p for p in state.payments_out if t - p[1] <= timedelta(days=30)]
+            state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][-20:]
         # A prospect converts by moving their own money in; a first salary from an employer
         # that our customers know is a new hire, not a conversion (it stays a tie).
         funding = (
@@ -269,8 +310,39 @@ def on_account_event(
         ][-100:]
     if event.initiated:
         state.transacted = [*state.transacted, t][-100:]
+    _check_funding(state, out, rules)
     _qualify(state, out, rules)
     return out
+
+
+def _check_funding(state: CustomerReferralState, out: RefereeOutcome, rules: ReferralRules) -> None:
+    """Hold an attributed referral whose referee the referrer funded: from one of the
+    referrer's accounts here, or from an external account the referrer had paid about as much
+    within `funding_hop_days` before (one hop). The prospect's own money from the lead's account
+    in a chain conversion is not that: its amount has nothing to do with the referrer's rent."""
+    if state.status != "attributed" or state.candidate is None:
+        return
+    hop = timedelta(days=rules.funding_hop_days)
+    for t, amount, account, key in state.money_in:
+        direct = account is not None and account in state.excluded_accounts
+        via = key is not None and any(
+            paid_to == key and timedelta(0) <= t - at <= hop and abs(amount - paid) * 10 <= paid
+            for paid_to, at, paid in state.referrer_payments
+        )
+        if direct or via:
+            state.status = "held"
+            out.events.append(
+                referral_event(
+                    "referral.held",
+                    state.candidate,
+                    max(t, state.candidate.occurred_at),
+                    reason_code=ReferralReason.FUNDED_BY_REFERRER,
+                    reason="the referee's account was funded by the referrer"
+                    + ("" if direct else " through an account the referrer had just paid")
+                    + ": held for review",
+                )
+            )
+            return
 
 
 def _recheck_vouched(state: CustomerReferralState, out: RefereeOutcome, new: set[str]) -> None:
@@ -391,6 +463,9 @@ def on_decision(
     out = RefereeOutcome(state)
     if state.candidate is None or state.candidate.referral_id != candidate.referral_id:
         return out
+    if decision.after_the_fact:
+        _hold_after_the_fact(state, out, decision)
+        return out
     if candidate.recheck:
         state.rechecking = False
         if decision.outcome == "rejected" and state.status == "qualified":
@@ -427,8 +502,32 @@ def on_decision(
     )
     if decision.outcome == "attributed":
         state.upline = list(decision.upline)
+        state.upline_legs = [(candidate.referral_id, candidate.referee), *decision.upline_legs]
+        state.referrer_payments = list(decision.referrer_payments)
+        _check_funding(state, out, rules)
         _qualify(state, out, rules)
     return out
+
+
+def _hold_after_the_fact(
+    state: CustomerReferralState, out: RefereeOutcome, decision: Decision
+) -> None:
+    """A burst or a ring seen after this referral was let through: held if not yet rewarded,
+    reversed (its rewards clawed back) if it had qualified."""
+    assert state.candidate is not None
+    change = {"attributed": "held", "qualified": "reversed"}.get(state.status or "")
+    if change is None:
+        return
+    state.status = change  # type: ignore[assignment]
+    out.events.append(
+        referral_event(
+            f"referral.{change}",
+            state.candidate,
+            decision.candidate.occurred_at,
+            reason_code=decision.reason_code,
+            reason=decision.reason,
+        )
+    )
 
 
 def qualifying_deposits(state: CustomerReferralState, until: datetime | None = None) -> Decimal:

@@ -59,23 +59,24 @@ def decide_awaiting(
     state.awaiting = [c for c in state.awaiting if c.occurred_at >= before]
     decisions = []
     for candidate in ready:
-        state, decision = decide(state, candidate, rules)
-        if decision is not None:
-            decisions.append(decision)
+        state, decided = decide(state, candidate, rules)
+        decisions += decided
     return state, decisions
 
 
 def decide(
     state: CustomerReferralState | None, candidate: Candidate, rules: ReferralRules
-) -> tuple[CustomerReferralState, Decision | None]:
-    """The fraud guards that need the referrer's facts. Returns None for a candidate decided
-    before (a redelivery)."""
+) -> tuple[CustomerReferralState, list[Decision]]:
+    """The fraud guards that need the referrer's facts: the answer to the candidate first, then
+    any decisions on referrals let through before that this one shows to be fraud (the rest of
+    a burst, the other legs of a ring). Nothing for a candidate decided before (a
+    redelivery)."""
     state = working_state(
         state, lambda: CustomerReferralState(customer_id=candidate.referrer), False
     )
     decided_as = _decided_as(candidate)
     if decided_as in state.decided:
-        return state, None
+        return state, []
     state.decided = [*state.decided, decided_as][-200:]
     t = candidate.occurred_at
 
@@ -89,25 +90,29 @@ def decide(
             outcome=outcome,
             reason_code=code,
             reason=reason,
-            upline=(candidate.referrer, *state.upline[:1]),
+            upline=(candidate.referrer, *state.upline[: rules.ring_max_length - 2]),
+            upline_legs=tuple(state.upline_legs[: rules.ring_max_length - 1]),
             referrer_accounts=tuple(state.accounts),
             referrer_counterparties=tuple(state.counterparties),
+            referrer_payments=tuple(state.payments_out),
         )
 
     if candidate.referee == candidate.referrer:
-        return state, answer(
-            "rejected", ReferralReason.SELF_REFERRAL, "the referee is the referrer"
-        )
+        return state, [
+            answer("rejected", ReferralReason.SELF_REFERRAL, "the referee is the referrer")
+        ]
     shared = set(candidate.referee_hashes) & set(state.hashes)
     if shared:
-        return state, answer(
-            "rejected",
-            ReferralReason.SHARED_PHONE_OR_DEVICE,
-            "the referee shares a phone number or device with the referrer",
-        )
+        return state, [
+            answer(
+                "rejected",
+                ReferralReason.SHARED_PHONE_OR_DEVICE,
+                "the referee shares a phone number or device with the referrer",
+            )
+        ]
     if candidate.recheck:
         _vouch(state, candidate)
-        return state, answer("attributed")  # confirmed: the referee may qualify now
+        return state, [answer("attributed")]  # confirmed: the referee may qualify now
     # The upline arrives with the referrer's own decision; the referrer's own candidate is
     # known from its opening on. Checking both catches A->B with B->A in either order, even
     # when both referrals are decided at the same moment.
@@ -115,24 +120,69 @@ def decide(
     # when it is decided (its referrer's own candidate is this one), so that a replay that
     # reads the referrer's events ahead decides the same.
     own = state.candidate
-    if candidate.referee in state.upline or (
-        own is not None and own.referrer == candidate.referee and own.occurred_at <= t
-    ):
-        return state, answer(
-            "rejected",
-            ReferralReason.REFERRAL_RING,
-            f"{candidate.referee} is already in {candidate.referrer}'s referral chain, so "
-            "the two would refer each other",
+    ring = None
+    if candidate.referee in state.upline:
+        ring = state.upline.index(candidate.referee) + 1
+    elif own is not None and own.referrer == candidate.referee and own.occurred_at <= t:
+        ring = 1
+    if ring is not None:
+        reason = (
+            f"{candidate.referee} is already in {candidate.referrer}'s referral chain: "
+            f"a ring of {ring + 1} customers referring one another"
         )
+        # The ring's other legs, let through before it closed, are held (or reversed).
+        legs = [leg for leg in state.upline_legs[:ring] if leg[0] not in state.held_after]
+        state.held_after = [*state.held_after, *(rid for rid, _ in legs)][-100:]
+        return state, [
+            answer("rejected", ReferralReason.REFERRAL_RING, reason),
+            *(
+                _after_the_fact(rid, referee, candidate, ReferralReason.REFERRAL_RING, reason)
+                for rid, referee in legs
+            ),
+        ]
     since = t - timedelta(days=rules.velocity_window_days)
     recent = [r for r in state.referred if r[0] > since]
     state.referred = [*recent, (t, candidate.referee)]
     _vouch(state, candidate)
     if len(recent) >= rules.velocity_limit:
-        return state, answer(
-            "held",
-            ReferralReason.VELOCITY,
+        reason = (
             f"{len(recent) + 1} referrals by {candidate.referrer} within "
-            f"{rules.velocity_window_days} days, more than {rules.velocity_limit}: held for review",
+            f"{rules.velocity_window_days} days, more than {rules.velocity_limit}: held for review"
         )
-    return state, answer("attributed")
+        # The whole burst: the referrals of the window let through before it showed are held
+        # too (or reversed, their rewards clawed back, if they had qualified).
+        burst = [
+            c
+            for c in state.vouched
+            if c.occurred_at > since
+            and c.referral_id != candidate.referral_id
+            and c.referral_id not in state.held_after
+        ]
+        held = [candidate.referral_id, *(c.referral_id for c in burst)]
+        state.held_after = [*state.held_after, *held][-100:]
+        return state, [
+            answer("held", ReferralReason.VELOCITY, reason),
+            *(
+                _after_the_fact(
+                    c.referral_id, c.referee, candidate, ReferralReason.VELOCITY, reason
+                )
+                for c in burst
+            ),
+        ]
+    return state, [answer("attributed")]
+
+
+def _after_the_fact(
+    referral_id: str, referee: str, cause: Candidate, code: ReferralReason, reason: str
+) -> Decision:
+    """A decision for a referral already let through, sent to its referee, dated at the
+    referral that showed the burst or closed the ring."""
+    return Decision(
+        candidate=cause.model_copy(
+            update={"referral_id": referral_id, "referee": referee, "recheck": False}
+        ),
+        outcome="held",
+        reason_code=code,
+        reason=reason,
+        after_the_fact=True,
+    )

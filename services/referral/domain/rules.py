@@ -27,6 +27,9 @@ class ReferralRules(BaseModel):
     lead_window_days: int = Field(90, ge=1)
     lead_min_transactions: int = Field(3, ge=1)
     lead_min_customers: int = Field(2, ge=1)
+    # Leads scoring below this (0-100, `lead_score`) are not raised: an RM team works a list,
+    # not every payee. Chosen on the simulator's seeds 1-3 (docs/referral.md).
+    lead_min_score: float = Field(0.0, ge=0, le=100)
     corporate_min_customers: int = Field(3, ge=1)
     lead_expiry_days: int = Field(180, ge=1)
     code_validity_days: int = Field(365, ge=1)
@@ -34,6 +37,11 @@ class ReferralRules(BaseModel):
     qualify_within_days: int = Field(30, ge=1)
     qualify_deposit: Decimal = Decimal("1000")
     qualify_transactions: int = Field(3, ge=1)
+    # The longest referral ring caught (A refers B, B refers C, ... and the last refers A).
+    ring_max_length: int = Field(4, ge=2, le=8)
+    # A referee funded through one hop: the referrer paid an external account, and within
+    # these days that account paid the referee about as much (within a tenth).
+    funding_hop_days: int = Field(7, ge=1)
     velocity_limit: int = Field(10, ge=1)
     velocity_window_days: int = Field(30, ge=1)
     early_exit_days: int = Field(90, ge=1)

@@ -107,8 +107,9 @@ class Customer:
 def active_customer(rules: LifecycleRules = RULES) -> Customer:
     c = Customer(rules=rules)
     c.open()
-    for day in (1, 2, 3):
-        c.money("deposit", day, "200.00")
+    # Six own transactions: a rhythm to fall silent from (inactivity needs one).
+    for day in (1, 1.4, 1.8, 2.2, 2.6, 3):
+        c.money("deposit", day, "100.00")
     return c
 
 
@@ -122,7 +123,10 @@ def test_first_account_opened_starts_acquisition_with_onboarding_strategy() -> N
 
 
 def test_three_customer_initiated_transactions_activate_into_growth() -> None:
-    c = active_customer()
+    c = Customer()
+    c.open()
+    for day in (1, 2, 3):
+        c.money("deposit", day, "200.00")
     assert c.stages() == [(Stage.ACQUISITION, 0), (Stage.GROWTH, 3)]
 
 
@@ -221,28 +225,43 @@ def own_account_elsewhere(bank: str = "CMB") -> dict[str, Any]:
     return other_bank(bank, own_account=True)
 
 
-def test_balance_drained_to_another_bank_is_competitor_attraction() -> None:
+def saver() -> Customer:
+    """A customer with 20,000 kept steady for three months, shopping weekly: the balance-drain
+    rule knows where the balance usually gets to each month (day 95 is in April)."""
     c = active_customer()
     c.money("deposit", 4, "20000.00")
-    c.money("transfer.out", 10, "15000.00", counterparty=own_account_elsewhere())
+    for day in range(7, 95, 7):
+        c.money("card.payment", day, "10.00")
+    return c
+
+
+def test_balance_drained_to_another_bank_is_competitor_attraction() -> None:
+    c = saver()
+    c.money("transfer.out", 100, "15000.00", counterparty=own_account_elsewhere())
     drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
     assert drains == [("raised", SignalKind.BALANCE_DRAIN, ChurnCause.COMPETITOR_ATTRACTION)]
 
 
 def test_balance_drained_by_spending_is_financial_distress() -> None:
-    c = active_customer()
-    c.money("deposit", 4, "20000.00")
-    for day in range(5, 15):
+    c = saver()
+    for day in range(100, 110):
         c.money("withdrawal", day, "1500.00")
     drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
     assert drains[0] == ("raised", SignalKind.BALANCE_DRAIN, ChurnCause.FINANCIAL_DISTRESS)
 
 
-def test_balance_drained_after_a_complaint_is_service_dissatisfaction() -> None:
+def test_no_drain_is_judged_before_two_months_of_the_customers_history() -> None:
     c = active_customer()
     c.money("deposit", 4, "20000.00")
-    c.send("complaint.filed", 5)
-    for day in range(6, 16):
+    for day in range(5, 15):
+        c.money("withdrawal", day, "1500.00")
+    assert not [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
+
+
+def test_balance_drained_after_a_complaint_is_service_dissatisfaction() -> None:
+    c = saver()
+    c.send("complaint.filed", 100)
+    for day in range(101, 111):
         c.money("withdrawal", day, "1500.00")
     drains = [s for s in c.signals() if s[1] is SignalKind.BALANCE_DRAIN]
     assert drains[0] == ("raised", SignalKind.BALANCE_DRAIN, ChurnCause.SERVICE_DISSATISFACTION)
@@ -252,19 +271,18 @@ def test_balance_drained_after_a_complaint_is_service_dissatisfaction() -> None:
 
 
 def test_probable_cause_is_the_heaviest_and_on_a_tie_the_first_seen() -> None:
-    c = active_customer()
-    c.money("deposit", 4, "20000.00")
-    for day in range(5, 15):
+    c = saver()
+    for day in range(100, 110):
         c.money("withdrawal", day, "1500.00")  # drain: financial distress, 0.6
-    c.wait(60)  # no customer-initiated activity since day 14: inactivity, 0.6, disengagement
+    c.wait(160)  # no customer-initiated activity since day 109: inactivity, 0.6, disengagement
     assert {s[2] for s in c.signals() if s[0] == "raised"} == {
         ChurnCause.FINANCIAL_DISTRESS,
         ChurnCause.DISENGAGEMENT,
     }
     assert c.state is not None
     assert probable_cause(c.state) is ChurnCause.FINANCIAL_DISTRESS
-    c.send("complaint.filed", 61)
-    c.send("complaint.filed", 62)  # escalated: 0.8 outweighs either 0.6
+    c.send("complaint.filed", 161)
+    c.send("complaint.filed", 162)  # escalated: 0.8 outweighs either 0.6
     assert probable_cause(c.state) is ChurnCause.SERVICE_DISSATISFACTION
 
 

@@ -172,6 +172,23 @@ def test_the_same_message_within_24_hours_is_suppressed() -> None:
     )
 
 
+def test_duplicates_are_judged_by_when_the_customer_would_get_them() -> None:
+    # The first came at 22:00 and was deferred to 08:00; the second, 24.5 hours after the
+    # first's cause but at 22:30 the next night, would also go at 08:00: a day apart, not less.
+    night = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
+    first = schedule(message(at=night), Profile(customer_id="C1"), [], RULES, "e1")
+    assert first.send_at is not None
+    sent = [Sent(Category.ENGAGEMENT, "stage:growth", first.send_at)]
+    morning = datetime(2026, 3, 11, 1, 0, tzinfo=UTC)  # 09:00, an hour after the first went
+    assert (
+        schedule(message(at=morning), Profile(customer_id="C1"), sent, RULES, "e2").reason_code
+        == "duplicate"
+    )
+    next_night = night + timedelta(hours=24, minutes=30)
+    out = schedule(message(at=next_night), Profile(customer_id="C1"), sent, RULES, "e3")
+    assert out.type == "notification.scheduled"
+
+
 def test_three_messages_a_day_then_suppressed_while_service_messages_have_their_own_cap() -> None:
     sent = [Sent(Category.ENGAGEMENT, f"k{n}", T - timedelta(hours=1)) for n in range(3)]
     out = schedule(message(), Profile(customer_id="C1"), sent, RULES, "e1")

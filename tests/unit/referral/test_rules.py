@@ -140,12 +140,58 @@ def test_the_state_and_the_customers_own_accounts_are_never_leads() -> None:
     assert tax.leads == pension.leads == own.leads == []
 
 
-def test_bills_make_the_payee_a_business() -> None:
+def test_utilities_insurers_and_lenders_are_never_leads() -> None:
+    for purpose in ("utilities", "insurance", "loan_repayment", "bill"):
+        cp = Counterparty(purpose)
+        for n in range(6):
+            cp.pay(str(n % 3), 30 * n, purpose=purpose)
+        assert cp.leads == [], purpose
+
+
+def test_an_employer_paying_salaries_is_a_corporate_lead_by_its_purpose() -> None:
     cp = Counterparty()
     for n in range(3):
-        cp.pay("A", 30 * n, purpose="utilities")
+        cp.pay("A", 30 * n, purpose="salary", direction="in")
     assert cp.leads == [("lead.detected", "A", LeadType.CORPORATE)]
-    assert cp.events[0].kind_basis == "inferred: payments marked utilities"
+    assert cp.events[0].kind_basis == "inferred: payments marked salary"
+
+
+def test_a_lead_is_scored_regular_ties_of_many_customers_first() -> None:
+    rent = Counterparty("landlord")
+    for month in range(3):
+        rent.pay("A", 30 * month, amount="3000")
+        rent.pay("B", 30 * month + 2, amount="2500")
+    family = Counterparty("family")
+    for day in (0, 3, 5):
+        family.pay("A", day, amount="200")
+    rent_score, family_score = rent.events[-1].score, family.events[-1].score
+    assert rent_score is not None and family_score is not None
+    assert rent_score > family_score > 0
+    assert 0 <= family_score <= 100 and rent_score <= 100
+
+
+def test_leads_scoring_under_the_setting_are_not_raised() -> None:
+    cp = Counterparty()
+    for day in (0, 3, 5):
+        cp.pay("A", day, amount="200")
+    assert cp.leads and cp.events[0].score is not None
+    strict = ReferralRules(lead_min_score=cp.events[0].score + 1)
+    outcome = None
+    for n, day in enumerate((0, 3, 5)):
+        outcome = link(
+            outcome.state if outcome else None,
+            Link(
+                event_id=f"x{n}",
+                occurred_at=T0 + timedelta(days=day),
+                customer_id="A",
+                counterparty_key="cp",
+                business=False,
+                direction="out",
+                amount=Decimal(200),
+            ),
+            strict,
+        )
+        assert not outcome.leads
 
 
 def test_lead_updates_at_most_once_a_day() -> None:
@@ -223,9 +269,9 @@ class Customer:
 
     def decided_by(self, referrer: CustomerReferralState | None) -> CustomerReferralState:
         candidate = self.candidates[-1]
-        referrer_state, decision = decide(referrer, candidate, RULES)
-        assert decision is not None
-        self._take(on_decision(self.state, decision, RULES))
+        referrer_state, decisions = decide(referrer, candidate, RULES)
+        assert decisions
+        self._take(on_decision(self.state, decisions[0], RULES))
         return referrer_state
 
 
@@ -299,31 +345,34 @@ def test_self_referral_shared_device_ring_and_velocity() -> None:
         lead_type=LeadType.RETAIL,
         occurred_at=day(0),
     )
-    _, d = decide(referrer, self_ref, RULES)
-    assert d is not None and d.reason_code is ReferralReason.SELF_REFERRAL
+    _, (d,) = decide(referrer, self_ref, RULES)
+    assert d.reason_code is ReferralReason.SELF_REFERRAL
     shared = self_ref.model_copy(
         update={"referral_id": "r1", "referee": "S", "referee_hashes": ("phoneR",)}
     )
-    _, d = decide(referrer, shared, RULES)
-    assert d is not None and (d.outcome, d.reason_code) == (
+    _, (d,) = decide(referrer, shared, RULES)
+    assert (d.outcome, d.reason_code) == (
         "rejected",
         ReferralReason.SHARED_PHONE_OR_DEVICE,
     )
     ring = self_ref.model_copy(update={"referral_id": "r2", "referee": "X"})  # X referred R
-    _, d = decide(referrer, ring, RULES)
-    assert d is not None and d.reason_code is ReferralReason.REFERRAL_RING
+    _, (d, *_) = decide(referrer, ring, RULES)
+    assert d.reason_code is ReferralReason.REFERRAL_RING
     state: CustomerReferralState | None = referrer
     outcomes = []
     for n in range(11):
         candidate = self_ref.model_copy(
             update={"referral_id": f"v{n}", "referee": f"N{n}", "occurred_at": day(n)}
         )
-        state, d = decide(state, candidate, RULES)
-        assert d is not None
-        outcomes.append(d.outcome)
+        state, decided = decide(state, candidate, RULES)
+        outcomes.append(decided[0].outcome)
     assert outcomes == ["attributed"] * 10 + ["held"]
-    _, d = decide(state, candidate, RULES)
-    assert d is None  # the same candidate again changes nothing
+    # The whole burst: the ten let through before it showed are held after the fact.
+    after = decided[1:]
+    assert [d.candidate.referee for d in after] == [f"N{n}" for n in range(10)]
+    assert all(d.after_the_fact and d.reason_code is ReferralReason.VELOCITY for d in after)
+    _, again = decide(state, candidate, RULES)
+    assert again == []  # the same candidate again changes nothing
 
 
 def test_ring_of_three_through_the_upline() -> None:
@@ -385,12 +434,11 @@ def test_two_customers_referring_each_other_are_caught_while_both_referrals_trav
     assert a.state is not None and b.state is not None
     for first in (True, False):
         if first:
-            _, to_b = decide(a.state.model_copy(deep=True), b.candidates[-1], RULES)
-            _, to_a = decide(b.state.model_copy(deep=True), a.candidates[-1], RULES)
+            _, (to_b, *_) = decide(a.state.model_copy(deep=True), b.candidates[-1], RULES)
+            _, (to_a, *_) = decide(b.state.model_copy(deep=True), a.candidates[-1], RULES)
         else:
-            _, to_a = decide(b.state.model_copy(deep=True), a.candidates[-1], RULES)
-            _, to_b = decide(a.state.model_copy(deep=True), b.candidates[-1], RULES)
-        assert to_a is not None and to_b is not None
+            _, (to_a, *_) = decide(b.state.model_copy(deep=True), a.candidates[-1], RULES)
+            _, (to_b, *_) = decide(a.state.model_copy(deep=True), b.candidates[-1], RULES)
         assert to_b.outcome == "attributed"
         assert to_a.reason_code is ReferralReason.REFERRAL_RING
 
@@ -420,22 +468,49 @@ def test_after_30_days_nothing_qualifies() -> None:
     assert [e for e, _ in late.events] == ["referral.attributed"]
 
 
-def test_money_from_the_referrer_does_not_qualify() -> None:
+def test_money_from_an_account_the_referrer_uses_does_not_qualify() -> None:
     referrer = CustomerReferralState(customer_id="R", accounts=["R-ACC"], counterparties=["cpR"])
     c = Customer("N")
     c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
-    c.send(
-        "transfer.in",
-        1,
-        account_id="A",
-        amount=Decimal(2000),
-        counterparty_own_bank_account="R-ACC",
-    )
     c.send("transfer.in", 2, account_id="A", amount=Decimal(2000), counterparty_key="cpR")
     c.decided_by(referrer)
     assert [e for e, _ in c.events] == ["referral.attributed"]
     c.send("deposit", 3, account_id="A", amount=Decimal(1000))
     assert [e for e, _ in c.events] == ["referral.attributed", "referral.qualified"]
+
+
+def test_a_referee_funded_by_the_referrer_directly_is_held() -> None:
+    referrer = CustomerReferralState(customer_id="R", accounts=["R-ACC"])
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    c.decided_by(referrer)
+    c.send(
+        "transfer.in",
+        1,
+        account_id="A",
+        amount=Decimal(1500),
+        counterparty_own_bank_account="R-ACC",
+    )
+    assert c.events[-1] == ("referral.held", ReferralReason.FUNDED_BY_REFERRER)
+    c.send("deposit", 3, account_id="A", amount=Decimal(5000))
+    assert "referral.qualified" not in [e for e, _ in c.events]
+
+
+def test_a_referee_funded_through_one_hop_is_held() -> None:
+    referrer = CustomerReferralState(
+        customer_id="R", payments_out=[("cpX", day(-2), Decimal(1500))], counterparties=["cpX"]
+    )
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    c.send("transfer.in", 1, account_id="A", amount=Decimal("1480"), counterparty_key="cpX")
+    c.decided_by(referrer)
+    assert c.events[-1] == ("referral.held", ReferralReason.FUNDED_BY_REFERRER)
+    # Unrelated money from an account the referrer pays (a landlord moving in) is not that.
+    d = Customer("M")
+    d.send("account.opened", 0, code=GRANT, account_id="B", referral_code="ABCD1234")
+    d.send("transfer.in", 1, account_id="B", amount=Decimal(9000), counterparty_key="cpX")
+    d.decided_by(referrer)
+    assert [e for e, _ in d.events] == ["referral.attributed"]
 
 
 def test_closing_within_90_days_of_qualifying_reverses() -> None:
@@ -542,3 +617,28 @@ def test_a_referrer_whose_phone_arrives_late_still_catches_a_referee_sharing_it(
             ).decisions
             == []
         )
+
+
+def test_a_held_referral_is_explained_in_english_and_chinese() -> None:
+    referrer = CustomerReferralState(customer_id="R", accounts=["R-ACC"])
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    c.decided_by(referrer)
+    outcome = on_account_event(
+        c.state,
+        "N",
+        Movement(
+            event_id="fund",
+            event_type="transfer.in",
+            occurred_at=day(1),
+            account_id="A",
+            amount=Decimal(1500),
+            counterparty_own_bank_account="R-ACC",
+        ),
+        None,
+        RULES,
+    )
+    (held,) = outcome.events
+    assert held.explanation is not None
+    assert held.explanation["en"].startswith("the referee's account was funded by the referrer")
+    assert held.explanation["zh-CN"].startswith("被推荐人账户资金来自推荐人")

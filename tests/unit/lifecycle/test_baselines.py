@@ -1,0 +1,95 @@
+"""The rules against each customer's own baseline: a monthly cycle is not a drain, a one-off
+large payment is life, an account never used cannot disengage, a slow customer's usual silence
+is not inactivity, a relative's occasional gift is not a salary."""
+
+from __future__ import annotations
+
+from schemas.lifecycle import ChurnSignalChanged, SignalKind, Stage, StageChanged
+from tests.unit.lifecycle.test_rules import Customer, active_customer, other_bank
+
+
+def raised(c: Customer, kind: SignalKind) -> list[str]:
+    return [s[0] for s in c.signals() if s[1] is kind]
+
+
+def test_a_salary_spent_down_every_month_is_not_a_drain() -> None:
+    c = active_customer()
+    for month in range(8):
+        payday = 10 + 30 * month
+        c.money(
+            "transfer.in", payday, "9000.00", counterparty_key="payroll", counterparty=other_bank()
+        )
+        for n in range(4):  # rent, bills and shopping take it down to a fifth of the peak
+            c.money("card.payment", payday + 3 + 6 * n, "1800.00")
+    assert raised(c, SignalKind.BALANCE_DRAIN) == []
+
+
+def test_savings_eaten_below_the_usual_monthly_low_are_a_drain() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "30000.00")
+    for month in range(4):
+        payday = 10 + 30 * month
+        c.money(
+            "transfer.in", payday, "9000.00", counterparty_key="payroll", counterparty=other_bank()
+        )
+        for n in range(4):
+            c.money("card.payment", payday + 3 + 6 * n, "2000.00")
+    for day in range(130, 160, 2):  # hardship: the savings go
+        c.money("withdrawal", day, "2500.00")
+    assert raised(c, SignalKind.BALANCE_DRAIN)[:1] == ["raised"]
+
+
+def test_a_one_off_large_payment_then_normal_life_is_not_a_drain() -> None:
+    c = active_customer()
+    c.money("deposit", 4, "80000.00")
+    for day in range(10, 200, 7):
+        c.money("card.payment", day, "150.00")
+    dealer = {"bank_code": "BOC", "account": "55", "name": "Auto Dealer"}
+    c.money("transfer.out", 100, "60000.00", counterparty=dealer, purpose="other")
+    assert raised(c, SignalKind.BALANCE_DRAIN) == []
+
+
+def test_an_account_never_used_is_not_disengaged_but_turns_dormant() -> None:
+    c = Customer()
+    c.open()
+    c.money("deposit", 0.1, "1500.00")  # activated by balance, then nothing
+    c.wait(200)
+    assert raised(c, SignalKind.INACTIVITY) == []
+    assert c.stages()[-1][0].value == "dormant"
+
+
+def test_a_slow_customers_usual_silence_is_not_inactivity_but_a_longer_one_is() -> None:
+    c = Customer()
+    c.open()
+    day = 1.0
+    for _ in range(8):  # a payment every four weeks
+        c.money("deposit", day, "100.00")
+        day += 28
+    c.wait(day - 28 + 50)
+    assert raised(c, SignalKind.INACTIVITY) == []
+    c.wait(day - 28 + 85)  # three usual gaps
+    assert raised(c, SignalKind.INACTIVITY) == ["raised"]
+
+
+def test_a_relatives_gift_two_months_running_is_not_a_salary() -> None:
+    c = active_customer()
+    family = other_bank("ICBC")
+    c.money("transfer.in", 20, "800.00", counterparty_key="family", counterparty=family)
+    c.money("transfer.in", 50, "500.00", counterparty_key="family", counterparty=family)
+    for day in range(55, 150, 7):
+        c.money("card.payment", day, "20.00")
+    assert raised(c, SignalKind.SALARY_STOPPED) == []
+
+
+def test_every_at_risk_change_and_signal_is_explained_in_english_and_chinese() -> None:
+    c = active_customer()
+    for day in range(5, 40, 7):
+        c.money("card.payment", day, "10.00")
+    c.wait(120)
+    at_risk = [o for o in c.outputs if isinstance(o, StageChanged) and o.stage is Stage.AT_RISK]
+    assert at_risk and at_risk[0].explanation is not None
+    assert at_risk[0].explanation["en"].startswith("At risk (churn score 0.60): no own")
+    assert "45 days" in at_risk[0].explanation["en"]
+    assert at_risk[0].explanation["zh-CN"].startswith("存在流失风险")
+    raised_events = [o for o in c.outputs if isinstance(o, ChurnSignalChanged)]
+    assert all(o.explanation and set(o.explanation) == {"en", "zh-CN"} for o in raised_events)
