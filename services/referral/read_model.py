@@ -9,12 +9,13 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from sqlalchemy import DateTime, func, select
 from sqlmodel import Field, SQLModel
 
-from schemas.referral import LeadChanged, ReferralChanged
+from schemas.referral import LeadChanged, ReferralChanged, ReferralReason
 from services.referral.domain import CodeGrant
+from services.referral.domain.referees import REASONS_ZH
 from services.runtime import db
 
 _TIME = DateTime(timezone=True)
@@ -168,6 +169,16 @@ class ReferralView(BaseModel):
     reason_code: str | None
     reason: str | None
     updated_at: datetime
+    # The reason as one sentence per locale ("en", "zh-CN"), for the RM.
+    explanation: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _explained(self) -> ReferralView:
+        if self.explanation is None and self.reason_code and self.reason:
+            zh = REASONS_ZH.get(ReferralReason(self.reason_code))
+            if zh is not None:
+                self.explanation = {"en": self.reason, "zh-CN": zh + "。"}
+        return self
 
 
 class CustomerReferrals(BaseModel):
