@@ -60,6 +60,12 @@ class NotifyRules(BaseModel):
     affluent_task_due_hours: Annotated[int, Field(ge=1)] = 72
     lead_task_due_hours: Annotated[int, Field(ge=1)] = 168
     rm_daily_capacity: Annotated[int, Field(ge=1)] = 20
+    # Leads handed out as tasks per day: to one RM, and to a team queue (a branch's or the
+    # corporate team's). Leads beyond it stay on the ranked lead list; leads scoring under
+    # `LEAD_TASK_MIN_SCORE` are never handed out.
+    lead_daily_budget: Annotated[int, Field(ge=0)] = 2
+    lead_queue_daily_budget: Annotated[int, Field(ge=0)] = 10
+    lead_task_min_score: Annotated[float, Field(ge=0, le=100)] = 0.0
     # Any BCP 47 tag: for customers whose profile gives no locale.
     default_locale: Locale = "zh-CN"
     default_time_zone: str = "Asia/Shanghai"
@@ -372,7 +378,7 @@ def resolved_in_wait(triggered_at: datetime, send_at: datetime, resolved_at: dat
 def on_lead(event: LeadChanged, referrer: Profile | None, rules: NotifyRules) -> Decision:
     """A new lead: corporate leads go to the corporate RM team, retail leads to the referrer's RM
     (to ask the customer for an introduction)."""
-    if event.type != "lead.detected":
+    if event.type != "lead.detected" or (event.score or 0.0) < rules.lead_task_min_score:
         return Decision()
     due = event.occurred_at + timedelta(hours=rules.lead_task_due_hours)
     evidence = {
@@ -572,6 +578,17 @@ def schedule(
 def task_id(source_event_id: str, kind: str, customer_id: str) -> str:
     """The same cause gives the same task id on every replay."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"task|{source_event_id}|{kind}|{customer_id}"))
+
+
+LEAD_TASKS = frozenset({"introduction_request", "corporate_lead"})
+
+
+def within_lead_budget(task: Task, handed_out_today: int, rules: NotifyRules) -> bool:
+    """Whether a lead task may still be handed out to its assignee today."""
+    if task.kind not in LEAD_TASKS:
+        return True
+    queue = task.assignee.startswith("queue:")
+    return handed_out_today < (rules.lead_queue_daily_budget if queue else rules.lead_daily_budget)
 
 
 def task_created(

@@ -32,6 +32,7 @@ from schemas.notify import Category, Channel, NotificationChanged, RmTaskChanged
 from schemas.referral import LeadChanged, ReferralChanged
 from schemas.rewards import LedgerEntryBooked
 from services.notify.domain import (
+    LEAD_TASKS,
     Decision,
     NotifyRules,
     Profile,
@@ -49,6 +50,7 @@ from services.notify.domain import (
     resolved_in_wait,
     schedule,
     task_created,
+    within_lead_budget,
 )
 from services.runtime import db
 from services.runtime.codec import encode
@@ -125,6 +127,8 @@ class TaskRow(SQLModel, table=True):
     customer_id: str = Field(index=True, max_length=64)
     status: str = Field(max_length=16)
     priority: str = Field(max_length=8)
+    # retention_call, introduction_request, corporate_lead (null before migration 0009).
+    kind: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(sa_type=_TIME)
     due_at: datetime = Field(sa_type=_TIME)
     outcome: str | None = Field(default=None, max_length=16)
@@ -433,6 +437,19 @@ def _record(
         outputs += [out, *_cancel_if_resolved(session, row)]
     for task in decision.tasks:
         day = task.at.replace(hour=0, minute=0, second=0, microsecond=0)
+        if task.kind in LEAD_TASKS:
+            handed_out = session.exec(
+                select(func.count())
+                .select_from(TaskRow)
+                .where(
+                    TaskRow.assignee == task.assignee,
+                    col(TaskRow.kind).in_(LEAD_TASKS),
+                    col(TaskRow.created_at) >= day,
+                    col(TaskRow.created_at) < day + timedelta(days=1),
+                )
+            ).one()
+            if not within_lead_budget(task, int(handed_out), rules):
+                continue
         assigned_today = session.exec(
             select(func.count())
             .select_from(TaskRow)
@@ -447,6 +464,7 @@ def _record(
         session.add(
             TaskRow(
                 task_id=created.task_id,
+                kind=created.kind,
                 assignee=created.assignee,
                 customer_id=created.customer_id,
                 status=created.status,

@@ -23,6 +23,7 @@ from services.notify.domain import (
     render,
     schedule,
     task_created,
+    within_lead_budget,
 )
 
 RULES = NotifyRules()
@@ -242,3 +243,15 @@ def test_tasks_beyond_an_rms_daily_capacity_are_queued() -> None:
     (task,) = on_lead(lead(LeadType.RETAIL), Profile(customer_id="C1", rm_id="RM2"), RULES).tasks
     assert task_created(task, RULES.rm_daily_capacity - 1, RULES, "l1").status == "open"
     assert task_created(task, RULES.rm_daily_capacity, RULES, "l1").status == "queued"
+
+
+def test_leads_are_handed_out_within_a_daily_budget_per_rm_and_per_queue() -> None:
+    (retail,) = on_lead(lead(LeadType.RETAIL), Profile(customer_id="C1", rm_id="RM2"), RULES).tasks
+    assert within_lead_budget(retail, RULES.lead_daily_budget - 1, RULES)
+    assert not within_lead_budget(retail, RULES.lead_daily_budget, RULES)
+    (corporate,) = on_lead(lead(LeadType.CORPORATE), None, RULES).tasks
+    assert within_lead_budget(corporate, RULES.lead_queue_daily_budget - 1, RULES)
+    assert not within_lead_budget(corporate, RULES.lead_queue_daily_budget, RULES)
+    weak = lead(LeadType.RETAIL).model_copy(update={"score": 20.0})
+    strict = NotifyRules(lead_task_min_score=30)
+    assert on_lead(weak, Profile(customer_id="C1"), strict).tasks == []
