@@ -15,6 +15,7 @@ from schemas.account_events import ID_PATTERN
 from schemas.notify import RmTaskChanged
 from schemas.topics import RM_TASKS
 from services.notify import store
+from services.notify.config import NotifySettings
 from services.notify.domain import Profile
 from services.notify.metrics import intervention_samples, task_samples
 from services.notify.store import NotificationView, Preferences, TaskSummary, UpliftCell
@@ -35,6 +36,7 @@ class OutcomeRequest(BaseModel):
 
 def routers(settings: RuntimeSettings) -> list[APIRouter]:
     url = settings.resolved_database_url
+    rules = NotifySettings().rules()
     read_model_gauge(
         "rapport_notify_rm_tasks_by_status",
         "RM tasks by status (open, queued, closed), and open tasks past due (overdue).",
@@ -73,15 +75,21 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
     @router.get(
         "/rm/{rm_id}/tasks",
-        summary="An RM's (or a queue's) tasks: open first, then queued, by priority and due time",
+        summary="An RM's (or a queue's) tasks: open first, then queued, by priority and due "
+        "time; of the lead tasks, each day's budget of the best scored",
     )
     async def tasks(
         rm_id: Annotated[str, Path(max_length=64)],
         principal: RmCaller,
         include_closed: bool = False,
+        all_leads: Annotated[
+            bool,
+            Query(description="every lead task, not only the day's budget of the best scored"),
+        ] = False,
     ) -> list[RmTaskChanged]:
         rm_scope(principal, rm_id, f"the task list of {rm_id!r}")
-        return await asyncio.to_thread(store.tasks_of, url, rm_id, include_closed)
+        budget = None if all_leads else rules
+        return await asyncio.to_thread(store.tasks_of, url, rm_id, include_closed, budget)
 
     @router.post(
         "/tasks/{task_id}/outcome",

@@ -60,11 +60,14 @@ class NotifyRules(BaseModel):
     affluent_task_due_hours: Annotated[int, Field(ge=1)] = 72
     lead_task_due_hours: Annotated[int, Field(ge=1)] = 168
     rm_daily_capacity: Annotated[int, Field(ge=1)] = 20
-    # Leads handed out as tasks per day: to one RM, and to a team queue (a branch's or the
-    # corporate team's). Leads beyond it stay on the ranked lead list; leads scoring under
-    # `LEAD_TASK_MIN_SCORE` are never handed out.
+    # Lead tasks an RM's worklist shows per day of their creation, the best scored first; a
+    # team queue's (a branch's, the corporate team's). The rest wait on the referral service's
+    # ranked lead list. Applied when the list is read: a budget decided as tasks are created
+    # would depend on the order in which partitions are taken.
     lead_daily_budget: Annotated[int, Field(ge=0)] = 2
     lead_queue_daily_budget: Annotated[int, Field(ge=0)] = 10
+    # Leads scoring under it (0-100) are never handed out as tasks: they stay on the referral
+    # service's ranked lead list.
     lead_task_min_score: Annotated[float, Field(ge=0, le=100)] = 0.0
     # Any BCP 47 tag: for customers whose profile gives no locale.
     default_locale: Locale = "zh-CN"
@@ -382,6 +385,7 @@ def on_lead(event: LeadChanged, referrer: Profile | None, rules: NotifyRules) ->
         return Decision()
     due = event.occurred_at + timedelta(hours=rules.lead_task_due_hours)
     evidence = {
+        "score": event.score,
         "transactions": event.strength.transactions,
         "customers": event.strength.customers,
         "direction": event.strength.direction.value,
@@ -583,12 +587,28 @@ def task_id(source_event_id: str, kind: str, customer_id: str) -> str:
 LEAD_TASKS = frozenset({"introduction_request", "corporate_lead"})
 
 
-def within_lead_budget(task: Task, handed_out_today: int, rules: NotifyRules) -> bool:
-    """Whether a lead task may still be handed out to its assignee today."""
-    if task.kind not in LEAD_TASKS:
-        return True
-    queue = task.assignee.startswith("queue:")
-    return handed_out_today < (rules.lead_queue_daily_budget if queue else rules.lead_daily_budget)
+def within_lead_budget(tasks: list[RmTaskChanged], rules: NotifyRules) -> list[RmTaskChanged]:
+    """An assignee's worklist without the lead tasks past the day's budget: of the lead tasks
+    created on one day, the best scored (ties by task id), as many as the budget."""
+    by_day: dict[tuple[str, object], list[RmTaskChanged]] = {}
+    for task in tasks:
+        if task.kind in LEAD_TASKS:
+            by_day.setdefault((task.assignee, task.occurred_at.date()), []).append(task)
+    left_out: set[str] = set()
+    for (assignee, _), day in by_day.items():
+        budget = (
+            rules.lead_queue_daily_budget
+            if assignee.startswith("queue:")
+            else rules.lead_daily_budget
+        )
+        ranked = sorted(day, key=lambda t: (-_score(t), t.task_id))
+        left_out |= {t.task_id for t in ranked[budget:]}
+    return [t for t in tasks if t.task_id not in left_out]
+
+
+def _score(task: RmTaskChanged) -> float:
+    score = task.evidence.get("score")
+    return float(score) if isinstance(score, int | float) else 0.0
 
 
 def task_created(

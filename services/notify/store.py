@@ -32,7 +32,6 @@ from schemas.notify import Category, Channel, NotificationChanged, RmTaskChanged
 from schemas.referral import LeadChanged, ReferralChanged
 from schemas.rewards import LedgerEntryBooked
 from services.notify.domain import (
-    LEAD_TASKS,
     Decision,
     NotifyRules,
     Profile,
@@ -437,19 +436,6 @@ def _record(
         outputs += [out, *_cancel_if_resolved(session, row)]
     for task in decision.tasks:
         day = task.at.replace(hour=0, minute=0, second=0, microsecond=0)
-        if task.kind in LEAD_TASKS:
-            handed_out = session.exec(
-                select(func.count())
-                .select_from(TaskRow)
-                .where(
-                    TaskRow.assignee == task.assignee,
-                    col(TaskRow.kind).in_(LEAD_TASKS),
-                    col(TaskRow.created_at) >= day,
-                    col(TaskRow.created_at) < day + timedelta(days=1),
-                )
-            ).one()
-            if not within_lead_budget(task, int(handed_out), rules):
-                continue
         assigned_today = session.exec(
             select(func.count())
             .select_from(TaskRow)
@@ -654,11 +640,16 @@ _PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
 _STATUS_ORDER = {"open": 0, "queued": 1, "closed": 2}
 
 
-def tasks_of(url: str, assignee: str, include_closed: bool) -> list[RmTaskChanged]:
-    """An RM's (or queue's) tasks: open first, then queued, by priority and due time."""
+def tasks_of(
+    url: str, assignee: str, include_closed: bool, rules: NotifyRules | None = None
+) -> list[RmTaskChanged]:
+    """An RM's (or queue's) tasks: open first, then queued, by priority and due time; with
+    `rules`, the lead tasks within the daily budget only."""
     with db.session_scope(url) as session:
         rows = session.exec(select(TaskRow).where(TaskRow.assignee == assignee)).all()
         tasks = [RmTaskChanged.model_validate_json(r.task) for r in rows]
+    if rules is not None:
+        tasks = within_lead_budget(tasks, rules)
     if not include_closed:
         tasks = [t for t in tasks if t.status != "closed"]
     return sorted(

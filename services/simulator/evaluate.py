@@ -326,7 +326,15 @@ def feed_shapes(truth: Truth, signals: Iterable[Mapping[str, Any]]) -> FeedShape
                 found[str(event["signal"])].append(event)
         return found
 
-    quiet = [c for c, t in truth.customers.items() if t.quiet_from and t.postings_while_quiet]
+    # Customers who used the account: one opened and never used is an activation problem the
+    # dormant rule takes, not disengagement.
+    quiet = [
+        c
+        for c, t in truth.customers.items()
+        if t.quiet_from
+        and t.postings_while_quiet
+        and t.persona not in ("never_active", "fraud_referee")
+    ]
     inactive = sum(
         1 for c in quiet if kinds(c, truth.customers[c].quiet_from or truth.start).get("inactivity")
     )

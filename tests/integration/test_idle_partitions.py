@@ -267,10 +267,11 @@ def test_a_single_customers_chain_gives_the_lead_and_the_attribution_after_the_i
 def test_a_high_net_worth_customer_gone_quiet_gets_the_retention_task_after_the_interval(
     quiet: Quiet,
 ) -> None:
-    """H deposits 3,000,000 (high net worth) and goes quiet on a partition of their own;
-    another customer's events move their partition's clock 65 days on. Once H's partition
-    has been idle for the interval, its clock follows the other's: 45 days without activity
-    raise inactivity, H is at risk, and notify makes the RM's retention task."""
+    """H deposits 3,000,000 (high net worth) and five times more, then goes quiet on a
+    partition of their own; another customer's events move their partition's clock 65 days
+    on. Once H's partition has been idle for the interval, its clock follows the other's:
+    45 days without activity raise inactivity, H is at risk, and notify makes the RM's
+    retention task."""
     env = a_fresh_group(quiet, SHORT_SECONDS)
     run = uuid.uuid4().hex[:4]
     hnw = f"H{run}"
@@ -290,6 +291,18 @@ def test_a_high_net_worth_customer_gone_quiet_gets_the_retention_task_after_the_
             **money(3_000_000, 3_000_000),
         ),
         event(other, 0, "account.opened", T0, account_id="O1"),
+    ]
+    # Five more deposits make a habit: disengagement needs engagement first.
+    events += [
+        event(
+            hnw,
+            2 + n,
+            "deposit",
+            T0 + timedelta(days=n),
+            account_id="H1",
+            **money(100, 3_000_000 + 100 * n),
+        )
+        for n in range(1, 6)
     ]
     events += [
         event(other, n, "deposit", T0 + timedelta(days=5 * n), account_id="O1", **money(10, 10 * n))
@@ -337,7 +350,7 @@ def test_a_high_net_worth_customer_gone_quiet_gets_the_retention_task_after_the_
         if r.key == hnw.encode()
     ]
     (risk,) = [c for c in changes if c["stage"] == "at_risk" and c["type"] == "stage.changed"]
-    assert (risk["tier"], risk["occurred_at"][:10]) == ("hnw", "2027-04-15")  # day 45
+    assert (risk["tier"], risk["occurred_at"][:10]) == ("hnw", "2027-04-20")  # day 5 + 45
 
 
 def test_with_the_default_interval_the_decisions_come_within_a_minute(quiet: Quiet) -> None:

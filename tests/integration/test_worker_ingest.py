@@ -72,7 +72,8 @@ def scenario_records() -> list[tuple[bytes, bytes]]:
     )
     start = "2026-04-01T09:00:00+00:00"
     records = [("account.opened", quiet, start, {"account_id": "A1"})]
-    for day, balance in ((2, "100.00"), (3, "200.00"), (4, "300.00")):
+    # Six deposits make a habit: disengagement needs engagement first.
+    for day in range(2, 8):
         records.append(
             (
                 "deposit",
@@ -81,7 +82,7 @@ def scenario_records() -> list[tuple[bytes, bytes]]:
                 {
                     "account_id": "A1",
                     "amount": "100.00",
-                    "balance_after": balance,
+                    "balance_after": f"{(day - 1) * 100}.00",
                     "currency": "CNY",
                 },
             )
@@ -126,7 +127,7 @@ def lifecycle_worker(
 def test_valid_events_of_every_type_reach_the_worker_and_are_counted(
     lifecycle_worker: RunningWorker,
 ) -> None:
-    extra = {"account.opened": 2, "deposit": 3}  # the scenario's events
+    extra = {"account.opened": 2, "deposit": 6}  # the scenario's events
     for kind in VALID:
         # Each type once before the bad records and once after: the worker kept going.
         count = lifecycle_worker.total("rapport_events_consumed_total", event_type=kind)
@@ -210,8 +211,8 @@ def test_time_rules_fire_from_the_partition_clock_without_new_events_of_the_cust
     assert stages == [
         ("acquisition", "2026-04-01"),
         ("growth", "2026-04-04"),  # the third deposit activates
-        ("at_risk", "2026-05-19"),  # 45 days without customer-initiated activity
-        ("dormant", "2026-10-01"),  # 180 days
+        ("at_risk", "2026-05-22"),  # 45 days without customer-initiated activity
+        ("dormant", "2026-10-04"),  # 180 days
     ]
     signals = [
         orjson.loads(r.value or b"{}")
@@ -234,17 +235,17 @@ def test_the_api_serves_the_read_model_the_worker_keeps(
     while (body := client.get(path).json()).get("stage") != "dormant":
         assert time.monotonic() < deadline, f"read model never showed L dormant: {body}"
         time.sleep(0.5)
-    assert body["since"].startswith("2026-10-01T09:00")
+    assert body["since"].startswith("2026-10-04T09:00")
     assert body["tier"] == "mass"
     assert body["strategy"]["code"] == "win_back"
     assert [(s["signal"], s["cause"]) for s in body["open_signals"]] == [
         ("inactivity", "disengagement")
     ]
-    assert body["open_signals"][0]["evidence"]["last_activity_at"].startswith("2026-04-04")
+    assert body["open_signals"][0]["evidence"]["last_activity_at"].startswith("2026-04-07")
     figures = body["key_figures"]
-    assert figures["total_balance"] == "300.00"
+    assert figures["total_balance"] == "600.00"
     assert figures["open_accounts"] == 1
-    assert figures["last_activity_at"].startswith("2026-04-04")
+    assert figures["last_activity_at"].startswith("2026-04-07")
 
     missing = client.get("/customers/NOBODY/lifecycle")
     assert missing.status_code == 404

@@ -149,6 +149,9 @@ class CustomerReferralState(BaseModel):
         None
     )
     qualified_at: datetime | None = None
+    # As a referee: held after the fact (a burst or a ring its referrer was part of), with
+    # when and why: (decided at, reason code, reason).
+    held_after_the_fact: tuple[datetime, ReferralReason, str] | None = None
     # Money in during the qualifying window, with its time and source: whether the referrer
     # funded it is known only once the decision arrives, which may be after the money, so
     # qualification is worked out from these in event-time order, whenever the decision comes.
@@ -512,20 +515,45 @@ def on_decision(
 def _hold_after_the_fact(
     state: CustomerReferralState, out: RefereeOutcome, decision: Decision
 ) -> None:
-    """A burst or a ring seen after this referral was let through: held if not yet rewarded,
-    reversed (its rewards clawed back) if it had qualified."""
+    """A burst or a ring seen after this referral was let through: the referral is held from
+    the decision on. Whether the referee's qualifying money was taken before the decision
+    arrived or after it depends on timing (a restart, a rebalance), so the outcome may not:
+    the referral is held either way, and a referee who qualifies, before the decision or
+    after it, is qualified and reversed at once (its rewards clawed back)."""
     assert state.candidate is not None
-    change = {"attributed": "held", "qualified": "reversed"}.get(state.status or "")
-    if change is None:
+    if state.status not in ("attributed", "qualified") or decision.reason_code is None:
         return
-    state.status = change  # type: ignore[assignment]
+    t = decision.candidate.occurred_at
+    state.held_after_the_fact = (t, decision.reason_code, decision.reason or "")
     out.events.append(
         referral_event(
-            f"referral.{change}",
+            "referral.held",
             state.candidate,
-            decision.candidate.occurred_at,
+            t,
             reason_code=decision.reason_code,
             reason=decision.reason,
+        )
+    )
+    if state.status == "qualified":
+        _reverse_held(state, out)
+    else:
+        state.status = "held"
+
+
+def _reverse_held(state: CustomerReferralState, out: RefereeOutcome) -> None:
+    """A referral held after the fact whose referee qualified: reversed, dated at the later
+    of the two."""
+    assert state.candidate is not None and state.held_after_the_fact is not None
+    assert state.qualified_at is not None
+    held_at, code, reason = state.held_after_the_fact
+    state.status = "reversed"
+    out.events.append(
+        referral_event(
+            "referral.reversed",
+            state.candidate,
+            max(held_at, state.qualified_at),
+            reason_code=code,
+            reason=reason,
         )
     )
 
@@ -554,7 +582,8 @@ def _qualify(
     """Qualify at the first moment, in event time, at which the referee had deposited enough
     or transacted enough (not before the referral itself, nor before `not_before`): the same
     moment and amount whether the decision came before the money or after it."""
-    if state.status != "attributed" or state.candidate is None or state.rechecking:
+    held = state.status == "held" and state.held_after_the_fact is not None
+    if not (state.status == "attributed" or held) or state.candidate is None or state.rechecking:
         return
     since = max(state.candidate.occurred_at, not_before or state.candidate.occurred_at)
     moments = sorted({t for t, *_ in state.money_in} | set(state.transacted))
@@ -575,6 +604,8 @@ def _qualify(
                 qualifying_transactions=transactions,
             )
         )
+        if held:
+            _reverse_held(state, out)
         return
 
 
@@ -594,6 +625,7 @@ def on_review(
         return out
     if approve:
         state.status = "attributed"
+        state.held_after_the_fact = None
         out.events.append(referral_event("referral.released", candidate, t))
         _qualify(state, out, rules, not_before=t)
     else:

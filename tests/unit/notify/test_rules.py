@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schemas.lifecycle import ChurnCause, Stage, StageChanged, Strategy, Tier
-from schemas.notify import Category, Channel, Priority
+from schemas.notify import Category, Channel, Priority, RmTaskChanged
 from schemas.referral import Direction, LeadChanged, LeadStrength, LeadType
 from services.notify.domain import (
     Message,
@@ -245,13 +245,24 @@ def test_tasks_beyond_an_rms_daily_capacity_are_queued() -> None:
     assert task_created(task, RULES.rm_daily_capacity, RULES, "l1").status == "queued"
 
 
-def test_leads_are_handed_out_within_a_daily_budget_per_rm_and_per_queue() -> None:
-    (retail,) = on_lead(lead(LeadType.RETAIL), Profile(customer_id="C1", rm_id="RM2"), RULES).tasks
-    assert within_lead_budget(retail, RULES.lead_daily_budget - 1, RULES)
-    assert not within_lead_budget(retail, RULES.lead_daily_budget, RULES)
-    (corporate,) = on_lead(lead(LeadType.CORPORATE), None, RULES).tasks
-    assert within_lead_budget(corporate, RULES.lead_queue_daily_budget - 1, RULES)
-    assert not within_lead_budget(corporate, RULES.lead_queue_daily_budget, RULES)
+def test_leads_under_the_minimum_score_are_not_handed_out() -> None:
     weak = lead(LeadType.RETAIL).model_copy(update={"score": 20.0})
     strict = NotifyRules(lead_task_min_score=30)
     assert on_lead(weak, Profile(customer_id="C1"), strict).tasks == []
+
+
+def test_a_worklist_shows_each_days_budget_of_the_best_scored_leads() -> None:
+    def handed_out(score: float, day: int, kind: LeadType = LeadType.RETAIL) -> RmTaskChanged:
+        event = lead(kind).model_copy(
+            update={"score": score, "occurred_at": T + timedelta(days=day)}
+        )
+        (task,) = on_lead(event, Profile(customer_id="C1", rm_id="RM2"), RULES).tasks
+        return task_created(task, 0, RULES, f"lead-{score}-{day}")
+
+    first_day = [handed_out(score, 0) for score in (40.0, 90.0, 10.0, 70.0)]
+    next_day = [handed_out(5.0, 1)]
+    shown = within_lead_budget([*first_day, *next_day], RULES)
+    assert RULES.lead_daily_budget == 2
+    assert [t.evidence["score"] for t in shown] == [90.0, 70.0, 5.0]
+    queue = [handed_out(float(n), 0, LeadType.CORPORATE) for n in range(12)]
+    assert len(within_lead_budget(queue, RULES)) == RULES.lead_queue_daily_budget

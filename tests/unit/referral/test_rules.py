@@ -15,6 +15,7 @@ from services.referral.domain import (
     CodeGrant,
     CounterpartyState,
     CustomerReferralState,
+    Decision,
     Link,
     Movement,
     RefereeOutcome,
@@ -642,3 +643,50 @@ def test_a_held_referral_is_explained_in_english_and_chinese() -> None:
     assert held.explanation is not None
     assert held.explanation["en"].startswith("the referee's account was funded by the referrer")
     assert held.explanation["zh-CN"].startswith("被推荐人账户资金来自推荐人")
+
+
+def test_a_referral_held_after_the_fact_ends_the_same_whether_the_money_came_first() -> None:
+    """A ring closed on day 5 holds a leg attributed on day 0 whose referee deposits enough on
+    day 7. Which reaches the referee first, the decision or the deposit, depends on timing (a
+    restart, a rebalance): either way the referral is held, then qualified and reversed."""
+    seen = []
+    for money_first in (False, True):
+        leg = Customer("N")
+        leg.send("account.opened", 0, code=GRANT, account_id="AN", referral_code="ABCD1234")
+        leg.decided_by(CustomerReferralState(customer_id="R"))
+        closing = leg.candidates[-1].model_copy(
+            update={"referral_id": "ring", "referee": "R", "occurred_at": day(5)}
+        )
+        after = Decision(
+            candidate=leg.candidates[-1].model_copy(update={"occurred_at": day(5)}),
+            outcome="held",
+            reason_code=ReferralReason.REFERRAL_RING,
+            reason=f"{closing.referee} is already in the chain",
+            after_the_fact=True,
+        )
+        changes: list[RefereeOutcome] = []
+        deposit = Movement(
+            event_id="N-deposit",
+            event_type="deposit",
+            occurred_at=day(7),
+            initiated=True,
+            account_id="AN",
+            amount=Decimal(5000),
+        )
+        for step in ("money", "decision") if money_first else ("decision", "money"):
+            state = changes[-1].state if changes else leg.state
+            changes.append(
+                on_account_event(state, "N", deposit, None, RULES)
+                if step == "money"
+                else on_decision(state, after, RULES)
+            )
+        seen.append(sorted((e.type, e.occurred_at) for c in changes for e in c.events))
+    assert (
+        seen[0]
+        == seen[1]
+        == [
+            ("referral.held", day(5)),
+            ("referral.qualified", day(7)),
+            ("referral.reversed", day(7)),
+        ]
+    )
