@@ -430,9 +430,11 @@ class ReferralService:
                     self._save(waiting)
                     late = partition in self.quiet_steps
             elif step.decision is not None:
-                await self._commit(
-                    on_decision(self.customer(step.customer_id), step.decision, self.rules)
-                )
+                outcome = on_decision(self.customer(step.customer_id), step.decision, self.rules)
+                await self._commit(outcome)
+                if outcome.state.awaiting:
+                    # The referrals this customer made may have waited for this answer.
+                    await self._decide_waiting(outcome.state, partition)
             elif step.review is not None:
                 review = step.review
                 await self._commit(
@@ -514,6 +516,19 @@ class ReferralService:
 
             await self.locks.run(referrer, work)
         self.customers[index_key] = orjson.dumps(still)
+
+    async def _decide_waiting(self, state: CustomerReferralState, partition: int) -> None:
+        """One referrer's waiting candidates the partition's marks have already released
+        (under the referrer's lock: the caller holds it). Those still waiting stay in the
+        partition's index, which lists the referrer from its first waiting candidate on."""
+        marks = orjson.loads(self.customers.get(f"#step-marks:{partition}") or b"{}")
+        released = marks.get("released", 0)
+        if not released:
+            return
+        before = datetime.fromordinal(released).replace(tzinfo=UTC)
+        state, decisions = decide_awaiting(state, before, self.rules)
+        await self.ports.send_steps([Step(decision=d) for d in decisions])
+        self._save(state)
 
     async def _commit(self, outcome: RefereeOutcome) -> None:
         await self._publish(list(outcome.events))

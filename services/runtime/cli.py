@@ -235,10 +235,11 @@ def _simulate(args: argparse.Namespace) -> Simulation:
     from services.simulator.simulate import simulate
 
     started = time.monotonic()
-    simulation = simulate(customers=args.customers, days=args.days, seed=args.seed)
+    profile = getattr(args, "profile", "standard")
+    simulation = simulate(customers=args.customers, days=args.days, seed=args.seed, profile=profile)
     truth = simulation.truth
     console.print(
-        f"simulated {len(truth.customers)} customers over {args.days} days in "
+        f"simulated {len(truth.customers)} customers ({profile} profile) over {args.days} days in "
         f"{time.monotonic() - started:.1f} s: {simulation.valid} valid events "
         f"({truth.noise.duplicates} duplicates, {truth.noise.late} late) and "
         f"{simulation.invalid} invalid ones"
@@ -315,11 +316,85 @@ async def output_offsets(settings: RuntimeSettings) -> dict[str, dict[int, int]]
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
-    """rapport evaluate: score the services' outputs against a simulation's truth."""
+    """rapport evaluate: score the services' outputs against a simulation's truth, or, with
+    --replay, the held-out evaluation (simulated populations through the rules in-process)."""
+    if args.replay:
+        try:
+            seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+        except ValueError:
+            print(f"rapport evaluate: --seeds takes numbers, not {args.seeds!r}", file=sys.stderr)
+            return 2
+        profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+        from services.simulator.profiles import PROFILES
+
+        if unknown := set(profiles) - set(PROFILES):
+            print(
+                f"rapport evaluate: unknown --profiles {', '.join(sorted(unknown))}; choose from "
+                f"{', '.join(PROFILES)}",
+                file=sys.stderr,
+            )
+            return 2
+        out = Path(args.out) if args.out else settings.home / "report" / "held-out"
+        held_out_evaluation(seeds, profiles, args.customers, args.days, args.workers, out)
+        return 0
     truth = Path(args.truth) if args.truth else settings.home / "simulation" / "truth.json"
     report = evaluate_outputs(settings, truth, Path(args.out) if args.out else None)
     console.print(f"report: {report}")
     return 0
+
+
+def held_out_evaluation(
+    seeds: list[int], profiles: list[str], customers: int, days: int, workers: int, out: Path
+) -> Path:
+    """Simulate, replay and score every (seed, profile) on worker processes, print every
+    headline figure per run with the mean and the worst, and write the report."""
+    from services.simulator.heldout import TUNING_SEEDS, RunResult, aggregate, run_all, shown, specs
+    from services.simulator.report import write_held_out
+
+    if tuned := sorted(set(seeds) & set(TUNING_SEEDS)):
+        console.print(
+            f"[yellow]seeds {tuned} are the ones rule parameters are tuned on: "
+            "their figures are not held out[/yellow]"
+        )
+    runs = specs(seeds, profiles, customers, days)
+    console.print(
+        f"held-out evaluation: {len(runs)} runs (seeds {', '.join(map(str, seeds))} x "
+        f"profiles {', '.join(profiles)}), {customers:,} customers over {days} days each, "
+        f"{workers} at a time"
+    )
+    started = time.monotonic()
+
+    def done(result: RunResult) -> None:
+        console.print(
+            f"  {result.label}: {result.events:,} events simulated, replayed and scored in "
+            f"{result.seconds:.0f} s"
+        )
+
+    results = run_all(runs, workers, done)
+    held = aggregate(results, time.monotonic() - started)
+    arrows = {"higher": "↑", "lower": "↓", None: ""}
+    table = Table(
+        title=f"held-out evaluation: seeds {', '.join(map(str, held.seeds))} "
+        f"(rules tuned on {', '.join(map(str, held.tuning_seeds))}), {held.seconds:.0f} s"
+    )
+    table.add_column("figure")
+    table.add_column("")
+    for run in held.runs:
+        table.add_column(run.label, justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column("worst", justify="right")
+    for f in held.figures:
+        table.add_row(
+            f.name,
+            arrows[f.better],
+            *(shown(v, f.unit) for v in f.values),
+            shown(f.mean, f.unit),
+            shown(f.worst, f.unit) if f.better else "",
+        )
+    console.print(table)
+    report = write_held_out(held, results, out)
+    console.print(f"held-out report: {report} (each run's report under {out / 'runs'})")
+    return report
 
 
 def evaluate_outputs(settings: RuntimeSettings, truth_path: Path, out: Path | None) -> Path:
@@ -554,6 +629,25 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     finally:
         if not args.keep:
             cmd_down(argparse.Namespace(keep_broker=False), settings)
+    if args.held_out_customers > 0:
+        # The rules on populations they were not tuned on, without the stack (it is down, so
+        # the replay has both cores).
+        from services.simulator.heldout import (
+            DEFAULT_DAYS,
+            DEFAULT_WORKERS,
+            HELD_OUT_SEEDS,
+            PROFILES,
+        )
+
+        console.rule("Held-out evaluation")
+        held_out_evaluation(
+            list(HELD_OUT_SEEDS),
+            list(PROFILES),
+            args.held_out_customers,
+            DEFAULT_DAYS,
+            DEFAULT_WORKERS,
+            settings.home / "report" / "held-out",
+        )
     return 0 if ok else 1
 
 
@@ -663,6 +757,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=1000)
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--profile",
+        default="standard",
+        choices=["standard", "varied"],
+        help="population profile: today's shares, or other shares and noisier lives",
+    )
     p.add_argument("--out", help="write JSON lines here instead of producing to the broker")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     p.add_argument("--truth", help="where to write the truth (JSON)")
@@ -670,7 +770,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score the services' outputs against a simulation's truth")
     p.add_argument("--truth", default=None, help="the truth file (default: the last simulation's)")
-    p.add_argument("--out", default=None, help="report directory (default: $RAPPORT_HOME/report)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="report directory (default: $RAPPORT_HOME/report, with --replay its held-out/)",
+    )
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="held-out evaluation: simulate each seed and profile, replay it through the rules "
+        "in-process (no broker) and score it",
+    )
+    p.add_argument(
+        "--seeds",
+        default="4,5",
+        help="--replay: comma-separated seeds (default 4,5: held out; rules are tuned on 1-3)",
+    )
+    p.add_argument(
+        "--profiles", default="standard,varied", help="--replay: comma-separated profiles"
+    )
+    p.add_argument(
+        "--customers", type=int, default=400, help="--replay: customers per run (default 400)"
+    )
+    p.add_argument("--days", type=int, default=365, help="--replay: days per run")
+    p.add_argument("--workers", type=int, default=2, help="--replay: runs at a time")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("status", help="what each running worker accepted and dead-lettered")
@@ -687,6 +810,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    p.add_argument(
+        "--held-out-customers",
+        type=int,
+        default=400,
+        help="customers per run of the held-out evaluation after the live one (0: skip it)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

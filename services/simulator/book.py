@@ -121,6 +121,46 @@ class Book:
             fields["counterparty"] = counterparty.wire()
         self.emit(event_type, at, **fields)
 
+    def insert_payment(
+        self,
+        at: datetime,
+        amount: Decimal,
+        channel: str,
+        counterparty: SyntheticCounterparty,
+        /,
+        **extra: Any,
+    ) -> bool:
+        """A `transfer.out` dated `at` added after the customer's life was written (planted
+        fraud): every later balance is lowered by the amount, so the account stays consistent.
+        False, and nothing written, when the balance would not cover it at every later point,
+        or when no account is open then."""
+        amount = amount.quantize(CENT)
+        stamp = at.isoformat()
+        earlier = [e for e in self.events if "balance_after" in e and e["occurred_at"] <= stamp]
+        later = [e for e in self.events if "balance_after" in e and e["occurred_at"] > stamp]
+        opened = [e["account_id"] for e in self.events if e["event_type"] == "account.opened"]
+        if not earlier or not opened or amount <= 0:
+            return False
+        before = Decimal(max(earlier, key=lambda e: str(e["occurred_at"]))["balance_after"])
+        if before < amount or any(Decimal(e["balance_after"]) < amount for e in later):
+            return False
+        for event in later:
+            event["balance_after"] = money(Decimal(event["balance_after"]) - amount)
+        self.balance -= amount
+        account = max(earlier, key=lambda e: str(e["occurred_at"])).get("account_id", opened[0])
+        self.emit(
+            "transfer.out",
+            at,
+            account_id=account,
+            amount=money(amount),
+            balance_after=money(before - amount),
+            currency="CNY",
+            channel=channel,
+            counterparty=counterparty.wire(),
+            **extra,
+        )
+        return True
+
     # -- standing orders and direct debits -----------------------------------------------------
 
     def set_up(self, at: datetime, payment: StandingPayment) -> None:
@@ -161,17 +201,19 @@ class Book:
         while self.planned and self.planned[0][0] < day + timedelta(days=1):
             _, change = self.planned.pop(0)
             change()
-        for payment in list(self.mandates.values()):
-            if payment.due(day):
-                self.move(
-                    "transfer.out",
-                    day + timedelta(hours=6, minutes=len(self.events) % 50),
-                    payment.amount,
-                    "system",
-                    payment.payee,
-                    purpose=payment.purpose,
-                    mandate_id=payment.mandate_id,
-                )
+        due = [payment for payment in self.mandates.values() if payment.due(day)]
+        for n, payment in enumerate(due):
+            # One after another in the bank's early-morning run, in the order they are booked.
+            minutes = 7 * n + len(self.events) % 7
+            self.move(
+                "transfer.out",
+                day + timedelta(hours=6, minutes=minutes),
+                payment.amount,
+                "system",
+                payment.payee,
+                purpose=payment.purpose,
+                mandate_id=payment.mandate_id,
+            )
 
     # -- the bank's own postings ---------------------------------------------------------------
 

@@ -8,11 +8,15 @@ Definitions (docs/simulator.md states them for readers of the report):
 - *lead time* is the days from that change to the closure;
 - a *flag* is an entry into `at_risk` on or after `evaluate_from`; it is *right* when the
   customer truly churned (any cause) within 120 days after it;
-- a *false alarm* is a flag on a stable customer (one whose behaviour never changes).
+- a *false alarm* is a flag on a stable customer (one whose behaviour never changes);
+- customers who *keep transacting* are those with no silence of their own (no `quiet_from` in
+  the truth) who are not churners (nor planted fraud referees, nor never-active customers); the
+  share of them ever flagged is given per year of the scored period.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +45,12 @@ DETECTION_BEFORE_ONSET = timedelta(days=30)
 # A bank acts on moved standing orders only with time to call before the account closes.
 PAYMENTS_MOVED_LEAD = timedelta(days=14)
 FLAG_HORIZON = timedelta(days=120)
+# Leads ranked by their score: the top tenth is what an RM works first.
+TOP_LEADS = 0.10
+DAYS_PER_YEAR = 365.0
+DAYS_PER_MONTH = DAYS_PER_YEAR / 12
+# Customers who are not expected to transact: an alarm on them is not about ordinary life.
+NOT_TRANSACTING = frozenset({"never_active", "fraud_referee"})
 CAUSES = (
     "competitor_attraction",
     "service_dissatisfaction",
@@ -125,6 +135,11 @@ class ChurnDetection(BaseModel):
     false_alarms: int
     false_alarms_per_1000_stable: float | None
     by_cause: dict[str, CauseScore]
+    # Customers who keep transacting (see the module's docstring), those of them ever flagged
+    # from `evaluate_from` on, and that share per year of the scored period.
+    transacting_customers: int = 0
+    transacting_flagged: int = 0
+    transacting_flagged_share_per_year: float | None = None
 
 
 class FeedShapes(BaseModel):
@@ -132,8 +147,10 @@ class FeedShapes(BaseModel):
     silent accounts, bills paid to other institutions, standing orders and direct debits
     moved to another bank."""
 
-    # Customers whose own transactions stopped for QUIET_DAYS or more while interest, fees
-    # or payments on standing instructions kept coming, and how many got `inactivity`.
+    # Customers who used the account, then whose own transactions stopped for QUIET_DAYS or
+    # more while interest, fees or payments on standing instructions kept coming, and how
+    # many got `inactivity`. An account opened and never used is not disengagement: the
+    # dormant rule takes it.
     quiet_with_postings: int
     quiet_flagged_inactive: int
     quiet_recall: float | None
@@ -176,6 +193,7 @@ class Section(BaseModel):
 
 class Evaluation(BaseModel):
     seed: int
+    profile: str = "standard"
     customers: int
     days: int
     evaluate_from: datetime
@@ -259,6 +277,15 @@ def churn_detection(truth: Truth, stage_events: Iterable[Mapping[str, Any]]) -> 
     false_alarms = sum(
         1 for c in stable if any(_at(e) >= truth.evaluate_from for e in at_risk.get(c, []))
     )
+    transacting = [
+        c
+        for c, t in truth.customers.items()
+        if t.churn is None and t.quiet_from is None and t.persona not in NOT_TRANSACTING
+    ]
+    transacting_flagged = sum(
+        1 for c in transacting if any(_at(e) >= truth.evaluate_from for e in at_risk.get(c, []))
+    )
+    scored_years = (truth.end - truth.evaluate_from).total_seconds() / 86400 / DAYS_PER_YEAR
     for customer, events in at_risk.items():
         for event in events:
             at = _at(event)
@@ -300,6 +327,13 @@ def churn_detection(truth: Truth, stage_events: Iterable[Mapping[str, Any]]) -> 
             )
             for cause, s in scores.items()
         },
+        transacting_customers=len(transacting),
+        transacting_flagged=transacting_flagged,
+        transacting_flagged_share_per_year=round(
+            transacting_flagged / len(transacting) / scored_years, 4
+        )
+        if transacting and scored_years > 0
+        else None,
     )
 
 
@@ -326,14 +360,10 @@ def feed_shapes(truth: Truth, signals: Iterable[Mapping[str, Any]]) -> FeedShape
                 found[str(event["signal"])].append(event)
         return found
 
-    # Customers who used the account: one opened and never used is an activation problem the
-    # dormant rule takes, not disengagement.
     quiet = [
         c
         for c, t in truth.customers.items()
-        if t.quiet_from
-        and t.postings_while_quiet
-        and t.persona not in ("never_active", "fraud_referee")
+        if t.quiet_from and t.postings_while_quiet and t.persona not in NOT_TRANSACTING
     ]
     inactive = sum(
         1 for c in quiet if kinds(c, truth.customers[c].quiet_from or truth.start).get("inactivity")
@@ -449,6 +479,12 @@ def referral_section(
         for e in events
         if e.get("type") in ("referral.rejected", "referral.held")
     }
+    outcomes = referral_outcomes(events)
+    caught: dict[str, int] = {}
+    planted: dict[str, int] = {}
+    for case in truth.fraud:
+        caught[case.pattern] = caught.get(case.pattern, 0) + len(set(case.referees) & flagged)
+        planted[case.pattern] = planted.get(case.pattern, 0) + len(case.referees)
     figures: dict[str, Any] = {
         "events_by_type": dict(sorted(types.items())),
         "true_conversions": len(conversions),
@@ -461,10 +497,12 @@ def referral_section(
             )
             for via in ("code", "chain")
         },
-        "fraud_referees_caught": {
-            case.pattern: sum(1 for r in case.referees if r in flagged) for case in truth.fraud
-        },
-        "fraud_referees": {case.pattern: len(case.referees) for case in truth.fraud},
+        # Per pattern (summed over the rings of every length): referees rejected or held.
+        "fraud_referees_caught": caught,
+        "fraud_referees": planted,
+        # Per pattern (rings by length): how the planted referees' referrals ended.
+        "fraud_outcomes": fraud_outcomes(truth, outcomes),
+        **genuine_outcomes(truth, outcomes),
         # Attributed referees the truth knows no referrer for (e.g. a new employee whose first
         # salary comes from an employer that is a lead): the rule's false positives. Scored from
         # `evaluate_from` on, like the churn flags: before it, the service has not yet seen a
@@ -496,7 +534,110 @@ def referral_section(
         figures["lead_recall"] = _ratio(len(found), len(conversions))
         figures["leads_detected"] = types.get("lead.detected", 0)
         figures["leads_expired"] = types.get("lead.expired", 0)
+    figures.update(lead_figures(truth, events, key_of))
     return Section(running=True, figures=figures)
+
+
+STOPPED = ("rejected", "held", "reversed")
+
+
+def referral_outcomes(events: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """Per referee, how its referrals were stopped: `rejected`, `held`, `reversed` (a reversal
+    for an early exit is the referee leaving, not a guard stopping fraud, and is left out)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        kind = str(e.get("type", ""))
+        if not kind.startswith("referral.") or kind.removeprefix("referral.") not in STOPPED:
+            continue
+        if kind == "referral.reversed" and e.get("reason_code") == "early_exit":
+            continue
+        found[str(e.get("referee"))].add(kind.removeprefix("referral."))
+    return found
+
+
+def fraud_outcomes(truth: Truth, outcomes: Mapping[str, set[str]]) -> dict[str, dict[str, int]]:
+    """Per planted pattern (rings by their length): referees, and those rejected, held or
+    reversed, and stopped in any of these ways."""
+    table: dict[str, Counter[str]] = {}
+    for case in truth.fraud:
+        label = f"ring_of_{case.length}" if case.pattern == "ring" and case.length else case.pattern
+        row = table.setdefault(label, Counter(dict.fromkeys(("referees", *STOPPED, "stopped"), 0)))
+        for referee in case.referees:
+            row["referees"] += 1
+            found = outcomes.get(referee, set())
+            for kind in found:
+                row[kind] += 1
+            row["stopped"] += bool(found)
+    return {label: dict(row) for label, row in table.items()}
+
+
+def genuine_outcomes(truth: Truth, outcomes: Mapping[str, set[str]]) -> dict[str, Any]:
+    """The genuine referrals (the conversions) that a fraud guard held or rejected: each is a
+    customer the bank wanted, and an introducer not rewarded."""
+    genuine = [g.referee for g in truth.genuine_referrals]
+    held = sum(1 for r in genuine if "held" in outcomes.get(r, set()))
+    rejected = sum(1 for r in genuine if "rejected" in outcomes.get(r, set()))
+    either = sum(1 for r in genuine if outcomes.get(r, set()) & {"held", "rejected"})
+    return {
+        "genuine_referrals": len(genuine),
+        "genuine_referrals_held": held,
+        "genuine_referrals_rejected": rejected,
+        "genuine_referrals_held_or_rejected": either,
+        "genuine_referrals_held_or_rejected_share": _ratio(either, len(genuine)),
+    }
+
+
+def lead_figures(
+    truth: Truth,
+    events: Sequence[Mapping[str, Any]],
+    key_of: Callable[[str, str], str] | None,
+) -> dict[str, Any]:
+    """Leads detected from `evaluate_from` on, per 1,000 customers per month; and, matched to
+    the conversions by the keyed hash, the share of leads whose counterparty opened an account
+    after the lead was detected: among the top tenth by the lead's score at detection, among
+    all leads, and the lift (their ratio). A missing score counts as 0; ties are broken by
+    lead id, so the ranking is the same on every run."""
+    leads: dict[str, tuple[datetime, str, float]] = {}
+    for e in events:
+        if e.get("type") != "lead.detected" or _at(e) < truth.evaluate_from:
+            continue
+        lead_id = str(e.get("lead_id") or e.get("event_id") or e.get("counterparty_key"))
+        found = (_at(e), str(e.get("counterparty_key")), float(e.get("score") or 0))
+        if lead_id not in leads or found[0] < leads[lead_id][0]:
+            leads[lead_id] = found
+    months = (truth.end - truth.evaluate_from).total_seconds() / 86400 / DAYS_PER_MONTH
+    customers = len(truth.customers)
+    figures: dict[str, Any] = {
+        "leads_detected_from_evaluate_from": len(leads),
+        "leads_per_1000_customers_per_month": round(len(leads) * 1000 / customers / months, 2)
+        if customers and months > 0
+        else None,
+    }
+    if key_of is None:
+        return figures
+    opened: dict[str, list[datetime]] = defaultdict(list)
+    for c in truth.conversions:
+        opened[key_of(c.counterparty.bank_code, c.counterparty.account)].append(c.opened_at)
+    converted = {
+        lead_id
+        for lead_id, (at, key, _) in leads.items()
+        if any(when > at for when in opened.get(key, []))
+    }
+    ranked = sorted(leads, key=lambda lead_id: (-leads[lead_id][2], lead_id))
+    top = ranked[: math.ceil(len(ranked) * TOP_LEADS)]
+    share_top = _ratio(sum(1 for lead_id in top if lead_id in converted), len(top))
+    share_all = _ratio(len(converted), len(ranked))
+    figures |= {
+        "leads_converted": len(converted),
+        "top_leads": len(top),
+        "top_leads_converted": sum(1 for lead_id in top if lead_id in converted),
+        "lead_conversion_top_10_percent": share_top,
+        "lead_conversion_all": share_all,
+        "lead_lift_top_10_percent": round(share_top / share_all, 2)
+        if share_top is not None and share_all
+        else None,
+    }
+    return figures
 
 
 def rewards_section(
@@ -670,6 +811,7 @@ def evaluate(
     stage_events = of(STAGE_CHANGED.name)
     return Evaluation(
         seed=truth.seed,
+        profile=truth.profile,
         customers=len(truth.customers),
         days=truth.days,
         evaluate_from=truth.evaluate_from,

@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt
 
 from services.simulator.evaluate import STAGES, Evaluation
+from services.simulator.heldout import HeldOut, RunResult, shown
 
 STAGE_COLOURS = {
     "acquisition": "#9ecae1",
@@ -54,6 +55,11 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
                 f"{_num(churn.lead_time_days_p10, ' d')}",
             ),
             ("false alarms per 1,000 stable customers", _num(churn.false_alarms_per_1000_stable)),
+            (
+                "customers who keep transacting flagged at risk (share per year)",
+                f"{churn.transacting_flagged}/{churn.transacting_customers} "
+                f"({_pct(churn.transacting_flagged_share_per_year)} a year)",
+            ),
         ]
     feeds = evaluation.feeds
     if feeds is not None:
@@ -90,7 +96,33 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
                     for k, v in f["fraud_referees_caught"].items()
                 ),
             ),
+            (
+                "planted fraud referees rejected / held / reversed",
+                ", ".join(
+                    f"{label} {row['rejected']}/{row['held']}/{row['reversed']} "
+                    f"of {row['referees']}"
+                    for label, row in f.get("fraud_outcomes", {}).items()
+                ),
+            ),
+            (
+                "genuine referrals held or rejected",
+                f"{f.get('genuine_referrals_held_or_rejected', 0)}/"
+                f"{f.get('genuine_referrals', 0)} "
+                f"({_pct(f.get('genuine_referrals_held_or_rejected_share'))})",
+            ),
+            (
+                "leads per 1,000 customers per month",
+                _num(f.get("leads_per_1000_customers_per_month")),
+            ),
         ]
+        if "lead_conversion_all" in f:
+            rows.append(
+                (
+                    "leads converted: top 10 % by score / all leads (lift)",
+                    f"{_pct(f['lead_conversion_top_10_percent'])} / "
+                    f"{_pct(f['lead_conversion_all'])} ({_num(f['lead_lift_top_10_percent'])})",
+                )
+            )
     else:
         rows.append(("referral", "not running yet"))
     rewards = evaluation.rewards
@@ -146,7 +178,8 @@ def markdown(evaluation: Evaluation, charts: list[str]) -> str:
     out = [
         "# Rapport evaluation",
         "",
-        f"Simulated population: {e.customers} customers over {e.days} days (seed {e.seed}). "
+        f"Simulated population: {e.customers} customers over {e.days} days (seed {e.seed}, "
+        f"profile {e.profile}). "
         f"Outputs dated from {e.evaluate_from.date()} on are scored; earlier ones belong to the "
         "initial load. Definitions: docs/simulator.md.",
         "",
@@ -288,4 +321,63 @@ def write(evaluation: Evaluation, directory: Path) -> Path:
     (directory / "report.json").write_text(evaluation.model_dump_json(indent=1))
     path = directory / "report.md"
     path.write_text(markdown(evaluation, charts))
+    return path
+
+
+def held_out_markdown(held: HeldOut) -> str:
+    """The held-out evaluation for people: every headline figure per run, mean and worst."""
+    labels = [r.label for r in held.runs]
+    arrows = {"higher": "↑", "lower": "↓", None: ""}
+    out = [
+        "# Rapport held-out evaluation",
+        "",
+        f"Rule parameters are chosen on seeds {_seeds(held.tuning_seeds)} only; these figures "
+        f"are on seeds {_seeds(held.seeds)} of the profiles {', '.join(held.profiles)}: "
+        f"{held.customers:,} customers asked for in each, over {held.days} days, simulated and "
+        "replayed in-process through the lifecycle and referral rules, then scored against the "
+        "truth. Worst: the lowest value where higher is better (↑), the highest where lower is "
+        "better (↓); volumes (no arrow) have none. Definitions: docs/simulator.md.",
+        "",
+        "| figure | better | " + " | ".join(labels) + " | mean | worst |",
+        "|---|---|" + "---|" * len(labels) + "---|---|",
+    ]
+    for f in held.figures:
+        values = " | ".join(shown(v, f.unit) for v in f.values)
+        worst = shown(f.worst, f.unit) if f.better else ""
+        out.append(
+            f"| {f.name} | {arrows[f.better]} | {values} | {shown(f.mean, f.unit)} | {worst} |"
+        )
+    out += [
+        "",
+        "## Runs",
+        "",
+        "| run | customers (with conversions and fraud) | valid events | seconds |",
+        "|---|---|---|---|",
+        *[f"| {r.label} | {r.customers:,} | {r.events:,} | {r.seconds:.0f} |" for r in held.runs],
+        "",
+        f"All runs took {held.seconds:.0f} s. Each run's own report: "
+        + ", ".join(f"[{r.label}](runs/{_directory(r.label)}/report.md)" for r in held.runs)
+        + ".",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def _directory(label: str) -> str:
+    return label.replace(" ", "-")
+
+
+def write_held_out(held: HeldOut, results: list[RunResult], directory: Path) -> Path:
+    """`report.md` and `report.json` of the held-out evaluation, and each run's own report
+    under `runs/`; returns the Markdown file's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        write(result.evaluation, directory / "runs" / _directory(result.label))
+    (directory / "report.json").write_text(held.model_dump_json(indent=1))
+    path = directory / "report.md"
+    path.write_text(held_out_markdown(held))
     return path

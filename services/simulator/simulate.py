@@ -45,10 +45,12 @@ def simulate(
     duplicate_share: float = 0.003,
     late_share: float = 0.005,
     start: datetime = START,
+    profile: str = "standard",
 ) -> Simulation:
     """Deterministic: the same arguments always give the same bytes and the same truth.
-    `start`: the first day of the simulated period (midnight UTC)."""
-    events, truth = Simulator(customers, days, seed, start).run()
+    `start`: the first day of the simulated period (midnight UTC). `profile`: the population
+    profile (services/simulator/profiles.py: `standard` or `varied`)."""
+    events, truth = Simulator(customers, days, seed, start, profile).run()
     noise_rng = random.Random(seed * 7919 + 1)
     # Each record is published at its event time, except the late ones and the duplicates.
     published: list[tuple[datetime, str, int, dict[str, Any]]] = []

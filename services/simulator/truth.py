@@ -65,6 +65,11 @@ class CustomerTruth(BaseModel):
     # pull); bills paid elsewhere are not that.
     moved_money: bool = False
     locale: str | None = None
+    # Added 2026-12, the life events of a real account that are not churn: the customer's
+    # holidays without card spending ([first day, day back) each), and when a one-off large
+    # payment went to another institution.
+    holidays: list[tuple[datetime, datetime]] = Field(default_factory=list)
+    one_off_at: datetime | None = None
 
 
 class Conversion(BaseModel):
@@ -78,10 +83,32 @@ class Conversion(BaseModel):
     code: str | None = None
 
 
+class GenuineReferral(BaseModel):
+    """A referral the bank wants: a converted counterparty and its true introducer. The
+    referral service's id for it derives from the referee and the opening, so the evaluator
+    matches it by `referee`."""
+
+    referee: str
+    referrer: str
+    via: Literal["code", "chain"]
+    opened_at: datetime
+
+
 class FraudCase(BaseModel):
-    pattern: Literal["self_referral", "ring", "velocity"]
+    """Planted referral fraud. `self_referral`: a second identity with the referrer's own code
+    and phone. `ring`: A's code opens B, B's opens C, ..., and the last one's code brings A back
+    after A closed everything (`referrer` A; `referees` in order, A last; `length` the number
+    of customers in the ring). `velocity`: a burst of referrals by one referrer.
+    `funded_by_referrer`: the referee's account funded from the referrer's account at the bank
+    soon after opening. `funded_through_hop`: the referrer pays an external account, which pays
+    the referee about as much days later."""
+
+    pattern: Literal[
+        "self_referral", "ring", "velocity", "funded_by_referrer", "funded_through_hop"
+    ]
     referrer: str
     referees: list[str]
+    length: int | None = None
 
 
 class Noise(BaseModel):
@@ -93,6 +120,8 @@ class Noise(BaseModel):
 
 class Truth(BaseModel):
     seed: int
+    # The population profile the feed was drawn from (services/simulator/profiles.py).
+    profile: str = "standard"
     population: int = Field(description="customers asked for; conversions and fraud add more")
     days: int
     start: datetime
@@ -107,6 +136,8 @@ class Truth(BaseModel):
     conversions: list[Conversion] = Field(default_factory=list)
     codes: dict[str, str] = Field(default_factory=dict, description="referral code -> referrer")
     fraud: list[FraudCase] = Field(default_factory=list)
+    # The conversions as the referrals they should be: attributed, never held nor rejected.
+    genuine_referrals: list[GenuineReferral] = Field(default_factory=list)
     # Where each evaluated topic ended when the feed was produced: the evaluator reads on from
     # there, so earlier runs on the same broker do not count.
     output_offsets: dict[str, dict[int, int]] = Field(default_factory=dict)

@@ -26,6 +26,7 @@ from services.simulator.truth import (
     Conversion,
     CustomerTruth,
     FraudCase,
+    GenuineReferral,
     Noise,
     SyntheticCounterparty,
     Truth,
@@ -361,3 +362,137 @@ def test_feed_shapes_score_silence_bills_and_moved_payments(truth: Truth) -> Non
     assert feeds.competitor_alarms_without_money_moved == 1
     assert (feeds.bill_movers, feeds.bill_movers_flagged_14_days_before) == (1, 1)
     assert feeds.payments_moved_false_alarms == 1
+
+
+def test_customers_who_keep_transacting_flagged_per_year(truth: Truth) -> None:
+    customers = truth.customers
+    customers["Q"] = CustomerTruth(persona="salaried", stable=True, quiet_from=day(100))
+    customers["N"] = CustomerTruth(persona="never_active", stable=False)
+    customers["F"] = CustomerTruth(persona="fraud_referee", stable=False)
+    events = [
+        stage("S1", 200, "at_risk", "disengagement"),  # keeps transacting: counted
+        stage("S2", 10, "at_risk", "disengagement"),  # before evaluate_from: not counted
+        stage("Q", 160, "at_risk", "disengagement"),  # went quiet: not ordinary life
+        stage("N", 90, "at_risk", "disengagement"),  # never active: left out
+        stage("F", 90, "at_risk", "disengagement"),  # a planted referee: left out
+        stage("X", 120, "at_risk", "competitor_attraction"),  # a churner
+    ]
+    churn = evaluate(truth, {STAGE_CHANGED.name: events}, {}).churn
+    assert churn is not None
+    assert (churn.transacting_customers, churn.transacting_flagged) == (2, 1)
+    # One of two over 335 scored days: 0.5 / (335 / 365) a year.
+    assert churn.transacting_flagged_share_per_year == round(0.5 / (335 / 365), 4)
+
+
+def lead(n: int, at: float, key: str, score: float | None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": f"lead-{n}",
+        "type": "lead.detected",
+        "lead_id": f"L{n}",
+        "occurred_at": day(at).isoformat(),
+        "counterparty_key": key,
+    }
+    if score is not None:
+        event["score"] = score
+    return event
+
+
+def test_lead_volume_conversion_and_lift_of_the_top_tenth(truth: Truth) -> None:
+    def counterparty(n: int) -> SyntheticCounterparty:
+        return SyntheticCounterparty(bank_code="ICBC", account=f"62{n}", name="P", kind="person")
+
+    def converted(n: int, opened: float) -> Conversion:
+        return Conversion(
+            counterparty=counterparty(n),
+            customer_id=f"N{n}",
+            opened_at=day(opened),
+            introduced_by="S1",
+            via="chain",
+        )
+
+    truth.conversions = [converted(9, 200), converted(3, 150), converted(5, 40)]
+    events = [lead(n, 50 + n, f"ICBC:62{n}", 10.0 * (n + 1)) for n in range(9)]
+    events.append(lead(9, 60, "ICBC:629", None))  # no score: ranked as 0
+    events.append(lead(10, 20, "ICBC:6210", 99.0))  # before evaluate_from: not scored
+    events.append({**events[0], "event_id": "lead-0-again"})  # the same lead again
+    key_of = lambda bank, account: f"{bank}:{account}"  # noqa: E731
+    section = evaluate(truth, {"rapport.referral.events.v1": events}, {}, key_of).referral
+    f = section.figures
+    assert f["leads_detected_from_evaluate_from"] == 10
+    months = 335 / (365 / 12)
+    assert f["leads_per_1000_customers_per_month"] == round(10 * 1000 / 6 / months, 2)
+    # L3 and L9 converted after they were leads; N5 opened before its lead was detected.
+    assert f["leads_converted"] == 2 and f["lead_conversion_all"] == 0.2
+    # The top tenth (one lead) is L8, score 90: not converted; L9 had no score.
+    assert (f["top_leads"], f["top_leads_converted"]) == (1, 0)
+    assert f["lead_conversion_top_10_percent"] == 0.0 and f["lead_lift_top_10_percent"] == 0.0
+    events[9]["score"] = 95.0
+    f = evaluate(truth, {"rapport.referral.events.v1": events}, {}, key_of).referral.figures
+    assert f["lead_conversion_top_10_percent"] == 1.0 and f["lead_lift_top_10_percent"] == 5.0
+    rows = dict(headline(evaluate(truth, {"rapport.referral.events.v1": events}, {}, key_of)))
+    assert rows["leads converted: top 10 % by score / all leads (lift)"] == "100.0 % / 20.0 % (5)"
+
+
+def test_planted_fraud_and_genuine_referrals_by_outcome(truth: Truth) -> None:
+    truth.fraud = [
+        FraudCase(pattern="ring", referrer="A", referees=["B", "C", "A"], length=3),
+        FraudCase(pattern="ring", referrer="D", referees=["E", "D"], length=2),
+        FraudCase(pattern="funded_by_referrer", referrer="S1", referees=["F1"]),
+        FraudCase(pattern="velocity", referrer="S2", referees=["V1", "V2"]),
+    ]
+    truth.genuine_referrals = [
+        GenuineReferral(referee="G1", referrer="S1", via="code", opened_at=day(90)),
+        GenuineReferral(referee="G2", referrer="S2", via="chain", opened_at=day(95)),
+        GenuineReferral(referee="G3", referrer="S2", via="chain", opened_at=day(96)),
+    ]
+    at = day(100).isoformat()
+
+    def referral(kind: str, referee: str, reason: str | None = None) -> dict[str, Any]:
+        return {
+            "type": f"referral.{kind}",
+            "referee": referee,
+            "reason_code": reason,
+            "occurred_at": at,
+        }
+
+    events = [
+        referral("attributed", "B"),
+        referral("held", "B"),
+        referral("reversed", "C", "referral_ring"),
+        referral("rejected", "A", "referral_ring"),
+        referral("rejected", "D", "referral_ring"),
+        referral("held", "F1", "funded_by_referrer"),
+        referral("reversed", "V1", "early_exit"),  # the referee left: not a guard
+        referral("held", "G1", "velocity"),
+        referral("rejected", "G2", "funded_by_referrer"),
+        referral("qualified", "G3"),
+    ]
+    f = evaluate(truth, {"rapport.referral.events.v1": events}, {}).referral.figures
+    assert f["fraud_outcomes"] == {
+        "ring_of_3": {"referees": 3, "rejected": 1, "held": 1, "reversed": 1, "stopped": 3},
+        "ring_of_2": {"referees": 2, "rejected": 1, "held": 0, "reversed": 0, "stopped": 1},
+        "funded_by_referrer": {
+            "referees": 1,
+            "rejected": 0,
+            "held": 1,
+            "reversed": 0,
+            "stopped": 1,
+        },
+        "velocity": {"referees": 2, "rejected": 0, "held": 0, "reversed": 0, "stopped": 0},
+    }
+    # Rings of every length together, as the figure always was: rejected or held.
+    assert f["fraud_referees_caught"] == {"ring": 3, "funded_by_referrer": 1, "velocity": 0}
+    assert f["fraud_referees"] == {"ring": 5, "funded_by_referrer": 1, "velocity": 2}
+    assert (
+        f["genuine_referrals"],
+        f["genuine_referrals_held"],
+        f["genuine_referrals_rejected"],
+    ) == (
+        3,
+        1,
+        1,
+    )
+    assert f["genuine_referrals_held_or_rejected_share"] == 0.6667
+    rows = dict(headline(evaluate(truth, {"rapport.referral.events.v1": events}, {})))
+    assert rows["genuine referrals held or rejected"] == "2/3 (66.7 %)"
+    assert "ring_of_3 1/1/1 of 3" in rows["planted fraud referees rejected / held / reversed"]

@@ -33,11 +33,13 @@ def events_of(simulation: Simulation) -> list[dict[str, Any]]:
     return out
 
 
-def test_same_seed_same_bytes_and_truth() -> None:
-    a, b = simulate(40, 120, seed=3), simulate(40, 120, seed=3)
+@pytest.mark.parametrize("profile", ["standard", "varied"])
+def test_same_seed_same_bytes_and_truth(profile: str) -> None:
+    a, b = simulate(40, 120, seed=3, profile=profile), simulate(40, 120, seed=3, profile=profile)
     assert a.lines == b.lines
     assert a.truth == b.truth
-    assert simulate(40, 120, seed=4).lines != a.lines
+    assert a.truth.profile == profile
+    assert simulate(40, 120, seed=4, profile=profile).lines != a.lines
 
 
 def test_codec_agrees_with_what_the_simulation_says_is_invalid(simulation: Simulation) -> None:
@@ -62,6 +64,7 @@ def test_every_persona_and_cause_is_present(simulation: Simulation) -> None:
     personas = Counter(t.persona for t in simulation.truth.customers.values())
     for persona in (
         "stable_saver",
+        "pensioner",
         "salaried",
         "growing",
         "high_net_worth",
@@ -77,13 +80,21 @@ def test_every_persona_and_cause_is_present(simulation: Simulation) -> None:
         "financial_distress",
         "disengagement",
     }
-    assert {f.pattern for f in simulation.truth.fraud} == {"self_referral", "ring", "velocity"}
+    assert {f.pattern for f in simulation.truth.fraud} == {
+        "self_referral",
+        "ring",
+        "velocity",
+        "funded_by_referrer",
+        "funded_through_hop",
+    }
+    assert sorted(f.length for f in simulation.truth.fraud if f.pattern == "ring") == [2, 3, 4]
 
 
 def test_churn_dates_rederived_from_the_events(simulation: Simulation) -> None:
     """A churner's true churn date is when their last open account closed, in the events."""
     open_accounts: dict[str, set[str]] = defaultdict(set)
     emptied_at: dict[str, datetime] = {}
+    first_emptied: dict[str, datetime] = {}
     for event in sorted(events_of(simulation), key=lambda e: e["occurred_at"]):
         customer = event["customer_id"]
         if event["event_type"] == "account.opened":
@@ -93,7 +104,13 @@ def test_churn_dates_rederived_from_the_events(simulation: Simulation) -> None:
             open_accounts[customer].discard(event["account_id"])
             if not open_accounts[customer]:
                 emptied_at[customer] = datetime.fromisoformat(event["occurred_at"])
+                # A ring's churner who comes back later: the churn is the first closure.
+                first_emptied.setdefault(customer, emptied_at[customer])
     churners = {c: t.churn for c, t in simulation.truth.customers.items() if t.churn}
+    for customer, known in simulation.truth.customers.items():
+        if known.win_back:
+            assert customer in first_emptied and customer not in emptied_at
+            emptied_at[customer] = first_emptied[customer]
     assert churners
     for customer, churn in churners.items():
         assert churn is not None
@@ -213,4 +230,5 @@ def test_silent_customers_are_in_the_truth_with_the_postings_they_kept_getting(
     quiet = {c: t for c, t in simulation.truth.customers.items() if t.quiet_from is not None}
     personas = Counter(t.persona for t in quiet.values())
     assert personas["churn_disengagement"] > 0 and personas["never_active"] > 0
-    assert sum(t.postings_while_quiet for t in quiet.values()) > len(quiet) / 2
+    silent = [t for t in quiet.values() if t.persona in ("churn_disengagement", "never_active")]
+    assert sum(t.postings_while_quiet for t in silent) > len(silent) / 2

@@ -51,12 +51,20 @@ def await_decision(
 def decide_awaiting(
     state: CustomerReferralState, before: datetime, rules: ReferralRules
 ) -> tuple[CustomerReferralState, list[Decision]]:
-    """Decide, in event-time order, the waiting candidates dated before `before`."""
+    """Decide, in event-time order, the waiting candidates dated before `before`. A referrer
+    whose own referral, made before theirs, is still being decided holds them until its answer
+    is back: the answer brings the referrer's upline, without which a ring closing through it
+    is not seen (the steps release the referrer's own referral and the ones it makes at once
+    when the input is read fast). Each wait is on an earlier referral, so none waits for ever."""
+    own = state.candidate if state.status == "pending" else None
+
+    def released(c: Candidate) -> bool:
+        return c.occurred_at < before and (own is None or c.occurred_at <= own.occurred_at)
+
     ready = sorted(
-        (c for c in state.awaiting if c.occurred_at < before),
-        key=lambda c: (c.occurred_at, c.referral_id, c.recheck),
+        filter(released, state.awaiting), key=lambda c: (c.occurred_at, c.referral_id, c.recheck)
     )
-    state.awaiting = [c for c in state.awaiting if c.occurred_at >= before]
+    state.awaiting = [c for c in state.awaiting if not released(c)]
     decisions = []
     for candidate in ready:
         state, decided = decide(state, candidate, rules)

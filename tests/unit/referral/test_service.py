@@ -13,10 +13,11 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from schemas.referral import LeadChanged, LeadType
+from schemas.referral import LeadChanged, LeadType, ReferralReason
 from services.referral.domain import (
     Candidate,
     CodeGrant,
+    CustomerReferralState,
     Link,
     Movement,
     ReferralRules,
@@ -614,3 +615,48 @@ def test_idle_inputs_let_a_referrer_decide_and_a_late_candidate_is_decided_at_on
         assert decided() == ["r0", "r1", "r2"]
 
     asyncio.run(go())
+
+
+def test_a_ring_of_three_released_at_once_is_caught() -> None:
+    """A's code opens B, B's opens C, C's brings A back, all released by one mark (a feed read
+    fast). B's referral of C waits for B's own answer, which brings B's upline (A), and C's
+    referral of A for C's: so the closing referral sees the ring."""
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+    def referral(referrer: str, referee: str, day: int) -> Candidate:
+        return Candidate(
+            referral_id=f"{referrer}{referee}",
+            referrer=referrer,
+            referee=referee,
+            via="code",
+            lead_type=LeadType.RETAIL,
+            occurred_at=t0 + timedelta(days=day),
+        )
+
+    legs = [referral("A", "B", 0), referral("B", "C", 3), referral("C", "A", 8)]
+    service, _, steps = counterparty_step(sources=1)
+    for leg in legs:  # each referee waits for its answer, as its opening left it
+        state = CustomerReferralState(customer_id=leg.referee, candidate=leg, status="pending")
+        service.customers[leg.referee] = state.model_dump_json().encode()
+    day = (t0 + timedelta(days=10)).toordinal()
+
+    async def go() -> None:
+        for leg in legs:
+            await service.handle_step(Step(candidate=leg), 0)
+        for source in ("input:0", "steps:0"):
+            await service.handle_step(Step(mark=StepMark(source=source, day=day)), 0)
+        delivered = 0
+        while delivered < len(steps):
+            step = steps[delivered]
+            delivered += 1
+            if step.decision is not None:
+                await service.handle_step(step, 0)
+
+    asyncio.run(go())
+    answers = {
+        s.decision.candidate.referral_id: (s.decision.outcome, s.decision.reason_code)
+        for s in steps
+        if s.decision is not None and not s.decision.after_the_fact
+    }
+    assert answers["AB"] == answers["BC"] == ("attributed", None)
+    assert answers["CA"] == ("rejected", ReferralReason.REFERRAL_RING)
