@@ -157,6 +157,7 @@ def _income(state: CustomerState, event: TransferIn, payer_key: str) -> list[Out
     t = event.occurred_at
     payer = state.payers.get(payer_key) or Payer(last_at=t, last_event_id=event.event_id)
     payer.months = sorted({*payer.months, month_of(t)})[-6:]
+    payer.amounts = [*payer.amounts, event.amount][-6:]
     if t >= payer.last_at:
         payer.last_at, payer.last_event_id = t, event.event_id
     state.payers[payer_key] = payer

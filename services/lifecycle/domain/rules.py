@@ -92,6 +92,11 @@ class LifecycleRules(BaseModel):
     # on a flat) is a life event: the balance it took does not count as drained.
     drain_one_off_share: Decimal = Decimal("0.3")
     salary_missing_days: int = 45
+    # A household whose regular income (a salary, a pension) still comes in full is spending
+    # (school fees, the festival, a holiday), not in hardship: a drain blamed on financial
+    # distress needs that income to have fallen below this share of its usual amount, or
+    # stopped.
+    drain_income_kept_ratio: Decimal = Decimal("0.8")
     # A payer is regular (a salary, a pension) once it paid in this many of the last months.
     salary_months: int = 3
     competitor_window_days: int = 7

@@ -166,6 +166,8 @@ def check_balance_drain(
         cause = ChurnCause.SERVICE_DISSATISFACTION
     else:
         cause = ChurnCause.FINANCIAL_DISTRESS
+        if income_kept(state, t, rules):
+            return []
     evidence = {
         "max_balance_30d": money(reference),
         "max_balance_date": since.date().isoformat(),
@@ -178,6 +180,23 @@ def check_balance_drain(
         "event_ids": [o.event_id for o in flows][-10:] or [event_id],
     }
     return raise_signal(state, SignalKind.BALANCE_DRAIN, t, rules, evidence, cause, reference)
+
+
+def income_kept(state: CustomerState, t: datetime, rules: LifecycleRules) -> bool:
+    """Whether a regular payer (a salary, a pension) paid within the salary rule's days, at
+    least `drain_income_kept_ratio` of its usual amount (the median of its earlier ones)."""
+    for payer in state.payers.values():
+        if (
+            len(payer.amounts) < 3
+            or not payer.regular(rules.salary_months)
+            or t - payer.last_at > rules.spans.salary_missing
+        ):
+            continue
+        earlier = sorted(payer.amounts[:-1])
+        usual = earlier[len(earlier) // 2]
+        if payer.amounts[-1] >= usual * rules.drain_income_kept_ratio:
+            return True
+    return False
 
 
 def check_competitor_transfer(

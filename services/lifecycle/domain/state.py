@@ -42,6 +42,8 @@ class Payer(BaseModel):
     months: list[int] = []
     last_at: datetime
     last_event_id: str
+    # The last payments' amounts, oldest first: whether the income still comes in full.
+    amounts: list[Decimal] = []
 
     def regular(self, months: int) -> bool:
         """Paid in at least `months` of the last `months + 1` months (a salary or a pension,

@@ -93,3 +93,22 @@ def test_every_at_risk_change_and_signal_is_explained_in_english_and_chinese() -
     assert at_risk[0].explanation["zh-CN"].startswith("存在流失风险")
     raised_events = [o for o in c.outputs if isinstance(o, ChurnSignalChanged)]
     assert all(o.explanation and set(o.explanation) == {"en", "zh-CN"} for o in raised_events)
+
+
+def test_a_festival_spent_while_the_salary_comes_in_full_is_not_a_drain_but_hours_cut_are() -> None:
+    def household(cut: bool) -> Customer:
+        c = active_customer()
+        c.money("deposit", 4, "20000.00")
+        for month in range(7):
+            payday = 10 + 30 * month
+            salary = "3600.00" if cut and month >= 4 else "9000.00"
+            c.money(
+                "transfer.in", payday, salary, counterparty_key="payroll", counterparty=other_bank()
+            )
+            festival = month == 4  # gifts, red packets and travel: five payments of 5,000
+            for n in range(5 if festival else 4):
+                c.money("card.payment", payday + 2 + 5 * n, "5000.00" if festival else "2000.00")
+        return c
+
+    assert raised(household(cut=False), SignalKind.BALANCE_DRAIN) == []
+    assert raised(household(cut=True), SignalKind.BALANCE_DRAIN)[:1] == ["raised"]
