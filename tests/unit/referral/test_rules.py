@@ -690,3 +690,66 @@ def test_a_referral_held_after_the_fact_ends_the_same_whether_the_money_came_fir
             ("referral.reversed", day(7)),
         ]
     )
+
+
+def test_funding_found_after_the_referee_qualified_ends_the_same_whatever_came_first() -> None:
+    """The referee qualifies by three card payments on days 1 to 3; on day 5 money reaches it
+    through an account the referrer paid. Whether the decision reached the referee before the
+    money or after it, the referral qualifies, then is held and reversed at the funding."""
+    referrer = CustomerReferralState(
+        customer_id="R", payments_out=[("cpX", day(-1), Decimal(1500))], counterparties=["cpX"]
+    )
+    seen = []
+    for decision_first in (True, False):
+        c = Customer("N")
+        c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+        if decision_first:
+            c.decided_by(referrer)
+        for n in (1, 2, 3):
+            c.send("card.payment", n, account_id="A", amount=Decimal(20))
+        c.send("transfer.in", 5, account_id="A", amount=Decimal("1480"), counterparty_key="cpX")
+        if not decision_first:
+            c.decided_by(referrer)
+        seen.append([e for e, _ in c.events])
+    assert (
+        seen[0]
+        == seen[1]
+        == [
+            "referral.attributed",
+            "referral.qualified",
+            "referral.held",
+            "referral.reversed",
+        ]
+    )
+
+
+def test_a_decision_carries_the_referrers_payments_as_of_the_referral() -> None:
+    """The referrer's input may run months ahead of its decisions (a replay, a backlog): the
+    decision still carries the payment made the day before the referral, and none made after
+    it, whichever of them the referrer's state has taken by then."""
+    referrer = CustomerReferralState(customer_id="R")
+    for n in range(60):  # a payment to someone every other day, from the day before on
+        referrer = on_account_event(
+            referrer,
+            "R",
+            Movement(
+                event_id=f"R-{n}",
+                event_type="transfer.out",
+                occurred_at=day(-1 + 2 * n),
+                initiated=True,
+                amount=Decimal(1500 + n),
+                counterparty_key=f"cp{n}",
+            ),
+            None,
+            RULES,
+        ).state
+    candidate = Candidate(
+        referral_id="r1",
+        referrer="R",
+        referee="N",
+        via="code",
+        lead_type=LeadType.RETAIL,
+        occurred_at=day(0),
+    )
+    _, (decision, *_) = decide(referrer, candidate, RULES)
+    assert decision.referrer_payments == (("cp0", day(-1), Decimal(1500)),)
