@@ -18,7 +18,7 @@ from schemas.referral import (
     ReferralChanged,
     ReferralReason,
 )
-from services.referral.domain.leads import INSTITUTION_PURPOSES, ChainMatch, Link
+from services.referral.domain.leads import ChainMatch, Link
 from services.referral.domain.rules import ReferralRules, content_id, referral_id, working_state
 
 # -- 2. referees -------------------------------------------------------------------------------
@@ -277,13 +277,9 @@ def on_account_event(
             *[c for c in state.counterparties if c != event.counterparty_key],
             event.counterparty_key,
         ][-20:]
-        if kind == "transfer.out" and could_fund_someone(event):
-            # Kept long enough for a decision made while this customer's input ran months
-            # ahead of the steps (a replay, a backlog): it reads the payments as of the
-            # referral's own time.
-            kept = timedelta(days=PAYMENTS_KEPT_DAYS)
-            recent = [p for p in state.payments_out if t - p[1] <= kept]
-            state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][-100:]
+        if kind == "transfer.out":
+            recent = [p for p in state.payments_out if t - p[1] <= timedelta(days=30)]
+            state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][-20:]
         # A prospect converts by moving their own money in; a first salary from an employer
         # that our customers know is a new hire, not a conversion (it stays a tie).
         funding = (
@@ -317,70 +313,39 @@ def on_account_event(
         ][-100:]
     if event.initiated:
         state.transacted = [*state.transacted, t][-100:]
-    _settle(state, out, rules)
+    _check_funding(state, out, rules)
+    _qualify(state, out, rules)
     return out
 
 
-PAYMENTS_KEPT_DAYS = 120
-
-
-def could_fund_someone(event: Movement) -> bool:
-    """A payment that could reach a referee through a go-between: not a bill, a tax or a loan
-    instalment, not to a business or the state, not to the customer's own account."""
-    return (
-        event.purpose not in INSTITUTION_PURPOSES
-        and event.counterparty_kind not in ("business", "government")
-        and not event.counterparty_own_account
-    )
-
-
-def _funded_at(state: CustomerReferralState, rules: ReferralRules) -> datetime | None:
-    """When the referrer's money reached the referee, the earliest: from one of the referrer's
-    accounts here, or from an external account the referrer had paid about as much within
-    `funding_hop_days` before (one hop). The prospect's own money from the lead's account in a
-    chain conversion is not that: its amount has nothing to do with the referrer's rent."""
-    hop = timedelta(days=rules.funding_hop_days)
-    found = [
-        t
-        for t, amount, account, key in state.money_in
-        if (account is not None and account in state.excluded_accounts)
-        or (
-            key is not None
-            and any(
-                paid_to == key and timedelta(0) <= t - at <= hop and abs(amount - paid) * 10 <= paid
-                for paid_to, at, paid in state.referrer_payments
-            )
-        )
-    ]
-    return min(found, default=None)
-
-
-def _settle(state: CustomerReferralState, out: RefereeOutcome, rules: ReferralRules) -> None:
-    """Qualification and the referrer's funding, in event time: the referee qualifies at the
-    first moment it did enough before any money of the referrer's reached it; money of the
-    referrer's holds the referral, and reverses it when it had qualified before. Whether the
-    decision, the referee's money or the referrer's payment is taken first then changes
-    nothing."""
-    funded = _funded_at(state, rules) if state.candidate is not None else None
-    _qualify(state, out, rules, before=funded)
-    if funded is None or state.candidate is None or state.status not in ("attributed", "qualified"):
+def _check_funding(state: CustomerReferralState, out: RefereeOutcome, rules: ReferralRules) -> None:
+    """Hold an attributed referral whose referee the referrer funded: from one of the
+    referrer's accounts here, or from an external account the referrer had paid about as much
+    within `funding_hop_days` before (one hop). The prospect's own money from the lead's account
+    in a chain conversion is not that: its amount has nothing to do with the referrer's rent."""
+    if state.status != "attributed" or state.candidate is None:
         return
-    at = max(funded, state.candidate.occurred_at)
-    reason = "the referee's account was funded by the referrer: held for review"
-    out.events.append(
-        referral_event(
-            "referral.held",
-            state.candidate,
-            at,
-            reason_code=ReferralReason.FUNDED_BY_REFERRER,
-            reason=reason,
+    hop = timedelta(days=rules.funding_hop_days)
+    for t, amount, account, key in state.money_in:
+        direct = account is not None and account in state.excluded_accounts
+        via = key is not None and any(
+            paid_to == key and timedelta(0) <= t - at <= hop and abs(amount - paid) * 10 <= paid
+            for paid_to, at, paid in state.referrer_payments
         )
-    )
-    if state.status == "qualified":
-        state.held_after_the_fact = (at, ReferralReason.FUNDED_BY_REFERRER, reason)
-        _reverse_held(state, out)
-    else:
-        state.status = "held"
+        if direct or via:
+            state.status = "held"
+            out.events.append(
+                referral_event(
+                    "referral.held",
+                    state.candidate,
+                    max(t, state.candidate.occurred_at),
+                    reason_code=ReferralReason.FUNDED_BY_REFERRER,
+                    reason="the referee's account was funded by the referrer"
+                    + ("" if direct else " through an account the referrer had just paid")
+                    + ": held for review",
+                )
+            )
+            return
 
 
 def _recheck_vouched(state: CustomerReferralState, out: RefereeOutcome, new: set[str]) -> None:
@@ -520,7 +485,7 @@ def on_decision(
             )
             return out
         if decision.outcome == "attributed" or state.status not in ("pending", "attributed"):
-            _settle(state, out, rules)
+            _qualify(state, out, rules)
             return out
     elif state.status != "pending":
         return out
@@ -542,7 +507,8 @@ def on_decision(
         state.upline = list(decision.upline)
         state.upline_legs = [(candidate.referral_id, candidate.referee), *decision.upline_legs]
         state.referrer_payments = list(decision.referrer_payments)
-        _settle(state, out, rules)
+        _check_funding(state, out, rules)
+        _qualify(state, out, rules)
     return out
 
 
@@ -612,12 +578,10 @@ def _qualify(
     out: RefereeOutcome,
     rules: ReferralRules,
     not_before: datetime | None = None,
-    before: datetime | None = None,
 ) -> None:
     """Qualify at the first moment, in event time, at which the referee had deposited enough
-    or transacted enough (not before the referral itself, nor before `not_before`, and only
-    before `before`): the same moment and amount whether the decision came before the money
-    or after it."""
+    or transacted enough (not before the referral itself, nor before `not_before`): the same
+    moment and amount whether the decision came before the money or after it."""
     held = state.status == "held" and state.held_after_the_fact is not None
     if not (state.status == "attributed" or held) or state.candidate is None or state.rechecking:
         return
@@ -625,8 +589,6 @@ def _qualify(
     moments = sorted({t for t, *_ in state.money_in} | set(state.transacted))
     for moment in moments:
         at = max(moment, since)
-        if before is not None and at >= before:
-            return
         deposits = qualifying_deposits(state, at)
         transactions = sum(1 for t in state.transacted if t <= at)
         if deposits < rules.qualify_deposit and transactions < rules.qualify_transactions:

@@ -87,7 +87,6 @@ def decide(
         return state, []
     state.decided = [*state.decided, decided_as][-200:]
     t = candidate.occurred_at
-    hop = timedelta(days=rules.funding_hop_days)
 
     def answer(
         outcome: Literal["attributed", "held", "rejected"],
@@ -103,9 +102,7 @@ def decide(
             upline_legs=tuple(state.upline_legs[: rules.ring_max_length - 1]),
             referrer_accounts=tuple(state.accounts),
             referrer_counterparties=tuple(state.counterparties),
-            # As of the referral: the payments of the funding window before it, not those a
-            # referrer's input that ran ahead has taken since.
-            referrer_payments=tuple(p for p in state.payments_out if t - hop <= p[1] <= t),
+            referrer_payments=tuple(state.payments_out),
         )
 
     if candidate.referee == candidate.referrer:
