@@ -85,6 +85,8 @@ class Life:
     events: dict[date, list[tuple[datetime, Act]]] = field(default_factory=dict)
     # Usual monthly spending, set once the household's standing payments are known.
     spending: Decimal = Decimal(0)
+    # Paydays with less than the usual income paid: the share paid (Profile.reduced_pay).
+    reduced_pay: dict[date, Decimal] = field(default_factory=dict)
 
     @property
     def budgeted(self) -> bool:
@@ -205,7 +207,8 @@ def live(sim: Simulator, book: Book, first: datetime, last: datetime, life: Life
         if life.income is not None and payday:
             if life.payer is not None:
                 marked = {"purpose": life.income_purpose} if life.income_purpose else {}
-                credit = _income_credit(book, life.income, life.payer, marked)
+                paid = life.income * life.reduced_pay.get(day.date(), Decimal(1))
+                credit = _income_credit(book, paid.quantize(CENT), life.payer, marked)
                 today.append((sim.at(day, 9, 11), credit))
             else:
                 amount = life.income * Decimal(rng.uniform(0.7, 1.3))

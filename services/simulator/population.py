@@ -332,6 +332,15 @@ class Simulator:
             self, book, life, bonus=bonus, school=school, one_off=one_off
         )
         truth.holidays = list(life.holidays)
+        paydays = [
+            p for p in life.paydays if self.truth.evaluate_from <= p < self.end - timedelta(days=30)
+        ]
+        share = profile.reduced_pay_share
+        if share and truth.stable and life.payer and paydays and self.rng.random() < share:
+            payday = self.rng.choice(paydays)
+            paid = Decimal(self.rng.uniform(*profile.reduced_pay)).quantize(Decimal("0.01"))
+            life.reduced_pay[payday.date()] = paid
+            truth.reduced_pay_at = payday
 
     def _persona(self, book: Book, persona: Persona) -> CustomerTruth:
         rng = self.rng

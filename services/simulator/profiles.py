@@ -83,6 +83,11 @@ class Profile:
     pay_shift_days: int
     # Customers who take cash from ATMs for part of their spending.
     cash_share: float
+    # A month of reduced pay (sick leave, unpaid leave, short-time work) for a share of the
+    # stable households paid by an employer or a pension fund, and the share of the income paid
+    # that month; the next month's pay is full again.
+    reduced_pay_share: float = 0.0
+    reduced_pay: tuple[float, float] = (0.4, 0.8)
 
 
 STANDARD = Profile(
@@ -148,6 +153,7 @@ VARIED = Profile(
     pay_shift_employers=0.5,
     pay_shift_months=0.4,
     pay_shift_days=3,
+    reduced_pay_share=0.15,
     cash_share=0.45,
 )
 

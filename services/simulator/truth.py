@@ -70,6 +70,8 @@ class CustomerTruth(BaseModel):
     # payment went to another institution.
     holidays: list[tuple[datetime, datetime]] = Field(default_factory=list)
     one_off_at: datetime | None = None
+    # A month of reduced pay (Profile.reduced_pay): the payday it came on.
+    reduced_pay_at: datetime | None = None
 
 
 class Conversion(BaseModel):

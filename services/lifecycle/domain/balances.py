@@ -3,10 +3,13 @@ and maxima (tiers, maturity and the balance-drain rule read them)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from services.lifecycle.domain.state import CustomerState, day_of
+
+# Longer than a month without any balance: the month the balance comes back was not followed.
+BALANCE_GAP = timedelta(days=31)
 
 
 def _runs(state: CustomerState, t: datetime, days: int) -> list[tuple[int, Decimal, int]]:
@@ -53,9 +56,14 @@ def month_of(t: datetime) -> int:
 
 def usual_monthly_low(state: CustomerState, t: datetime) -> Decimal | None:
     """The median of the lowest end-of-day totals of the three months before t's month: where
-    the customer's balance usually gets to each month. None with fewer than two such months."""
+    the customer's balance usually gets to each month. None with fewer than two such months.
+    A month the balance was not followed through (`resumed_month`) has no usual low."""
     month = month_of(t)
-    lows = sorted(v for m, v in state.monthly_lows.items() if month - 3 <= m < month)
+    lows = sorted(
+        v
+        for m, v in state.monthly_lows.items()
+        if month - 3 <= m < month and m != state.resumed_month
+    )
     if len(lows) < 2:
         return None
     return lows[len(lows) // 2] if len(lows) % 2 else (lows[0] + lows[1]) / 2
@@ -64,6 +72,11 @@ def usual_monthly_low(state: CustomerState, t: datetime) -> Decimal | None:
 def record_balance(state: CustomerState, account_id: str, balance: Decimal, t: datetime) -> None:
     """The account's balance as of t (an older one than already known changes only the day's
     total), and the end-of-day totals of the last 90 days."""
+    seen = max(state.balance_as_of.values(), default=None)
+    if seen is None or t - seen > BALANCE_GAP:
+        # The first balance after a gap (the initial load, a feed that stopped): the month's
+        # low so far says nothing of where the balance usually gets to.
+        state.resumed_month = month_of(t)
     as_of = state.balance_as_of.get(account_id)
     if as_of is None or t >= as_of:
         state.balances[account_id] = balance

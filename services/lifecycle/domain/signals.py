@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from schemas.account_events import (
     HOUSEHOLD_PURPOSES,
@@ -146,13 +146,21 @@ def check_balance_drain(
             )
         return []
     reference, reference_day = max_balance(state, t, 30)
-    if reference < rules.drain_min_reference or total > reference * rules.drain_ratio:
+    if reference < rules.drain_min_reference:
         return []
     # Every month a salaried household's balance falls from its payday peak to a low: only
     # falling well below the customer's usual low is a drain.
     # Until two months of the customer's own history are known, nothing is: no drain.
     usual_low = usual_monthly_low(state, t)
-    if usual_low is None or total >= usual_low * rules.drain_usual_low_ratio:
+    if usual_low is None or total >= usual_low:
+        return []
+    income = income_state(state, t, rules)
+    # Weak signs that combine: a household whose regular income fell and stayed down, and whose
+    # balance is below its usual low, is living off its savings before half of them are gone.
+    halved = (
+        total <= reference * rules.drain_ratio and total < usual_low * rules.drain_usual_low_ratio
+    )
+    if not halved and income != "lasting_fall":
         return []
     since = datetime.fromordinal(reference_day).replace(tzinfo=t.tzinfo)
     flows = [o for o in state.outflows if o.at >= since]
@@ -166,7 +174,7 @@ def check_balance_drain(
         cause = ChurnCause.SERVICE_DISSATISFACTION
     else:
         cause = ChurnCause.FINANCIAL_DISTRESS
-        if income_kept(state, t, rules):
+        if income in ("kept", "fallen"):
             return []
     evidence = {
         "max_balance_30d": money(reference),
@@ -182,21 +190,43 @@ def check_balance_drain(
     return raise_signal(state, SignalKind.BALANCE_DRAIN, t, rules, evidence, cause, reference)
 
 
-def income_kept(state: CustomerState, t: datetime, rules: LifecycleRules) -> bool:
-    """Whether a regular payer (a salary, a pension) paid within the salary rule's days, at
-    least `drain_income_kept_ratio` of its usual amount (the median of its earlier ones)."""
+def income_state(
+    state: CustomerState, t: datetime, rules: LifecycleRules
+) -> Literal["kept", "fallen", "lasting_fall", "unknown"]:
+    """Whether the household's regular income (a salary, a pension: a payer that paid in two
+    months running or more) still comes in full: `kept` when one paid within the salary
+    rule's days at least `drain_income_kept_ratio` of its usual amount (the median of its
+    earlier ones); else `lasting_fall` when one paid less twice running or stopped (within
+    twice those days), `fallen` when one paid less once (a month of sick leave, say);
+    `unknown` without such a payer. Two months are enough to judge: after the initial load or
+    a new job, that is all the history holds."""
+    found: Literal["fallen", "lasting_fall", "unknown"] = "unknown"
     for payer in state.payers.values():
-        if (
-            len(payer.amounts) < 3
-            or not payer.regular(rules.salary_months)
-            or t - payer.last_at > rules.spans.salary_missing
+        amounts = payer.amounts
+        if len(amounts) < 2 or not payer.regular(
+            max(2, min(rules.salary_months, len(payer.months)))
         ):
             continue
-        earlier = sorted(payer.amounts[:-1])
-        usual = earlier[len(earlier) // 2]
-        if payer.amounts[-1] >= usual * rules.drain_income_kept_ratio:
-            return True
-    return False
+        since = t - payer.last_at
+        if since > 2 * rules.spans.salary_missing:
+            continue  # a job or a payer long gone says nothing of the income now
+        low = _usual(amounts[:-1]) * rules.drain_income_kept_ratio
+        if since <= rules.spans.salary_missing and amounts[-1] >= low:
+            return "kept"
+        lasting = since > rules.spans.salary_missing or (
+            len(amounts) >= 3 and amounts[-2] < _usual(amounts[:-2]) * rules.drain_income_kept_ratio
+        )
+        if lasting:
+            found = "lasting_fall"
+        elif found == "unknown":
+            found = "fallen"
+    return found
+
+
+def _usual(amounts: list[Decimal]) -> Decimal:
+    """The median payment (the upper one of an even count)."""
+    ordered = sorted(amounts)
+    return ordered[len(ordered) // 2]
 
 
 def check_competitor_transfer(

@@ -113,6 +113,8 @@ class CustomerState(BaseModel):
     usual_gap_days: float | None = None
     # The lowest end-of-day total balance of each recent month (year * 12 + month).
     monthly_lows: dict[int, Decimal] = {}
+    # The month a balance came after more than a month without one: its low is partial.
+    resumed_month: int | None = None
     # Single large payments to someone else (a car, a flat): (when, amount), 90 days.
     one_offs: list[tuple[datetime, Decimal]] = []
     last_activity_at: datetime | None = None

@@ -112,3 +112,34 @@ def test_a_festival_spent_while_the_salary_comes_in_full_is_not_a_drain_but_hour
 
     assert raised(household(cut=False), SignalKind.BALANCE_DRAIN) == []
     assert raised(household(cut=True), SignalKind.BALANCE_DRAIN)[:1] == ["raised"]
+
+
+def test_a_month_of_sick_leave_is_not_a_drain_but_a_lasting_cut_is_caught_early() -> None:
+    def household(cut_months: set[int]) -> Customer:
+        c = active_customer()
+        c.money("deposit", 4, "20000.00")
+        for month in range(7):
+            payday = 10 + 30 * month
+            salary = "3600.00" if month in cut_months else "9000.00"
+            c.money(
+                "transfer.in", payday, salary, counterparty_key="payroll", counterparty=other_bank()
+            )
+            for n in range(4):  # the household spends as it always did
+                c.money("card.payment", payday + 2 + 6 * n, "2000.00")
+        return c
+
+    assert raised(household({4}), SignalKind.BALANCE_DRAIN) == []
+    lasting = household({4, 5, 6})
+    # Raised on the second short month, while the balance is still above half its usual low.
+    assert raised(lasting, SignalKind.BALANCE_DRAIN)[:1] == ["raised"]
+    assert lasting.balance > 10000
+
+
+def test_the_month_a_feed_resumes_in_after_a_long_gap_has_no_usual_low() -> None:
+    c = active_customer()  # opened a year before the feed comes back
+    c.money("deposit", 396, "22000.00")  # 1 February 2026, the initial load's balance
+    c.money("transfer.in", 410, "7600.00", counterparty_key="payroll", counterparty=other_bank())
+    for day in (412, 414, 418, 421, 424):  # a festival month's spending
+        c.money("card.payment", day, "4500.00")
+    # March: a month's low of about 7,000 against February's 22,000, which was never lived.
+    assert raised(c, SignalKind.BALANCE_DRAIN) == []
