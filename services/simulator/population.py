@@ -323,8 +323,8 @@ class Simulator:
         return opened, life
 
     def seasons(self, book: Book, life: Life, truth: CustomerTruth, *, bonus: bool) -> None:
-        """The year's holidays and seasonal events; a one-off large payment for some of the
-        stable customers."""
+        """The year's holidays and seasonal events; a one-off large payment and a month of
+        reduced pay for some of the stable customers."""
         profile = self.profile
         school = bonus and self.rng.random() < profile.school_share
         one_off = truth.stable and self.rng.random() < profile.one_off_share
@@ -338,7 +338,7 @@ class Simulator:
         share = profile.reduced_pay_share
         if share and truth.stable and life.payer and paydays and self.rng.random() < share:
             payday = self.rng.choice(paydays)
-            paid = Decimal(self.rng.uniform(*profile.reduced_pay)).quantize(Decimal("0.01"))
+            paid = Decimal(self.rng.uniform(*profile.reduced_pay)).quantize(CENT)
             life.reduced_pay[payday.date()] = paid
             truth.reduced_pay_at = payday
 

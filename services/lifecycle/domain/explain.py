@@ -31,6 +31,14 @@ def _inactivity(e: Mapping[str, Any]) -> Sentence:
 
 def _drain(e: Mapping[str, Any]) -> Sentence:
     low = e.get("usual_monthly_low")
+    if e.get("income") == "lasting_fall":
+        return {
+            "en": f"balance {e.get('balance')}, under its usual monthly low of {low}, while the "
+            "regular income (salary or pension) came short twice running or stopped (rule: "
+            "below the usual low once the income has fallen)",
+            "zh-CN": f"余额{e.get('balance')}，低于平时月度低点{low}，且固定收入（工资或养老金）"
+            "已连续两次减少或停发（规则：收入下降后低于平时低点）",
+        }
     return {
         "en": f"balance {e.get('balance')}, down from a 30-day high of "
         f"{e.get('max_balance_30d')} and under half its usual monthly low of {low} "

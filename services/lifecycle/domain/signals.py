@@ -184,6 +184,7 @@ def check_balance_drain(
         "outflow_to_other_banks": money(external),
         "moved_to_other_banks": money(moved),
         "usual_monthly_low": money(usual_low),
+        "income": income,
         "one_off_payments": money(one_offs),
         "event_ids": [o.event_id for o in flows][-10:] or [event_id],
     }

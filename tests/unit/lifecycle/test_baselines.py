@@ -133,13 +133,27 @@ def test_a_month_of_sick_leave_is_not_a_drain_but_a_lasting_cut_is_caught_early(
     # Raised on the second short month, while the balance is still above half its usual low.
     assert raised(lasting, SignalKind.BALANCE_DRAIN)[:1] == ["raised"]
     assert lasting.balance > 10000
+    drain = next(
+        o
+        for o in lasting.outputs
+        if isinstance(o, ChurnSignalChanged) and o.signal is SignalKind.BALANCE_DRAIN
+    )
+    assert drain.evidence["income"] == "lasting_fall" and drain.explanation is not None
+    assert "came short twice running" in drain.explanation["en"]
+    assert "连续两次减少" in drain.explanation["zh-CN"]
 
 
 def test_the_month_a_feed_resumes_in_after_a_long_gap_has_no_usual_low() -> None:
-    c = active_customer()  # opened a year before the feed comes back
-    c.money("deposit", 396, "22000.00")  # 1 February 2026, the initial load's balance
-    c.money("transfer.in", 410, "7600.00", counterparty_key="payroll", counterparty=other_bank())
-    for day in (412, 414, 418, 421, 424):  # a festival month's spending
-        c.money("card.payment", day, "4500.00")
-    # March: a month's low of about 7,000 against February's 22,000, which was never lived.
+    c = active_customer()  # January 2025, then nothing for eleven months
+    c.money("deposit", 347, "22000.00")  # 14 December: the initial load's balance, nothing more
+    c.money("card.payment", 365, "2600.00")  # January, a month lived: low about 15,000
+    c.money("card.payment", 375, "1500.00")
+    c.money("transfer.in", 385, "7656.00", counterparty_key="payroll", counterparty=other_bank())
+    for day in (385.5, 387, 390, 392):
+        c.money("transfer.out", day, "2722.00", counterparty=other_bank("ICBC"))
+    c.money("card.payment", 396, "2600.00")  # 1 February: rent and the festival
+    c.money("card.payment", 396.1, "4400.00")
+    # Below half of the median of December's 22,000 and January's 15,000; but December was
+    # never lived, and one month is no usual low.
+    assert c.balance < 9000
     assert raised(c, SignalKind.BALANCE_DRAIN) == []
