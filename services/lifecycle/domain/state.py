@@ -46,10 +46,17 @@ class Payer(BaseModel):
     amounts: list[Decimal] = []
 
     def regular(self, months: int) -> bool:
-        """Paid in at least `months` of the last `months + 1` months (a salary or a pension,
-        one month late or early now and then; not a relative's occasional gift)."""
+        """Paid in at least `months` of the last `months + 1` months, at least `months` of the
+        last payments within a fifth of their median (a salary or a pension, one month late or
+        early now and then, a bonus or a short month aside; not a relative's occasional gifts,
+        whatever their rhythm). Payers kept before their amounts were have only the months."""
         recent = self.months[-months:]
-        return len(recent) >= months and recent[-1] - recent[0] <= months
+        if len(recent) < months or recent[-1] - recent[0] > months:
+            return False
+        if not self.amounts:
+            return True
+        usual = sorted(self.amounts)[len(self.amounts) // 2]
+        return sum(1 for a in self.amounts if abs(a - usual) * 5 <= usual) >= months
 
 
 class Outflow(BaseModel):

@@ -81,6 +81,16 @@ def test_a_relatives_gift_two_months_running_is_not_a_salary() -> None:
     assert raised(c, SignalKind.SALARY_STOPPED) == []
 
 
+def test_a_relatives_gifts_in_three_months_of_four_are_not_a_salary() -> None:
+    c = active_customer()
+    family = other_bank("ICBC")
+    for day, amount in ((20, "2447.00"), (80, "1099.00"), (110, "450.00"), (120, "2966.00")):
+        c.money("transfer.in", day, amount, counterparty_key="family", counterparty=family)
+    for day in range(55, 220, 7):
+        c.money("card.payment", day, "20.00")
+    assert raised(c, SignalKind.SALARY_STOPPED) == []
+
+
 def test_every_at_risk_change_and_signal_is_explained_in_english_and_chinese() -> None:
     c = active_customer()
     for day in range(5, 40, 7):
