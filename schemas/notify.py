@@ -71,6 +71,9 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+TaskKind = Literal["retention_call", "introduction_request", "corporate_lead"]
+
+
 class RmTaskChanged(RapportEvent):
     """`rm_task.created`, `rm_task.released` (a queued task opened because its assignee
     closed another) or `rm_task.closed` (an outcome was recorded), keyed by task id on a
@@ -78,7 +81,7 @@ class RmTaskChanged(RapportEvent):
 
     type: Literal["rm_task.created", "rm_task.released", "rm_task.closed"]
     task_id: str
-    kind: Literal["retention_call", "introduction_request", "corporate_lead"]
+    kind: TaskKind
     customer_id: str
     # The customer's RM, or a team queue ("queue:<team>") when the customer has none.
     assignee: str

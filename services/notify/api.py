@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from schemas.account_events import ID_PATTERN
-from schemas.notify import RmTaskChanged
+from schemas.notify import RmTaskChanged, TaskKind
 from schemas.topics import RM_TASKS
 from services.notify import store
 from services.notify.config import NotifySettings
@@ -86,10 +86,11 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             bool,
             Query(description="every lead task, not only the day's budget of the best scored"),
         ] = False,
+        kind: Annotated[TaskKind | None, Query(description="only the tasks of this kind")] = None,
     ) -> list[RmTaskChanged]:
         rm_scope(principal, rm_id, f"the task list of {rm_id!r}")
         budget = None if all_leads else rules
-        return await asyncio.to_thread(store.tasks_of, url, rm_id, include_closed, budget)
+        return await asyncio.to_thread(store.tasks_of, url, rm_id, include_closed, budget, kind)
 
     @router.post(
         "/tasks/{task_id}/outcome",

@@ -126,7 +126,7 @@ class TaskRow(SQLModel, table=True):
     customer_id: str = Field(index=True, max_length=64)
     status: str = Field(max_length=16)
     priority: str = Field(max_length=8)
-    # retention_call, introduction_request, corporate_lead (null before migration 0009).
+    # retention_call, introduction_request, corporate_lead (migration 0010 filled the older).
     kind: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(sa_type=_TIME)
     due_at: datetime = Field(sa_type=_TIME)
@@ -641,12 +641,19 @@ _STATUS_ORDER = {"open": 0, "queued": 1, "closed": 2}
 
 
 def tasks_of(
-    url: str, assignee: str, include_closed: bool, rules: NotifyRules | None = None
+    url: str,
+    assignee: str,
+    include_closed: bool,
+    rules: NotifyRules | None = None,
+    kind: str | None = None,
 ) -> list[RmTaskChanged]:
-    """An RM's (or queue's) tasks: open first, then queued, by priority and due time; with
-    `rules`, the lead tasks within the daily budget only."""
+    """An RM's (or queue's) tasks, of one kind or all: open first, then queued, by priority
+    and due time; with `rules`, the lead tasks within the daily budget only."""
+    query = select(TaskRow).where(TaskRow.assignee == assignee)
+    if kind is not None:
+        query = query.where(TaskRow.kind == kind)
     with db.session_scope(url) as session:
-        rows = session.exec(select(TaskRow).where(TaskRow.assignee == assignee)).all()
+        rows = session.exec(query).all()
         tasks = [RmTaskChanged.model_validate_json(r.task) for r in rows]
     if rules is not None:
         tasks = within_lead_budget(tasks, rules)

@@ -7,14 +7,17 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 from services.runtime.observe import WorkerCounts
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings, get_settings
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from services.simulator.simulate import Simulation
@@ -319,21 +322,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport evaluate: score the services' outputs against a simulation's truth, or, with
     --replay, the held-out evaluation (simulated populations through the rules in-process)."""
     if args.replay:
-        try:
-            seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
-        except ValueError:
-            print(f"rapport evaluate: --seeds takes numbers, not {args.seeds!r}", file=sys.stderr)
-            return 2
-        profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
-        from services.simulator.profiles import PROFILES
-
-        if unknown := set(profiles) - set(PROFILES):
-            print(
-                f"rapport evaluate: unknown --profiles {', '.join(sorted(unknown))}; choose from "
-                f"{', '.join(PROFILES)}",
-                file=sys.stderr,
-            )
-            return 2
+        seeds, profiles = args.seeds, args.profiles
         out = Path(args.out) if args.out else settings.home / "report" / "held-out"
         held_out_evaluation(seeds, profiles, args.customers, args.days, args.workers, out)
         return 0
@@ -655,21 +644,13 @@ def cmd_bench(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport bench"""
     import json
 
-    from services.bench.harness import SECTIONS, STORES, run
+    from services.bench.harness import SECTIONS, run
 
     def say(message: str) -> None:
         console.print(message, style="dim")
 
-    sections = frozenset(args.only.split(",")) if args.only else SECTIONS
-    stores = tuple(args.stores.split(","))
-    for option, given, known in (("--only", sections, SECTIONS), ("--stores", stores, STORES)):
-        if unknown := set(given) - set(known):
-            print(
-                f"rapport bench: unknown {option} {', '.join(sorted(unknown))}; choose from "
-                f"{', '.join(sorted(known))}",
-                file=sys.stderr,
-            )
-            return 2
+    sections = frozenset(args.only) if args.only else SECTIONS
+    stores = tuple(args.stores)
     report = run(
         settings,
         _external_cluster(settings),
@@ -698,6 +679,46 @@ def cmd_bench(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         table.add_row(f.name, f"{f.value:,.1f}", f.unit, runs, f.note)
     console.print(table)
     return 0
+
+
+def comma_list(
+    item: Callable[[str], T] = str,  # type: ignore[assignment]
+    known: Callable[[], Collection[str]] | None = None,
+) -> Callable[[str], list[T]]:
+    """An argparse `type` for a comma-separated option: each part made by `item`, and, with
+    `known` (asked only when the option is parsed: the lists live in heavy modules), each
+    one of them; argparse reports what was wrong and exits with 2."""
+
+    def parse(text: str) -> list[T]:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if known is not None and (unknown := set(parts) - set(known())):
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(sorted(unknown))}; choose from {', '.join(sorted(known()))}"
+            )
+        try:
+            return [item(part) for part in parts]
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+    return parse
+
+
+def _profiles() -> Collection[str]:
+    from services.simulator.profiles import PROFILES
+
+    return PROFILES
+
+
+def _bench_sections() -> Collection[str]:
+    from services.bench.harness import SECTIONS
+
+    return SECTIONS
+
+
+def _bench_stores() -> Collection[str]:
+    from services.bench.harness import STORES
+
+    return STORES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -783,11 +804,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
+        type=comma_list(int),
         default="4,5",
         help="--replay: comma-separated seeds (default 4,5: held out; rules are tuned on 1-3)",
     )
     p.add_argument(
-        "--profiles", default="standard,varied", help="--replay: comma-separated profiles"
+        "--profiles",
+        type=comma_list(known=_profiles),
+        default="standard,varied",
+        help="--replay: comma-separated profiles",
     )
     p.add_argument(
         "--customers", type=int, default=400, help="--replay: customers per run (default 400)"
@@ -827,11 +852,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument(
         "--only",
+        type=comma_list(known=_bench_sections),
         metavar="SECTIONS",
         help="comma-separated: probes, throughput, memory, recovery, latency (default: all)",
     )
     p.add_argument(
         "--stores",
+        type=comma_list(known=_bench_stores),
         default="memory,rocksdb",
         help="the lifecycle stores whose memory and recovery to measure (default: both)",
     )

@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import inspect, text
 
+from schemas.notify import Priority, RmTaskChanged
 from services.notify import store
 from services.runtime import db
 from services.runtime.auth import assigned_rm
+from services.runtime.codec import encode
 
 
 def test_fresh_database_is_not_ready_until_migrated(database_url: str) -> None:
@@ -74,3 +76,38 @@ def test_notify_profiles_survive_the_move_to_a_history_of_changes(database_url: 
         return await assigned_rm(database_url)("C9")
 
     assert asyncio.run(directory()) == "RM3"
+
+
+def test_tasks_stored_before_their_kind_was_get_it_and_filter_by_it(database_url: str) -> None:
+    """Revision 0010 fills the kind of the tasks stored before 0009 from their stored event;
+    an RM's worklist filtered by kind shows them."""
+    db.upgrade(database_url, "0008")
+    at = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    for task_id, kind in (("T-retain", "retention_call"), ("T-lead", "introduction_request")):
+        task = RmTaskChanged(
+            event_id=f"{task_id}:created",
+            type="rm_task.created",
+            occurred_at=at,
+            task_id=task_id,
+            kind=kind,
+            customer_id="C1",
+            assignee="RM1",
+            priority=Priority.HIGH,
+            due_at=at + timedelta(days=2),
+            status="open",
+            summary="a task stored before tasks kept their kind",
+            source_event_id="E1",
+        )
+        with db.session_scope(database_url) as session:
+            session.execute(
+                text(
+                    "INSERT INTO notify_tasks (task_id, assignee, customer_id, status, priority,"
+                    " created_at, due_at, task) VALUES (:task_id, 'RM1', 'C1', 'open', 'high',"
+                    " :at, :due, :task)"
+                ),
+                {"task_id": task_id, "at": at, "due": task.due_at, "task": encode(task)},
+            )
+    db.upgrade(database_url)
+    retention = store.tasks_of(database_url, "RM1", False, kind="retention_call")
+    assert [t.task_id for t in retention] == ["T-retain"]
+    assert {t.task_id for t in store.tasks_of(database_url, "RM1", False)} == {"T-retain", "T-lead"}

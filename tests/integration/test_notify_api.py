@@ -70,6 +70,10 @@ def test_an_rm_sees_their_own_tasks_and_customers_only(topics: LocalBroker, tmp_
 
     (task,) = client.get("/rm/RM001/tasks").json()
     assert task["customer_id"] == mine
+    assert client.get("/rm/RM001/tasks?kind=retention_call").json() == [task]
+    assert client.get("/rm/RM001/tasks?kind=corporate_lead").json() == []
+    refused_kind = client.get("/rm/RM001/tasks?kind=birthday_card")
+    assert refused_kind.status_code == 422 and "retention_call" in refused_kind.text
     assert client.get("/rm/RM002/tasks").status_code == 403
     assert client.get(f"/customers/{mine}/notifications").status_code == 200
     assert client.get(f"/customers/{theirs}/notifications").status_code == 403

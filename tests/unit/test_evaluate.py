@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from services.simulator.evaluate import (
 )
 from services.simulator.report import headline, write
 from services.simulator.truth import (
-    ChurnTruth,
     Conversion,
     CustomerTruth,
     FraudCase,
@@ -31,38 +29,13 @@ from services.simulator.truth import (
     SyntheticCounterparty,
     Truth,
 )
-
-START = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def day(n: float) -> datetime:
-    return START + timedelta(days=n)
-
-
-def churner(cause: str, onset: float, churned: float | None) -> CustomerTruth:
-    return CustomerTruth(
-        persona=f"churn_{cause}",
-        stable=False,
-        churn=ChurnTruth(
-            cause=cause,
-            onset=day(onset),
-            churned_at=day(churned) if churned is not None else None,
-            planned_at=day(churned if churned is not None else 400),
-        ),
-    )
+from tests.unit.simulated import churner, day, stage, truth_of
 
 
 @pytest.fixture
 def truth() -> Truth:
-    return Truth(
-        seed=1,
-        population=6,
-        days=365,
-        start=START,
-        end=day(365),
-        evaluate_from=day(30),
-        own_bank="RAPPORTBANK",
-        customers={
+    return truth_of(
+        {
             "S1": CustomerTruth(persona="stable_saver", stable=True),
             "S2": CustomerTruth(persona="salaried", stable=True),
             "X": churner("competitor_attraction", 100, 150),
@@ -72,19 +45,6 @@ def truth() -> Truth:
         },
         noise={"expected_dead_letters": {"malformed_json": 2, "wrong_type": 1}},
     )
-
-
-def stage(
-    customer: str, at: float, stage: str, cause: str | None = None, n: int = 0
-) -> dict[str, Any]:
-    return {
-        "event_id": f"{customer}-{at}-{stage}-{n}",
-        "type": "stage.changed",
-        "occurred_at": day(at).isoformat(),
-        "customer_id": customer,
-        "stage": stage,
-        "probable_cause": cause,
-    }
 
 
 def test_churn_detection_figures(truth: Truth) -> None:

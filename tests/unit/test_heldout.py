@@ -29,24 +29,18 @@ from services.simulator.heldout import (
 )
 from services.simulator.report import held_out_markdown, write_held_out
 from services.simulator.truth import CustomerTruth, Truth
-from tests.unit.test_evaluate import START, churner, day, stage
+from tests.unit.simulated import churner, day, stage, truth_of
 
 
 def truth(seed: int) -> Truth:
-    return Truth(
-        seed=seed,
-        population=4,
-        days=365,
-        start=START,
-        end=day(365),
-        evaluate_from=day(30),
-        own_bank="RAPPORTBANK",
-        customers={
+    return truth_of(
+        {
             "S1": CustomerTruth(persona="salaried", stable=True),
             "S2": CustomerTruth(persona="stable_saver", stable=True),
             "X": churner("competitor_attraction", 100, 150),
             "Y": churner("financial_distress", 100, 160),
         },
+        seed,
     )
 
 
@@ -183,4 +177,9 @@ def test_rapport_evaluate_replay_writes_the_held_out_report(tmp_path: Path) -> N
     args += ["--customers", "12", "--days", "40", "--workers", "1", "--out", str(tmp_path)]
     assert main(args) == 0
     assert "standard 3" in (tmp_path / "report.md").read_text()
-    assert main([*args[:-2], "--profiles", "calm", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse: the usage and what was wrong
+        main([*args[:-2], "--profiles", "calm", "--out", str(tmp_path)])
+    assert refused.value.code == 2
+    with pytest.raises(SystemExit) as refused:
+        main([*args[:2], "--seeds", "4,five"])
+    assert refused.value.code == 2

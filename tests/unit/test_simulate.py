@@ -8,29 +8,17 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 
 from services.runtime.codec import Rejection, decode_account_event
 from services.runtime.produce import records_from_lines
 from services.simulator.simulate import Simulation, simulate
+from tests.unit.simulated import customer_events
 
 
 @pytest.fixture(scope="module")
 def simulation() -> Simulation:
     return simulate(300, 365, seed=5, invalid_share=0.02)
-
-
-def events_of(simulation: Simulation) -> list[dict[str, Any]]:
-    out = []
-    for line in simulation.lines:
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and str(event.get("event_id", "")).startswith("C"):
-            out.append(event)
-    return out
 
 
 @pytest.mark.parametrize("profile", ["standard", "varied"])
@@ -95,7 +83,7 @@ def test_churn_dates_rederived_from_the_events(simulation: Simulation) -> None:
     open_accounts: dict[str, set[str]] = defaultdict(set)
     emptied_at: dict[str, datetime] = {}
     first_emptied: dict[str, datetime] = {}
-    for event in sorted(events_of(simulation), key=lambda e: e["occurred_at"]):
+    for event in sorted(customer_events(simulation), key=lambda e: e["occurred_at"]):
         customer = event["customer_id"]
         if event["event_type"] == "account.opened":
             open_accounts[customer].add(event["account_id"])
@@ -127,7 +115,7 @@ def test_churn_dates_rederived_from_the_events(simulation: Simulation) -> None:
 
 
 def test_conversions_and_fraud_are_in_the_events(simulation: Simulation) -> None:
-    events = events_of(simulation)
+    events = customer_events(simulation)
     first: dict[str, dict[str, Any]] = {}
     by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in sorted(events, key=lambda e: e["occurred_at"]):
@@ -170,7 +158,7 @@ def test_conversions_and_fraud_are_in_the_events(simulation: Simulation) -> None
 
 
 def test_noise_is_counted(simulation: Simulation) -> None:
-    events = events_of(simulation)
+    events = customer_events(simulation)
     ids = Counter(e["event_id"] for e in events)
     assert sum(n - 1 for n in ids.values()) == simulation.truth.noise.duplicates > 0
     published = [e["occurred_at"] for e in events]
@@ -179,7 +167,7 @@ def test_noise_is_counted(simulation: Simulation) -> None:
 
 
 def test_accounts_look_like_real_current_accounts(simulation: Simulation) -> None:
-    events = events_of(simulation)
+    events = customer_events(simulation)
     ledger = [e for e in events if "balance_after" in e and e["event_type"] != "balance.snapshot"]
     postings = [e for e in ledger if e["event_type"] in ("interest.credited", "fee.charged")]
     by_mandate = [e for e in ledger if "mandate_id" in e]
@@ -205,7 +193,7 @@ def test_accounts_look_like_real_current_accounts(simulation: Simulation) -> Non
 
 
 def test_bill_movers_cancel_their_mandates_before_they_close(simulation: Simulation) -> None:
-    events = events_of(simulation)
+    events = customer_events(simulation)
     movers = {
         c: t.churn
         for c, t in simulation.truth.customers.items()

@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import pytest
 
 from services.simulator.dates import banking_day, spring_festival
 from services.simulator.life import ONE_OFF_PAYEES
 from services.simulator.profiles import STANDARD, VARIED, profile_named
 from services.simulator.simulate import Simulation, simulate
+from tests.unit.simulated import customer_events
 
 OUTGOING = {"withdrawal", "transfer.out", "card.payment", "fee.charged"}
 SALARIED = {"salaried", "growing"}
@@ -37,14 +37,7 @@ def varied() -> Simulation:
 
 def events_of(simulation: Simulation) -> list[dict[str, Any]]:
     """The valid events, each once, in time order (then the order they were written)."""
-    found: dict[str, dict[str, Any]] = {}
-    for line in simulation.lines:
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and str(event.get("event_id", "")).startswith("C"):
-            found[event["event_id"]] = event
+    found = {event["event_id"]: event for event in customer_events(simulation)}
     return sorted(
         found.values(), key=lambda e: (e["occurred_at"], int(e["event_id"].split("-")[1]))
     )
