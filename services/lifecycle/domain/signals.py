@@ -24,6 +24,7 @@ from services.lifecycle.domain.state import (
     OpenSignal,
     Output,
     output_id,
+    usual_amount,
 )
 
 # One-off payments stay out of the drain for as long as the 30-day maximum remembers them.
@@ -211,23 +212,20 @@ def income_state(
         since = t - payer.last_at
         if since > 2 * rules.spans.salary_missing:
             continue  # a job or a payer long gone says nothing of the income now
-        low = _usual(amounts[:-1]) * rules.drain_income_kept_ratio
-        if since <= rules.spans.salary_missing and amounts[-1] >= low:
+        ratio = rules.drain_income_kept_ratio
+        if (
+            since <= rules.spans.salary_missing
+            and amounts[-1] >= usual_amount(amounts[:-1]) * ratio
+        ):
             return "kept"
         lasting = since > rules.spans.salary_missing or (
-            len(amounts) >= 3 and amounts[-2] < _usual(amounts[:-2]) * rules.drain_income_kept_ratio
+            len(amounts) >= 3 and amounts[-2] < usual_amount(amounts[:-2]) * ratio
         )
         if lasting:
             found = "lasting_fall"
         elif found == "unknown":
             found = "fallen"
     return found
-
-
-def _usual(amounts: list[Decimal]) -> Decimal:
-    """The median payment (the upper one of an even count)."""
-    ordered = sorted(amounts)
-    return ordered[len(ordered) // 2]
 
 
 def check_competitor_transfer(

@@ -55,8 +55,14 @@ class Payer(BaseModel):
             return False
         if not self.amounts:
             return True
-        usual = sorted(self.amounts)[len(self.amounts) // 2]
+        usual = usual_amount(self.amounts)
         return sum(1 for a in self.amounts if abs(a - usual) * 5 <= usual) >= months
+
+
+def usual_amount(amounts: list[Decimal]) -> Decimal:
+    """A payer's usual payment: the median (the upper one of an even count)."""
+    ordered = sorted(amounts)
+    return ordered[len(ordered) // 2]
 
 
 class Outflow(BaseModel):
