@@ -18,7 +18,7 @@ from schemas.referral import (
     ReferralChanged,
     ReferralReason,
 )
-from services.referral.domain.leads import ChainMatch, Link
+from services.referral.domain.leads import INSTITUTION_PURPOSES, ChainMatch, Link
 from services.referral.domain.rules import ReferralRules, content_id, referral_id, working_state
 
 # -- 2. referees -------------------------------------------------------------------------------
@@ -41,6 +41,10 @@ class Candidate(BaseModel):
     # Sent again when the referee's phone or device hashes arrive after the opening (they come
     # with a later customer.updated): only the shared-hash guard is checked again.
     recheck: bool = False
+    # Sent again, dated at the moment the referee would qualify, for the referrer's payments
+    # up to then (one-hop funding): a payment to the go-between usually comes after the
+    # referral, so the decision's own could not carry it.
+    funding_check: bool = False
 
 
 class Decision(BaseModel):
@@ -60,8 +64,9 @@ class Decision(BaseModel):
     # The referrals along the upline (referral id, referee), nearest first: a ring closed
     # later holds every leg of it.
     upline_legs: tuple[tuple[str, str], ...] = ()
-    # The referrer's recent payments to external accounts (key, when, amount): money that
-    # reaches the referee from one of them soon after, about as much, came from the referrer.
+    # The referrer's payments to external accounts (key, when, amount) up to the candidate's
+    # time: money that reaches the referee from one of them soon after, about as much, came
+    # from the referrer.
     referrer_payments: tuple[tuple[str, datetime, Decimal], ...] = ()
     # A decision on a referral already decided: a burst or a ring seen later holds it (or
     # reverses it, when it had qualified).
@@ -130,7 +135,9 @@ class CustomerReferralState(BaseModel):
     counterparties: list[str] = []  # recent external accounts, keyed hashes
     upline: list[str] = []  # who referred this customer, and who referred them
     upline_legs: list[tuple[str, str]] = []  # those referrals: (referral id, referee)
-    # As a referrer: recent payments to external accounts (key, when, amount).
+    # As a referrer: payments to external accounts that could fund someone (key, when,
+    # amount), kept PAYMENTS_KEPT_DAYS: a funding check reads them as of a referee's
+    # qualifying moment, however far this customer's input has run ahead.
     payments_out: list[tuple[str, datetime, Decimal]] = []
     # As a referrer: referrals held after the fact (a burst, a ring), each once.
     held_after: list[str] = []
@@ -145,6 +152,12 @@ class CustomerReferralState(BaseModel):
     candidate: Candidate | None = None
     # A recheck of new phone or device hashes is on its way: no qualifying until it is back.
     rechecking: bool = False
+    # As a referee: the moment a funding check is on its way for (no qualifying until it is
+    # back), and the moment the last one answered for.
+    funding_check_at: datetime | None = None
+    funding_checked_at: datetime | None = None
+    # As a referee: released on review; what came before was reviewed.
+    released_at: datetime | None = None
     status: Literal["pending", "attributed", "held", "rejected", "qualified", "reversed"] | None = (
         None
     )
@@ -277,9 +290,10 @@ def on_account_event(
             *[c for c in state.counterparties if c != event.counterparty_key],
             event.counterparty_key,
         ][-20:]
-        if kind == "transfer.out":
-            recent = [p for p in state.payments_out if t - p[1] <= timedelta(days=30)]
-            state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][-20:]
+        if kind == "transfer.out" and could_fund_someone(event):
+            kept = timedelta(days=PAYMENTS_KEPT_DAYS)
+            recent = [p for p in state.payments_out if t - p[1] <= kept]
+            state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][-100:]
         # A prospect converts by moving their own money in; a first salary from an employer
         # that our customers know is a new hire, not a conversion (it stays a tie).
         funding = (
@@ -313,39 +327,104 @@ def on_account_event(
         ][-100:]
     if event.initiated:
         state.transacted = [*state.transacted, t][-100:]
-    _check_funding(state, out, rules)
-    _qualify(state, out, rules)
+    _settle(state, out, rules)
     return out
 
 
-def _check_funding(state: CustomerReferralState, out: RefereeOutcome, rules: ReferralRules) -> None:
-    """Hold an attributed referral whose referee the referrer funded: from one of the
+# Long enough for a funding check made while the referrer's input ran months ahead of the
+# steps (a replay, a backlog) to read the payments of the referee's qualifying window.
+PAYMENTS_KEPT_DAYS = 120
+
+
+def could_fund_someone(event: Movement) -> bool:
+    """A payment that could reach a referee through a go-between: not a bill, a tax or a loan
+    instalment, not to a business or the state, not to the customer's own account."""
+    return (
+        event.purpose not in INSTITUTION_PURPOSES
+        and event.counterparty_kind not in ("business", "government")
+        and not event.counterparty_own_account
+    )
+
+
+def _funded_at(
+    state: CustomerReferralState, rules: ReferralRules, known: datetime, since: datetime
+) -> tuple[datetime, bool] | None:
+    """When the referrer's money first reached the referee (after `since`), and whether it came
+    through a go-between: from one of the
     referrer's accounts here, or from an external account the referrer had paid about as much
-    within `funding_hop_days` before (one hop). The prospect's own money from the lead's account
-    in a chain conversion is not that: its amount has nothing to do with the referrer's rent."""
-    if state.status != "attributed" or state.candidate is None:
-        return
+    within `funding_hop_days` before (one hop), judged only for money up to `known`, the moment
+    the referrer's payments are known to. The prospect's own money from the lead's account in a
+    chain conversion is not that: its amount has nothing to do with the referrer's rent."""
     hop = timedelta(days=rules.funding_hop_days)
+    found = []
     for t, amount, account, key in state.money_in:
-        direct = account is not None and account in state.excluded_accounts
-        via = key is not None and any(
-            paid_to == key and timedelta(0) <= t - at <= hop and abs(amount - paid) * 10 <= paid
-            for paid_to, at, paid in state.referrer_payments
-        )
-        if direct or via:
-            state.status = "held"
-            out.events.append(
-                referral_event(
-                    "referral.held",
-                    state.candidate,
-                    max(t, state.candidate.occurred_at),
-                    reason_code=ReferralReason.FUNDED_BY_REFERRER,
-                    reason="the referee's account was funded by the referrer"
-                    + ("" if direct else " through an account the referrer had just paid")
-                    + ": held for review",
-                )
+        if t < since:
+            continue
+        if account is not None and account in state.excluded_accounts:
+            found.append((t, False))
+        elif (
+            key is not None
+            and t <= known
+            and any(
+                paid_to == key and timedelta(0) <= t - at <= hop and abs(amount - paid) * 10 <= paid
+                for paid_to, at, paid in state.referrer_payments
             )
-            return
+        ):
+            found.append((t, True))
+    return min(found, default=None)
+
+
+def _settle(state: CustomerReferralState, out: RefereeOutcome, rules: ReferralRules) -> None:
+    """Qualification and the referrer's funding, in event time, whatever reached the referee
+    first (the decision, its money, a funding check's answer): the referral is held if the
+    referrer's money reached the referee before (or when) it first did enough, and qualifies at
+    that moment otherwise. Money from elsewhere is judged once the referrer's payments up to it
+    are known: until then a funding check, dated at the moment that would qualify (or at the
+    last such money), travels to the referrer, and nothing qualifies."""
+    candidate = state.candidate
+    held = state.status == "held" and state.held_after_the_fact is not None
+    if (
+        candidate is None
+        or not (state.status == "attributed" or held)
+        or state.rechecking
+        or state.funding_check_at is not None
+    ):
+        return
+    since = max(candidate.occurred_at, state.released_at or candidate.occurred_at)
+    known = max(since, state.funding_checked_at or since)
+    moment = _qualifying_moment(state, rules, since)
+    # Held after the fact (a burst, a ring): qualified and reversed at once, funded or not.
+    funded = None if held else _funded_at(state, rules, known, since)
+    if funded is not None and (moment is None or funded[0] <= moment):
+        at, via = funded
+        state.status = "held"
+        out.events.append(
+            referral_event(
+                "referral.held",
+                candidate,
+                max(at, candidate.occurred_at),
+                reason_code=ReferralReason.FUNDED_BY_REFERRER,
+                reason="the referee's account was funded by the referrer"
+                + (" through an account the referrer had just paid" if via else "")
+                + ": held for review",
+            )
+        )
+        return
+    unjudged = [
+        t
+        for t, _, _, key in state.money_in
+        if key is not None and known < t and (moment is None or t <= moment)
+    ]
+    if moment is not None and (held or not unjudged):
+        _qualify(state, out, moment, held)
+    elif unjudged and not held:
+        at = moment or max(unjudged)
+        state.funding_check_at = at
+        out.candidates.append(
+            candidate.model_copy(
+                update={"funding_check": True, "recheck": False, "occurred_at": at}
+            )
+        )
 
 
 def _recheck_vouched(state: CustomerReferralState, out: RefereeOutcome, new: set[str]) -> None:
@@ -469,6 +548,16 @@ def on_decision(
     if decision.after_the_fact:
         _hold_after_the_fact(state, out, decision)
         return out
+    if candidate.funding_check:
+        if state.funding_check_at != candidate.occurred_at:
+            return out  # a redelivery, or an answer overtaken by an earlier moment's check
+        state.funding_check_at = None
+        state.funding_checked_at = candidate.occurred_at
+        state.referrer_payments = sorted(
+            {*state.referrer_payments, *decision.referrer_payments}, key=lambda p: (p[1], p[0])
+        )
+        _settle(state, out, rules)
+        return out
     if candidate.recheck:
         state.rechecking = False
         if decision.outcome == "rejected" and state.status == "qualified":
@@ -485,7 +574,7 @@ def on_decision(
             )
             return out
         if decision.outcome == "attributed" or state.status not in ("pending", "attributed"):
-            _qualify(state, out, rules)
+            _settle(state, out, rules)
             return out
     elif state.status != "pending":
         return out
@@ -507,8 +596,7 @@ def on_decision(
         state.upline = list(decision.upline)
         state.upline_legs = [(candidate.referral_id, candidate.referee), *decision.upline_legs]
         state.referrer_payments = list(decision.referrer_payments)
-        _check_funding(state, out, rules)
-        _qualify(state, out, rules)
+        _settle(state, out, rules)
     return out
 
 
@@ -573,40 +661,37 @@ def qualifying_deposits(state: CustomerReferralState, until: datetime | None = N
     )
 
 
-def _qualify(
-    state: CustomerReferralState,
-    out: RefereeOutcome,
-    rules: ReferralRules,
-    not_before: datetime | None = None,
-) -> None:
-    """Qualify at the first moment, in event time, at which the referee had deposited enough
-    or transacted enough (not before the referral itself, nor before `not_before`): the same
-    moment and amount whether the decision came before the money or after it."""
-    held = state.status == "held" and state.held_after_the_fact is not None
-    if not (state.status == "attributed" or held) or state.candidate is None or state.rechecking:
-        return
-    since = max(state.candidate.occurred_at, not_before or state.candidate.occurred_at)
-    moments = sorted({t for t, *_ in state.money_in} | set(state.transacted))
-    for moment in moments:
+def _qualifying_moment(
+    state: CustomerReferralState, rules: ReferralRules, since: datetime
+) -> datetime | None:
+    """The first moment, in event time and not before `since`, at which the referee had
+    deposited enough or transacted enough: the same whether the decision came before the
+    money or after it."""
+    for moment in sorted({t for t, *_ in state.money_in} | set(state.transacted)):
         at = max(moment, since)
-        deposits = qualifying_deposits(state, at)
-        transactions = sum(1 for t in state.transacted if t <= at)
-        if deposits < rules.qualify_deposit and transactions < rules.qualify_transactions:
-            continue
-        state.status = "qualified"
-        state.qualified_at = at
-        out.events.append(
-            referral_event(
-                "referral.qualified",
-                state.candidate,
-                at,
-                qualifying_amount=deposits,
-                qualifying_transactions=transactions,
-            )
+        if (
+            qualifying_deposits(state, at) >= rules.qualify_deposit
+            or sum(1 for t in state.transacted if t <= at) >= rules.qualify_transactions
+        ):
+            return at
+    return None
+
+
+def _qualify(state: CustomerReferralState, out: RefereeOutcome, at: datetime, held: bool) -> None:
+    assert state.candidate is not None
+    state.status = "qualified"
+    state.qualified_at = at
+    out.events.append(
+        referral_event(
+            "referral.qualified",
+            state.candidate,
+            at,
+            qualifying_amount=qualifying_deposits(state, at),
+            qualifying_transactions=sum(1 for t in state.transacted if t <= at),
         )
-        if held:
-            _reverse_held(state, out)
-        return
+    )
+    if held:
+        _reverse_held(state, out)
 
 
 def on_review(
@@ -626,8 +711,9 @@ def on_review(
     if approve:
         state.status = "attributed"
         state.held_after_the_fact = None
+        state.released_at = t
         out.events.append(referral_event("referral.released", candidate, t))
-        _qualify(state, out, rules, not_before=t)
+        _settle(state, out, rules)
     else:
         state.status = "rejected"
         out.events.append(

@@ -27,6 +27,8 @@ def _vouch(state: CustomerReferralState, candidate: Candidate) -> None:
 
 def _decided_as(candidate: Candidate) -> str:
     decided_as = candidate.referral_id
+    if candidate.funding_check:
+        return f"{decided_as}:funding:{candidate.occurred_at.isoformat()}"
     if candidate.recheck:
         decided_as += ":" + ",".join(sorted(candidate.referee_hashes))
     return decided_as
@@ -102,8 +104,12 @@ def decide(
             upline_legs=tuple(state.upline_legs[: rules.ring_max_length - 1]),
             referrer_accounts=tuple(state.accounts),
             referrer_counterparties=tuple(state.counterparties),
-            referrer_payments=tuple(state.payments_out),
+            # As of the candidate's time, whatever this referrer's input has taken since.
+            referrer_payments=tuple(p for p in state.payments_out if p[1] <= t),
         )
+
+    if candidate.funding_check:
+        return state, [answer("attributed")]
 
     if candidate.referee == candidate.referrer:
         return state, [

@@ -477,6 +477,9 @@ def test_money_from_an_account_the_referrer_uses_does_not_qualify() -> None:
     c.decided_by(referrer)
     assert [e for e, _ in c.events] == ["referral.attributed"]
     c.send("deposit", 3, account_id="A", amount=Decimal(1000))
+    # Money from an external account came in: the referrer's payments are read first.
+    assert c.candidates[-1].funding_check
+    c.decided_by(referrer)
     assert [e for e, _ in c.events] == ["referral.attributed", "referral.qualified"]
 
 
@@ -505,13 +508,105 @@ def test_a_referee_funded_through_one_hop_is_held() -> None:
     c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
     c.send("transfer.in", 1, account_id="A", amount=Decimal("1480"), counterparty_key="cpX")
     c.decided_by(referrer)
+    c.decided_by(referrer)  # the funding check of the qualifying moment
     assert c.events[-1] == ("referral.held", ReferralReason.FUNDED_BY_REFERRER)
     # Unrelated money from an account the referrer pays (a landlord moving in) is not that.
     d = Customer("M")
     d.send("account.opened", 0, code=GRANT, account_id="B", referral_code="ABCD1234")
     d.send("transfer.in", 1, account_id="B", amount=Decimal(9000), counterparty_key="cpX")
     d.decided_by(referrer)
+    assert d.candidates[-1].funding_check
+    d.decided_by(referrer)
     assert [e for e, _ in d.events] == ["referral.attributed"]
+
+
+def test_a_payment_to_the_go_between_after_the_referral_is_read_before_qualifying() -> None:
+    """The usual order of one-hop funding: the referral first, then the referrer pays a friend
+    elsewhere, who passes the money on. The decision could not carry that payment; the check
+    at the qualifying moment reads the referrer's payments up to it."""
+    referrer = Customer("R")
+    referrer.send("account.opened", -100, account_id="RA")
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    referrer.state = c.decided_by(referrer.state)
+    assert c.events == [("referral.attributed", None)]
+    referrer.send("transfer.out", 1, account_id="RA", amount=Decimal(2000), counterparty_key="cpX")
+    # A bill and a payment to a business could fund no one: not kept.
+    referrer.send(
+        "transfer.out",
+        1,
+        account_id="RA",
+        amount=Decimal(90),
+        counterparty_key="cpU",
+        purpose="utilities",
+    )
+    referrer.send(
+        "transfer.out",
+        1,
+        account_id="RA",
+        amount=Decimal(90),
+        counterparty_key="cpB",
+        counterparty_kind="business",
+    )
+    assert referrer.state is not None
+    assert [p[0] for p in referrer.state.payments_out] == ["cpX"]
+    c.send("transfer.in", 3, account_id="A", amount=Decimal(1900), counterparty_key="cpX")
+    check = c.candidates[-1]
+    assert check.funding_check and check.occurred_at == day(3)
+    assert c.events == [("referral.attributed", None)]  # no qualifying while it travels
+    # The referrer's input has run ahead: a later payment is not in the answer.
+    referrer.send("transfer.out", 9, account_id="RA", amount=Decimal(1900), counterparty_key="cpY")
+    decided, (answer,) = decide(referrer.state, check, RULES)
+    assert [p[0] for p in answer.referrer_payments] == ["cpX"]
+    c._take(on_decision(c.state, answer, RULES))
+    assert c.events[-1] == ("referral.held", ReferralReason.FUNDED_BY_REFERRER)
+    # The answer redelivered, and the check decided again, change nothing.
+    before = list(c.events)
+    c._take(on_decision(c.state, answer, RULES))
+    assert decide(decided, check, RULES)[1] == []
+    assert c.events == before
+
+
+def test_a_genuine_referee_paid_from_elsewhere_qualifies_at_the_same_moment_after_the_check() -> (
+    None
+):
+    referrer = CustomerReferralState(
+        customer_id="R", payments_out=[("cpX", day(-40), Decimal(2000))]
+    )
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    c.decided_by(referrer)
+    c.send("transfer.in", 2, account_id="A", amount=Decimal(1500), counterparty_key="cpOwn")
+    c.send("deposit", 4, account_id="A", amount=Decimal(100))
+    assert [e for e, _ in c.events] == ["referral.attributed"]
+    assert c.candidates[-1].funding_check
+    c.decided_by(referrer)
+    assert [e for e, _ in c.events] == ["referral.attributed", "referral.qualified"]
+    assert c.state is not None and c.state.qualified_at == day(2)
+
+
+def test_funding_is_settled_in_event_time_whether_the_check_or_the_money_comes_first() -> None:
+    """The referee's own money from elsewhere qualifies it on day 2; the go-between's money
+    comes on day 3. Whether the funding check's answer reaches the referee before the day-3
+    money or after it, the referral qualifies on day 2 (the referrer's money came after)."""
+    referrer = CustomerReferralState(customer_id="R", payments_out=[("cpX", day(1), Decimal(1500))])
+
+    def run(answer_first: bool) -> list[tuple[str, ReferralReason | None]]:
+        c = Customer("N")
+        c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+        c.decided_by(referrer)
+        c.send("transfer.in", 2, account_id="A", amount=Decimal(2000), counterparty_key="cpOwn")
+        check = c.candidates[-1]
+        assert check.funding_check and check.occurred_at == day(2)
+        if answer_first:
+            c.decided_by(referrer)
+        c.send("transfer.in", 3, account_id="A", amount=Decimal(1480), counterparty_key="cpX")
+        if not answer_first:
+            _, (answer,) = decide(referrer, check, RULES)
+            c._take(on_decision(c.state, answer, RULES))
+        return c.events
+
+    assert run(True) == run(False) == [("referral.attributed", None), ("referral.qualified", None)]
 
 
 def test_closing_within_90_days_of_qualifying_reverses() -> None:
