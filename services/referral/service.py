@@ -41,6 +41,7 @@ from services.referral.domain import (
     RefereeOutcome,
     ReferralRules,
     await_decision,
+    decide,
     decide_awaiting,
     expire,
     lead_expires_at,
@@ -421,6 +422,16 @@ class ReferralService:
                 await self._commit(
                     on_chain_match(self.customer(step.customer_id), step.chain_match)
                 )
+            elif step.candidate is not None and self._released_past(step.candidate, partition):
+                # A funding check dated before what this partition released (made when a
+                # decision reached its referee late): every payment of the referrer's up to
+                # its moment is in, and it orders nothing, so it is answered now instead of
+                # waiting for a release that may not come until the input moves on.
+                state, decisions = decide(
+                    self.customer(step.customer_id), step.candidate, self.rules
+                )
+                await self.ports.send_steps([Step(decision=d) for d in decisions])
+                self._save(state)
             elif step.candidate is not None:
                 waiting = await_decision(self.customer(step.customer_id), step.candidate)
                 if waiting is not None:
@@ -461,6 +472,14 @@ class ReferralService:
             self.quiet_steps.discard(partition)
         elif candidate.occurred_at.toordinal() < released:
             await self._decide_awaiting(partition, released)
+
+    def _released_past(self, candidate: Candidate, partition: int) -> bool:
+        """Whether a funding check's moment is before the day this steps partition released."""
+        if not candidate.funding_check:
+            return False
+        marks = orjson.loads(self.customers.get(f"#step-marks:{partition}") or b"{}")
+        released: int = marks.get("released", 0)
+        return candidate.occurred_at.toordinal() < released
 
     def _inputs_idle(self, marks: dict[str, Any]) -> bool:
         return len(marks.get("idle", {})) == self.sources

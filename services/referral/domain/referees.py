@@ -293,7 +293,9 @@ def on_account_event(
         if kind == "transfer.out" and could_fund_someone(event):
             kept = timedelta(days=PAYMENTS_KEPT_DAYS)
             recent = [p for p in state.payments_out if t - p[1] <= kept]
-            state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][-100:]
+            state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][
+                -PAYMENTS_KEPT:
+            ]
         # A prospect converts by moving their own money in; a first salary from an employer
         # that our customers know is a new hire, not a conversion (it stays a tie).
         funding = (
@@ -331,9 +333,12 @@ def on_account_event(
     return out
 
 
-# Long enough for a funding check made while the referrer's input ran months ahead of the
-# steps (a replay, a backlog) to read the payments of the referee's qualifying window.
-PAYMENTS_KEPT_DAYS = 120
+# Long enough for a funding check made while the referrer's input ran far ahead of the steps
+# (a replay of a year's backlog: the steps lag the input by up to the whole of it) to read the
+# payments of the referee's qualifying window. Only payments to people are kept, so a
+# household's rent, family and friends stay well under the count.
+PAYMENTS_KEPT_DAYS = 400
+PAYMENTS_KEPT = 200
 
 
 def could_fund_someone(event: Movement) -> bool:

@@ -18,6 +18,7 @@ from services.referral.domain import (
     Candidate,
     CodeGrant,
     CustomerReferralState,
+    Decision,
     Link,
     Movement,
     ReferralRules,
@@ -83,9 +84,13 @@ class Router:
             else:
                 await self.service.handle_step(self.steps.pop(0), 0)
 
-    def run(self, simulation: Simulation, rebalanced: bool = False) -> Router:
+    def run(
+        self, simulation: Simulation, rebalanced: bool = False, backlog: bool = False
+    ) -> Router:
         """Every event through the service; `rebalanced`: as if the partition had moved
-        before each (its marks are sent again even when their day did not advance)."""
+        before each (its marks are sent again even when their day did not advance);
+        `backlog`: the whole input first, then the steps (a replay whose input runs a year
+        ahead of the steps)."""
 
         async def go() -> None:
             for record in records_from_lines(simulation.lines):
@@ -96,7 +101,9 @@ class Router:
                     self.service.counted.clear()
                 await self.service.handle_account_event(event, 0)
                 await self.service.advance_source(0)
-                await self.pump()
+                if not backlog:
+                    await self.pump()
+            await self.pump()
 
         asyncio.run(go())
         return self
@@ -160,6 +167,21 @@ def test_fraud_is_caught(simulation: Simulation) -> None:
             assert all(
                 found[r][-1][0] in ("referral.held", "referral.reversed") for r in case.referees
             )
+
+
+@pytest.mark.parametrize("backlog", [False, True], ids=["live", "input a year ahead"])
+def test_a_referee_funded_by_the_referrer_is_held_directly_or_through_one_hop(
+    simulation: Simulation, backlog: bool
+) -> None:
+    """Through one hop, the referrer usually pays the go-between after the referral; read at
+    the qualifying moment, also when the referrer's input has run on to the year's end."""
+    found = referrals(Router(simulation.truth).run(simulation, backlog=backlog).outputs)
+    funded = [c for c in simulation.truth.fraud if c.pattern.startswith("funded")]
+    assert {c.pattern for c in funded} == {"funded_by_referrer", "funded_through_hop"}
+    for case in funded:
+        (referee,) = case.referees
+        assert ("referral.held", case.referrer) in found[referee], (case.pattern, found[referee])
+        assert "referral.qualified" not in [kind for kind, _ in found[referee]]
 
 
 def test_the_order_of_internal_steps_does_not_change_the_outcome(simulation: Simulation) -> None:
@@ -613,6 +635,50 @@ def test_idle_inputs_let_a_referrer_decide_and_a_late_candidate_is_decided_at_on
         assert decided() == ["r0", "r1"]
         await service.handle_step(Step(candidate=candidates[2]), 0)  # late: dated day 2
         assert decided() == ["r0", "r1", "r2"]
+
+    asyncio.run(go())
+
+
+def test_a_funding_check_dated_before_the_release_is_answered_at_once() -> None:
+    """A check made when a decision reached its referee late is dated before what the
+    referrer's steps partition released: it is answered on arrival with the referrer's
+    payments up to its moment, not left waiting for a release that comes only once the input
+    moves on. A check dated after the release waits for it."""
+    service, _, steps = counterparty_step(sources=1)
+    service.customers["R"] = (
+        CustomerReferralState(
+            customer_id="R",
+            payments_out=[("cpX", on_day(1), Decimal(1500)), ("cpY", on_day(9), Decimal(700))],
+        )
+        .model_dump_json()
+        .encode()
+    )
+    check = Candidate(
+        referral_id="r0",
+        referrer="R",
+        referee="E0",
+        via="code",
+        lead_type=LeadType.RETAIL,
+        occurred_at=on_day(3),
+        funding_check=True,
+    )
+
+    def answers() -> list[Decision]:
+        return [s.decision for s in steps if s.decision is not None]
+
+    async def go() -> None:
+        for source in ("input:0", "steps:0"):
+            await service.handle_step(Step(mark=StepMark(source=source, day=ordinal(10))), 0)
+        await service.handle_step(Step(candidate=check), 0)
+        (answer,) = answers()
+        assert answer.candidate.funding_check
+        assert [p[0] for p in answer.referrer_payments] == ["cpX"]
+        later = check.model_copy(update={"occurred_at": on_day(12)})
+        await service.handle_step(Step(candidate=later), 0)
+        assert len(answers()) == 1
+        for source in ("input:0", "steps:0"):
+            await service.handle_step(Step(mark=StepMark(source=source, day=ordinal(13))), 0)
+        assert [p[0] for p in answers()[-1].referrer_payments] == ["cpX", "cpY"]
 
     asyncio.run(go())
 
