@@ -290,7 +290,11 @@ def on_account_event(
             *[c for c in state.counterparties if c != event.counterparty_key],
             event.counterparty_key,
         ][-20:]
-        if kind == "transfer.out" and could_fund_someone(event):
+        if (
+            kind == "transfer.out"
+            and could_fund_someone(event)
+            and not _repeats(state.payments_out, event)
+        ):
             kept = timedelta(days=PAYMENTS_KEPT_DAYS)
             recent = [p for p in state.payments_out if t - p[1] <= kept]
             state.payments_out = [*recent, (event.counterparty_key, t, event.amount)][
@@ -343,11 +347,29 @@ PAYMENTS_KEPT = 200
 
 def could_fund_someone(event: Movement) -> bool:
     """A payment that could reach a referee through a go-between: not a bill, a tax or a loan
-    instalment, not to a business or the state, not to the customer's own account."""
+    instalment, not to a business or the state, not to the customer's own account, and chosen
+    now. A payment the bank makes on a standing order or direct debit was set up before the
+    referral: a landlord who opens an account and moves in about a month's rent a few days
+    after it arrived is the chain working, not the referrer funding a referee."""
     return (
-        event.purpose not in INSTITUTION_PURPOSES
+        event.initiated
+        and event.purpose not in INSTITUTION_PURPOSES
         and event.counterparty_kind not in ("business", "government")
         and not event.counterparty_own_account
+    )
+
+
+# A payment about as much as one made to the same payee at least this long before is the same
+# obligation again (rent or an allowance paid by hand each month), not money sent for a referral.
+REPEAT_AFTER = timedelta(days=20)
+
+
+def _repeats(kept: list[tuple[str, datetime, Decimal]], event: Movement) -> bool:
+    return any(
+        paid_to == event.counterparty_key
+        and event.occurred_at - at >= REPEAT_AFTER
+        and abs(event.amount - paid) * 10 <= paid
+        for paid_to, at, paid in kept
     )
 
 

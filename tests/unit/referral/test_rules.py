@@ -246,7 +246,7 @@ class Customer:
             event_id=f"{self.id}-{self.n}",
             event_type=kind,
             occurred_at=day(at),
-            initiated=kind in CUSTOMER_INITIATED,
+            initiated=fields.pop("initiated", kind in CUSTOMER_INITIATED),
             **fields,
         )
         outcome = on_account_event(self.state, self.id, movement, code, RULES)
@@ -565,6 +565,52 @@ def test_a_payment_to_the_go_between_after_the_referral_is_read_before_qualifyin
     c._take(on_decision(c.state, answer, RULES))
     assert decide(decided, check, RULES)[1] == []
     assert c.events == before
+
+
+def test_a_landlord_moving_in_about_the_rent_is_not_funded_by_the_referrer() -> None:
+    """Found by the demo (seed 7): a landlord the referrer pays by standing order opened an
+    account and, days after the rent came, moved about that much in. Rent on a standing
+    order, and the same amount paid by hand month after month, are not kept as payments that
+    could fund someone; a one-off payment to the same person is."""
+    referrer = Customer("R")
+    referrer.send("account.opened", -100, account_id="RA")
+    for month in range(3):
+        referrer.send(
+            "transfer.out",
+            -60 + 30 * month,
+            account_id="RA",
+            amount=Decimal("5479.11"),
+            counterparty_key="cpLandlord",
+            purpose="rent",
+            initiated=False,
+        )
+        referrer.send(
+            "transfer.out",
+            -59 + 30 * month,
+            account_id="RA",
+            amount=Decimal(800),
+            counterparty_key="cpNanny",
+        )
+    referrer.send(
+        "transfer.out", 2, account_id="RA", amount=Decimal(3000), counterparty_key="cpNanny"
+    )
+    assert referrer.state is not None
+    assert referrer.state.payments_out == [
+        ("cpNanny", day(-59), Decimal(800)),
+        ("cpNanny", day(2), Decimal(3000)),
+    ]
+    c = Customer("N")
+    c.send("account.opened", 0, code=GRANT, account_id="A", referral_code="ABCD1234")
+    c.decided_by(referrer.state)
+    c.send("transfer.in", 5, account_id="A", amount=Decimal(5075), counterparty_key="cpLandlord")
+    assert c.candidates[-1].funding_check
+    c.decided_by(referrer.state)
+    # Not held; money from an account the referrer deals with does not count towards
+    # qualifying either, so the landlord qualifies on money of its own.
+    assert c.state is not None and c.state.status == "attributed"
+    c.send("deposit", 8, account_id="A", amount=Decimal(1000))
+    assert [e for e, _ in c.events] == ["referral.attributed", "referral.qualified"]
+    assert c.state.qualified_at == day(8)
 
 
 def test_a_genuine_referee_paid_from_elsewhere_qualifies_at_the_same_moment_after_the_check() -> (
