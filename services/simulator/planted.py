@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from services.simulator.book import Book
+from services.simulator.book import CENT, Book
 from services.simulator.identity import holder_name
 from services.simulator.life import Life
 from services.simulator.profiles import Persona
@@ -82,8 +82,20 @@ def conversions(sim: Simulator, next_index: int) -> int:
         book = sim.new_book(next_index)
         next_index += 1
         sim.onboard(book, opened, Decimal(rng.randrange(100, 800)), code=code)
-        life = Life(spend=0.08, login=0.05)
         funding = Decimal(rng.randrange(2_000, 30_000))
+        # A prospect who moves over keeps using the account: what it earns (the rents a
+        # landlord collects, a firm's takings) comes in each month from then on, spending is
+        # sized to it, and the money moved over is what it keeps at the month's low.
+        payday = rng.randrange(1, 29)
+        life = Life(
+            income=(funding * Decimal(rng.uniform(0.25, 0.5))).quantize(CENT),
+            paydays=[d for d in sim.paydays(payday, None) if d > funded_at],
+            spend=0.08,
+            login=0.05,
+            buffer=(funding * Decimal(rng.uniform(0.5, 0.8))).quantize(CENT),
+            thrift=rng.uniform(0.1, 0.3),
+        )
+        life.size_spending(book)
         life.add(funded_at, functools.partial(_funding, book, funding, counterparty))
         sim.everyday(book, opened + timedelta(days=1), sim.end, life)
         truth.customers[book.customer_id] = CustomerTruth(

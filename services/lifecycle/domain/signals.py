@@ -213,13 +213,15 @@ def income_state(
         if since > 2 * rules.spans.salary_missing:
             continue  # a job or a payer long gone says nothing of the income now
         ratio = rules.drain_income_kept_ratio
+        # Against the lower median: with few payments known, a January bonus among them would
+        # make the ordinary salaries after it look short.
         if (
             since <= rules.spans.salary_missing
-            and amounts[-1] >= usual_amount(amounts[:-1]) * ratio
+            and amounts[-1] >= usual_amount(amounts[:-1], upper=False) * ratio
         ):
             return "kept"
         lasting = since > rules.spans.salary_missing or (
-            len(amounts) >= 3 and amounts[-2] < usual_amount(amounts[:-2]) * ratio
+            len(amounts) >= 3 and amounts[-2] < usual_amount(amounts[:-2], upper=False) * ratio
         )
         if lasting:
             found = "lasting_fall"

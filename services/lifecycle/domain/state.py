@@ -59,10 +59,11 @@ class Payer(BaseModel):
         return sum(1 for a in self.amounts if abs(a - usual) * 5 <= usual) >= months
 
 
-def usual_amount(amounts: list[Decimal]) -> Decimal:
-    """A payer's usual payment: the median (the upper one of an even count)."""
+def usual_amount(amounts: list[Decimal], *, upper: bool = True) -> Decimal:
+    """A payer's usual payment: the median (of an even count, the upper one, or the lower one
+    when `upper` is false)."""
     ordered = sorted(amounts)
-    return ordered[len(ordered) // 2]
+    return ordered[len(ordered) // 2 if upper else (len(ordered) - 1) // 2]
 
 
 class Outflow(BaseModel):

@@ -167,3 +167,21 @@ def test_the_month_a_feed_resumes_in_after_a_long_gap_has_no_usual_low() -> None
     # never lived, and one month is no usual low.
     assert c.balance < 9000
     assert raised(c, SignalKind.BALANCE_DRAIN) == []
+
+
+def test_a_january_bonus_among_the_first_payments_does_not_make_the_salaries_look_short() -> None:
+    """Found on the simulator's tuning seeds: a feed starting the month before holds the
+    January bonus and two salaries; against their upper median (the bonus), the ordinary
+    salaries looked short twice running, and the savings spent a little below the usual low
+    were called financial distress."""
+    c = active_customer()
+    c.money("deposit", 4, "30000.00")
+    # As in a feed starting the month before the bonus: the first month (January here) gives
+    # no usual low; February brings the bonus and the first salary.
+    salary = {40: "18000.00", 46: "9000.00", 74: "9000.00", 106: "9000.00"}
+    for day in range(12, 104, 2):  # spending more than the salary, from savings
+        if day in salary:
+            payroll = {"counterparty_key": "payroll", "counterparty": other_bank()}
+            c.money("transfer.in", day - 0.5, salary[day], **payroll)
+        c.money("card.payment", day, "1000.00")
+    assert raised(c, SignalKind.BALANCE_DRAIN) == []
