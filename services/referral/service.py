@@ -61,7 +61,7 @@ from services.referral.steps import (
     release_day,
     source_state,
 )
-from services.runtime.pseudonym import counterparty_key
+from services.runtime.pseudonym import counterparty_key, name_key
 
 Store = MutableMapping[str, bytes]
 ReferralOutput = LeadChanged | ReferralChanged
@@ -152,7 +152,7 @@ class ReferralService:
     def movement(self, event: AccountEvent) -> Movement:
         """What the rules need of an account event, with counterparties keyed: the raw
         account number of another bank goes no further than this function."""
-        key = own_account = kind = None
+        key = own_account = kind = name = holder = None
         business = income = own_elsewhere = False
         purpose = getattr(event, "purpose", None)
         if isinstance(event, TransferIn):
@@ -166,10 +166,12 @@ class ReferralService:
                 own_account = cp.account.strip()
             else:
                 key = counterparty_key(cp.bank_code, cp.account, self.secret)
+                name = None if cp.name is None else name_key(cp.name, self.secret)
         hashes: tuple[str, ...] = ()
         if isinstance(event, CustomerUpdated):
             profile = event.profile
             hashes = tuple(h for h in (profile.phone_hash, *profile.device_hashes) if h)
+            holder = None if profile.name is None else name_key(profile.name, self.secret)
         return Movement(
             event_id=event.event_id,
             event_type=str(event.event_type),
@@ -183,6 +185,8 @@ class ReferralService:
             counterparty_business=business,
             counterparty_kind=kind,
             counterparty_own_account=own_elsewhere,
+            counterparty_name_key=name,
+            holder_name_key=holder,
             purpose=None if purpose is None else str(purpose),
             income=income,
             initiated=is_customer_initiated(event),

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -131,6 +131,9 @@ class CustomerReferralState(BaseModel):
     opened_at: datetime | None = None
     open_accounts: list[str] = []
     hashes: list[str] = []  # phone and device hashes from customer.updated
+    # The keyed name the customer holds accounts in (customer.updated): a payee of that name at
+    # another bank is the customer's own account there, whatever the feed's flag says.
+    holder_name_key: str | None = None
     accounts: list[str] = []  # every account ever opened here
     counterparties: list[str] = []  # recent external accounts, keyed hashes
     upline: list[str] = []  # who referred this customer, and who referred them
@@ -207,6 +210,10 @@ class Movement:
     counterparty_kind: CounterpartyKind | None = None
     # The customer's own account at another bank, as the feed says.
     counterparty_own_account: bool = False
+    # Keyed names (services/runtime/pseudonym.name_key): the counterparty's, and the customer's
+    # own from a profile change.
+    counterparty_name_key: str | None = None
+    holder_name_key: str | None = None
     purpose: str | None = None
     income: bool = False  # salary, pension or benefit: the payer's money, not the customer's
     # Chosen by the customer now: not interest, fees or payments on a standing instruction.
@@ -235,8 +242,15 @@ def on_account_event(
     state.seen = [*state.seen, event.event_id][-50:]
     t = event.occurred_at
     kind = event.event_type
+    if (
+        event.counterparty_name_key is not None
+        and event.counterparty_name_key == state.holder_name_key
+    ):
+        # Most feeds do not flag the customer's own account elsewhere; the name on it says so.
+        event = replace(event, counterparty_own_account=True)
 
     if kind == "customer.updated":
+        state.holder_name_key = event.holder_name_key or state.holder_name_key
         new = set(event.hashes) - set(state.hashes)
         state.hashes = sorted({*state.hashes, *event.hashes})[-21:]
         _recheck_vouched(state, out, new)

@@ -567,6 +567,30 @@ def test_a_payment_to_the_go_between_after_the_referral_is_read_before_qualifyin
     assert c.events == before
 
 
+def test_a_payee_in_the_customers_own_name_is_their_own_account_elsewhere() -> None:
+    """Most feeds do not flag the customer's own account at another bank; its name does (the
+    keyed name of the profile against the payee's). Such a payee is no one's lead and could
+    fund no referee."""
+    c = Customer("A")
+    c.send("customer.updated", 0, holder_name_key="nA")
+    for n, (payee, name) in enumerate((("cpOwn", "nA"), ("cpFriend", "nF"), ("cpNoName", None))):
+        c.send(
+            "transfer.out",
+            1 + n,
+            account_id="AA",
+            amount=Decimal(5000),
+            counterparty_key=payee,
+            counterparty_name_key=name,
+        )
+    assert [(x.counterparty_key, x.own_account) for x in c.links] == [
+        ("cpOwn", True),
+        ("cpFriend", False),
+        ("cpNoName", False),
+    ]
+    assert c.state is not None
+    assert [p[0] for p in c.state.payments_out] == ["cpFriend", "cpNoName"]
+
+
 def test_a_landlord_moving_in_about_the_rent_is_not_funded_by_the_referrer() -> None:
     """Found by the demo (seed 7): a landlord the referrer pays by standing order opened an
     account and, days after the rent came, moved about that much in. Rent on a standing

@@ -30,6 +30,8 @@ from services.referral.service import Ports, ReferralOutput, ReferralService
 from services.referral.steps import LinkRecord, Step, StepMark, Watermark
 from services.runtime.codec import Rejection, decode_account_event
 from services.runtime.produce import records_from_lines
+from services.runtime.pseudonym import counterparty_key, name_key
+from services.simulator.identity import holder_name
 from services.simulator.simulate import Simulation, simulate
 from services.simulator.truth import Truth
 
@@ -143,6 +145,24 @@ def test_conversions_are_attributed_to_the_true_introducer(simulation: Simulatio
     assert by_via["code"] > 0 and by_via["chain"] > 0
     leads = [o for o in router.outputs if o.type == "lead.detected"]
     assert leads, "landlords and employers paid by customers become leads"
+
+
+def test_the_customers_own_accounts_elsewhere_are_never_leads(simulation: Simulation) -> None:
+    """Customers moving money to their own account at another bank name it as that bank
+    writes their name ("WEI, Li" for Li Wei), most without the feed's own-account flag."""
+    own: set[str] = set()
+    for record in records_from_lines(simulation.lines):
+        event = decode_account_event(record.key, record.value)
+        cp = getattr(event, "counterparty", None)
+        if (
+            cp is not None
+            and cp.name
+            and name_key(cp.name, b"k") == name_key(holder_name(event.customer_id), b"k")
+        ):
+            own.add(counterparty_key(cp.bank_code, cp.account, b"k"))
+    assert len(own) >= 5
+    leads = Router(simulation.truth).run(simulation).outputs
+    assert not own & {o.counterparty_key for o in leads if o.type == "lead.detected"}
 
 
 def test_fraud_is_caught(simulation: Simulation) -> None:
