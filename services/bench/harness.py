@@ -29,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import MetaData, make_url
 
 from schemas.topics import ACCOUNT_EVENTS, NOTIFICATIONS, STAGE_CHANGED
 from services.runtime import db, tracing
@@ -118,6 +119,14 @@ class Bench:
     # -- set-up --------------------------------------------------------------------------------
 
     def prepare(self, say: Callable[[str], None]) -> None:
+        database = make_url(self.settings.resolved_database_url).database or ""
+        if not self.settings.resolved_database_url.startswith("sqlite") and "bench" not in database:
+            # Every run empties Rapport's tables (below): never a bank's working database.
+            raise SystemExit(
+                f"rapport bench empties the database it uses before every run, and DATABASE_URL "
+                f"names {database!r}: point it at a database of the bench's own, with 'bench' "
+                "in its name (rapport_bench, say), or unset it for a SQLite file of its own"
+            )
         if self.broker is not None:
             self.broker.start()
         asyncio.run(create_topics(self.settings))
@@ -142,6 +151,16 @@ class Bench:
         asyncio.run(produce_records(self.settings, records_from_lines(lines), total=len(lines)))
         self.preloaded = len(lines)
         marker.write_bytes(orjson.dumps([self.preloaded, self.customers]))
+
+    def empty_database(self) -> None:
+        """Every row of Rapport's tables deleted; the schema and its migration stay."""
+        engine = db.get_engine(self.settings.resolved_database_url)
+        tables = MetaData()
+        tables.reflect(engine)
+        with engine.begin() as connection:
+            for table in reversed(tables.sorted_tables):
+                if table.name != "alembic_version":
+                    connection.execute(table.delete())
 
     # -- measurements --------------------------------------------------------------------------
 
@@ -176,7 +195,10 @@ class Bench:
 
     def reset_outputs(self, keep_input: bool = True) -> None:
         """Delete every topic but the input, then create Rapport's topics again: a run's
-        downstream workers then read only what its own upstream workers produce."""
+        downstream workers then read only what its own upstream workers produce. Empty the
+        database too: rewards and notify remember the events they took, and on a used database
+        a run measured them skipping duplicates (docs/benchmarks.md, 2026-12-04)."""
+        self.empty_database()
 
         async def reset() -> None:
             admin = AIOKafkaAdminClient(
