@@ -1,6 +1,6 @@
 """Faust adapter of the rewards service: three agents (referral events, stage changes, tenure
-anniversaries) that hand each event to the ledger, and a timer that relays the outbox. The
-ledger (SQL) is the state: the worker keeps no table of its own."""
+anniversaries) that hand each batch of events to the ledger, and a timer that relays the
+outbox. The ledger (SQL) is the state: the worker keeps no table of its own."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CH
 from services.rewards import ledger, metrics
 from services.rewards.config import SERVICE, RewardsSettings
 from services.rewards.outbox import OutboxRelay
+from services.runtime import tracing
 from services.runtime.app import consume, create_app
 from services.runtime.codec import model_decoder
 from services.runtime.settings import RuntimeSettings
@@ -35,25 +36,41 @@ class Rewards:
         # Set when entries were booked: the relay looks at once instead of waiting its turn.
         self.booked = asyncio.Event()
 
-    async def on_event(self, event: Any, message: Any) -> None:
-        if not isinstance(event, ReferralChanged | StageChanged | TenureAnniversary):
-            return  # lead events and birthdays: nothing to reward
-        if isinstance(event, StageChanged) and not (
-            event.type == "stage.changed" and event.stage is Stage.MATURITY
-        ):
-            return  # only entering maturity can earn a reward: no transaction for the rest
-        applied = await asyncio.to_thread(
-            ledger.apply, self.url, event, self.rules, ledger.utcnow()
+    async def on_events(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
+        """A batch of events in one ledger transaction; the others (lead events, birthdays,
+        stage changes other than entering maturity) earn nothing and cost no transaction."""
+        due = [(n, event, message) for n, (event, message) in enumerate(taken) if _earns(event)]
+        if not due:
+            return [None] * len(taken)
+        traced = []
+        for _, event, message in due:
+            # Each entry is relayed later under the trace of the record that caused it.
+            with tracing.handling(message):
+                traced.append((event, tracing.current_traceparent()))
+        results = await asyncio.to_thread(
+            ledger.apply_all, self.url, traced, self.rules, ledger.utcnow()
         )
-        if applied.duplicate:
-            metrics.DUPLICATES.inc()
-            return
-        for entry in applied.entries or []:
-            metrics.record(entry)
-        if applied.entries:
-            self.booked.set()
-        for reason, points in applied.withheld or []:
-            metrics.WITHHELD.labels(reason).inc(points)
+        failures: list[Exception | None] = [None] * len(taken)
+        for (n, _, _), applied in zip(due, results, strict=True):
+            if isinstance(applied, Exception):
+                failures[n] = applied
+            elif applied.duplicate:
+                metrics.DUPLICATES.inc()
+            else:
+                for entry in applied.entries or []:
+                    metrics.record(entry)
+                if applied.entries:
+                    self.booked.set()
+                for reason, points in applied.withheld or []:
+                    metrics.WITHHELD.labels(reason).inc(points)
+        return failures
+
+
+def _earns(event: Any) -> bool:
+    """Only referral events, entering maturity and tenure anniversaries can earn a reward."""
+    if isinstance(event, StageChanged):
+        return event.type == "stage.changed" and event.stage is Stage.MATURITY
+    return isinstance(event, ReferralChanged | TenureAnniversary)
 
 
 def build_app(settings: RuntimeSettings) -> faust.App:
@@ -69,7 +86,9 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         (MILESTONES, MILESTONE_ADAPTER),
     ]
     for spec, adapter in inputs:
-        consume(app, SERVICE, spec, model_decoder(adapter), rewards.on_event, label=_type)
+        consume(
+            app, SERVICE, spec, model_decoder(adapter), handle_batch=rewards.on_events, label=_type
+        )
     relay = OutboxRelay(
         settings.resolved_database_url,
         settings.bootstrap_list,

@@ -14,6 +14,7 @@ the outbox order are decided as if writers took turns, on SQLite and PostgreSQL 
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, func, text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from schemas.lifecycle import StageChanged, TenureAnniversary
@@ -49,6 +51,7 @@ from services.runtime import db
 from services.runtime.codec import encode
 from services.runtime.tracing import current_traceparent
 
+log = logging.getLogger(__name__)
 _TIME = DateTime(timezone=True)
 _LOCK = "rapport-rewards-ledger"
 _ID_NAMESPACE = uuid.UUID("2c4b8a61-93f5-4c0e-bb39-5e3f6d1a7c20")
@@ -231,11 +234,12 @@ def _book(
     occurred_at: datetime,
     now: datetime,
     actor: str | None = None,
+    *,
+    trace: str | None,
 ) -> list[LedgerEntryBooked]:
+    """`trace`: the traceparent of the request or record that caused the entries; the relay
+    sends them later, under it."""
     booked = []
-    # Set while a worker handles an event (the context follows asyncio.to_thread); the relay
-    # sends the entry later, under this trace.
-    trace = current_traceparent()
     for b in bookings:
         account = _account(session, b.customer_id, now)
         account.points += b.points
@@ -308,42 +312,97 @@ class Applied:
 def apply(url: str, event: SourceEvent, rules: RewardRules, now: datetime) -> Applied:
     """Take one referral or lifecycle event: decide with the rules, book, all in one
     transaction. An event taken before changes nothing."""
-    with db.serialised_session(url, _LOCK) as session:
-        if session.get(SourceEventRow, event.event_id) is not None:
-            return Applied(duplicate=True)
+    (result,) = apply_all(url, [(event, current_traceparent())], rules, now)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def apply_all(
+    url: str,
+    events: Sequence[tuple[SourceEvent, str | None]],
+    rules: RewardRules,
+    now: datetime,
+) -> list[Applied | Exception]:
+    """Take events, each with the traceparent its entries are relayed under, in order and in
+    one transaction: one lock, one read of the campaigns and one commit for a batch, where a
+    transaction per event had been most of the worker's time (docs/benchmarks.md, 2026-12-04).
+    Each decision reads what the events before it booked, as if they were taken one at a
+    time. Returns, for each event, what it did, or the exception its rules failed on (its
+    changes undone, the others' kept); a database failure fails the whole call.
+
+    Only when an event's rules fail is the batch rolled back and taken again one event per
+    transaction, so that nothing the failed event wrote stays."""
+    try:
+        with db.serialised_session(url, _LOCK) as session:
+            campaigns, taken = _campaigns(session), set[str]()
+            return [_take(session, e, trace, rules, campaigns, now, taken) for e, trace in events]
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        log.warning("an event of a batch of %d failed; taking them one at a time", len(events))
+    results: list[Applied | Exception] = []
+    for event, trace in events:
+        try:
+            with db.serialised_session(url, _LOCK) as session:
+                results.append(_take(session, event, trace, rules, _campaigns(session), now, set()))
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+def _take(
+    session: Session,
+    event: SourceEvent,
+    trace: str | None,
+    rules: RewardRules,
+    campaigns: list[Campaign],
+    now: datetime,
+    taken: set[str],
+) -> Applied:
+    """One event in the batch's transaction; `taken`: the batch's events taken so far."""
+    if event.event_id in taken or session.get(SourceEventRow, event.event_id) is not None:
+        return Applied(duplicate=True)
+    taken.add(event.event_id)
+    session.add(
+        SourceEventRow(
+            event_id=event.event_id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            processed_at=now,
+        )
+    )
+    decision = _decide(session, event, rules, campaigns)
+    entries = _book(session, decision.bookings, event.event_id, event.occurred_at, now, trace=trace)
+    for w in decision.withholdings:
         session.add(
-            SourceEventRow(
-                event_id=event.event_id,
-                type=event.type,
+            WithholdingRow(
+                customer_id=w.customer_id,
+                points=w.points,
+                rule=w.rule.value,
+                reason_code=w.reason_code.value,
+                reason=w.reason[:300],
+                source_event_id=event.event_id,
+                referral_id=w.referral_id,
                 occurred_at=event.occurred_at,
-                processed_at=now,
+                booked_at=now,
             )
         )
-        decision = _decide(session, event, rules)
-        entries = _book(session, decision.bookings, event.event_id, event.occurred_at, now)
-        for w in decision.withholdings:
-            session.add(
-                WithholdingRow(
-                    customer_id=w.customer_id,
-                    points=w.points,
-                    rule=w.rule.value,
-                    reason_code=w.reason_code.value,
-                    reason=w.reason[:300],
-                    source_event_id=event.event_id,
-                    referral_id=w.referral_id,
-                    occurred_at=event.occurred_at,
-                    booked_at=now,
-                )
-            )
-        return Applied(
-            entries=entries,
-            withheld=[(w.reason_code.value, w.points) for w in decision.withholdings],
-        )
+    # What this event wrote is in the database before the next event's reads.
+    session.flush()
+    return Applied(
+        entries=entries,
+        withheld=[(w.reason_code.value, w.points) for w in decision.withholdings],
+    )
 
 
-def _decide(session: Session, event: SourceEvent, rules: RewardRules) -> Decision:
+def _decide(
+    session: Session, event: SourceEvent, rules: RewardRules, campaigns: list[Campaign]
+) -> Decision:
     if isinstance(event, TenureAnniversary):
-        return on_anniversary(event, rules, _campaigns(session))
+        return on_anniversary(event, rules, campaigns)
     if isinstance(event, StageChanged):
         matured = session.exec(
             select(LedgerEntryRow.id).where(
@@ -351,11 +410,11 @@ def _decide(session: Session, event: SourceEvent, rules: RewardRules) -> Decisio
                 LedgerEntryRow.rule == Rule.LOYALTY_MATURITY.value,
             )
         ).first()
-        return on_stage_changed(event, rules, _campaigns(session), matured is not None)
+        return on_stage_changed(event, rules, campaigns, matured is not None)
     _track_referral(session, event)
     if event.type == "referral.qualified":
         history = None if event.referrer is None else _history(session, event.referrer, event)
-        return on_referral_qualified(event, rules, _campaigns(session), history)
+        return on_referral_qualified(event, rules, campaigns, history)
     if event.type == "referral.reversed":
         return on_referral_reversed(event, _standing(session, event.referral_id))
     return Decision()
@@ -477,7 +536,14 @@ def redeem(
                 message=refused.message,
             )
         else:
-            (entry,) = _book(session, [booking], f"redemption:{customer_id}:{key}", now, now)
+            (entry,) = _book(
+                session,
+                [booking],
+                f"redemption:{customer_id}:{key}",
+                now,
+                now,
+                trace=current_traceparent(),
+            )
             result = RedemptionResult(
                 status_code=201,
                 customer_id=customer_id,
@@ -505,7 +571,15 @@ def adjust(
     trail. Each call is a new entry (its id is random): adjustments are deliberate acts."""
     booking = Booking(customer_id, points, EntryKind.ADJUSTMENT, Rule.ADJUSTMENT, reason)
     with db.serialised_session(url, _LOCK) as session:
-        (entry,) = _book(session, [booking], f"adjustment:{uuid.uuid4()}", now, now, actor)
+        (entry,) = _book(
+            session,
+            [booking],
+            f"adjustment:{uuid.uuid4()}",
+            now,
+            now,
+            actor,
+            trace=current_traceparent(),
+        )
         _audit(session, now, actor, "adjustment", customer_id, {"points": points, "reason": reason})
         return entry
 

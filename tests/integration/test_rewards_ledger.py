@@ -66,6 +66,34 @@ def test_replaying_the_same_events_books_nothing_new(url: str) -> None:
     assert ledger.check_balances(url).mismatches == {}
 
 
+def test_a_batch_books_what_its_events_book_one_at_a_time(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction for a batch: the caps count the batch's own earlier events, an event
+    delivered twice books once, and an event whose rules fail loses only its own changes."""
+    events = [referral("referral.qualified", n, at=T + timedelta(days=n)) for n in range(1, 13)]
+    events.insert(3, events[2])
+    decide = ledger.on_referral_qualified
+
+    def failing_on_the_fifth(event: ReferralChanged, *args: object) -> object:
+        if event.referral_id == "ref-5":
+            raise ValueError("the rules failed")
+        return decide(event, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger, "on_referral_qualified", failing_on_the_fifth)
+    results = ledger.apply_all(url, [(e, None) for e in events], RULES, NOW)
+    failed = [n for n, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [5]
+    assert [n for n, r in enumerate(results) if not isinstance(r, Exception) and r.duplicate] == [3]
+    # Eleven qualified: ten rewarded up to the caps, the eleventh withheld.
+    assert points(url, "R1") == 2000
+    assert len(rows(url, WithholdingRow)) == 1
+    referees = Counter(e.customer_id for e in rows(url, LedgerEntryRow) if e.customer_id != "R1")
+    assert sorted(referees) == sorted(f"E{n}" for n in range(1, 13) if n != 5)
+    assert set(referees.values()) == {1}
+    assert ledger.check_balances(url).mismatches == {}
+
+
 def test_pending_rewards_follow_the_referral_until_it_qualifies(url: str) -> None:
     ledger.apply(url, referral("referral.attributed", 1), RULES, NOW)
     pending = ledger.summary(url, "R1", RULES)

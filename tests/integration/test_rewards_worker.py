@@ -207,7 +207,7 @@ def test_a_database_outage_pauses_the_rewards_worker_and_loses_nothing(
     db.get_engine(url).dispose()
     env = {**service_env(topics, rapport_home), "DATABASE_URL": url}
     group = RuntimeSettings(instance=env["RAPPORT_INSTANCE"]).app_id("rewards")
-    count = 400
+    count = REFERRALS  # enough that the outage comes mid-stream, whatever the batch size
     dead = end_offsets(topics.bootstrap, REFERRAL_EVENTS.dlq)
     produce_with_headers(topics.bootstrap, REFERRAL_EVENTS.name, qualified_referrals(run)[:count])
     try:
