@@ -1,5 +1,5 @@
 """Faust adapter of the rewards service: three agents (referral events, stage changes, tenure
-anniversaries) that hand each batch of events to the ledger, and a timer that relays the
+anniversaries) that hand each batch of events to the service, and a timer that relays the
 outbox. The ledger (SQL) is the state: the worker keeps no table of its own."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from schemas.lifecycle import MILESTONE_ADAPTER, Stage, StageChanged, TenureAnniversary
 from schemas.referral import REFERRAL_EVENT_ADAPTER, ReferralChanged
 from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CHANGED, TopicSpec
-from services.rewards import ledger, metrics
+from services.rewards import ledger, metrics, service
 from services.rewards.config import SERVICE, RewardsSettings
 from services.rewards.outbox import OutboxRelay
 from services.runtime import tracing
@@ -48,7 +48,7 @@ class Rewards:
             with tracing.handling(message):
                 traced.append((event, tracing.current_traceparent()))
         results = await asyncio.to_thread(
-            ledger.apply_all, self.url, traced, self.rules, ledger.utcnow()
+            service.apply_all, self.url, traced, self.rules, ledger.utcnow()
         )
         failures: list[Exception | None] = [None] * len(taken)
         for (n, _, _), applied in zip(due, results, strict=True):

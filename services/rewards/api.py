@@ -14,17 +14,11 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_val
 
 from schemas.account_events import ID_PATTERN
 from schemas.rewards import LedgerEntryBooked
-from services.rewards import ledger, metrics
+from services.rewards import ledger, metrics, service
 from services.rewards.config import RewardsSettings
 from services.rewards.domain import Campaign
-from services.rewards.ledger import (
-    AuditEntry,
-    IdempotencyKeyReused,
-    LedgerPage,
-    LedgerTotals,
-    RedemptionResult,
-    RewardsSummary,
-)
+from services.rewards.ledger import AuditEntry, LedgerPage, LedgerTotals, RewardsSummary
+from services.rewards.service import IdempotencyKeyReused, RedemptionResult
 from services.runtime.auth import Principal, Role, assigned_rm, customer_reader, require
 from services.runtime.settings import RuntimeSettings
 
@@ -138,7 +132,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     ) -> JSONResponse:
         try:
             result: RedemptionResult = await asyncio.to_thread(
-                ledger.redeem,
+                service.redeem,
                 url,
                 customer_id,
                 idempotency_key,
@@ -168,7 +162,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         principal: Admin,
     ) -> LedgerEntryBooked:
         return await asyncio.to_thread(
-            ledger.adjust,
+            service.adjust,
             url,
             customer_id,
             body.points,

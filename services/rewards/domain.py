@@ -1,10 +1,12 @@
 """Rewards rules: what a referral or lifecycle event is worth, to whom, under which campaign and
-within which caps. Plain functions over plain values: the ledger (SQL) loads the history they
-need and books what they return. No I/O, no wall clock: months and years are those of the
-event's own time."""
+within which caps. Plain functions over plain values: the service (`service.py`) reads the
+facts they need from the ledger and books what they return. No I/O, no wall clock: months and
+years are those of the event's own time."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -151,6 +153,30 @@ class ReferrerHistory:
 
     points_this_month: int
     rewarded_this_year: int
+
+
+@dataclass(frozen=True)
+class ReferrerCredit:
+    """One of a referrer's referral entries: the credit, or a later reversal of it."""
+
+    referral_id: str | None
+    kind: EntryKind
+    points: int
+    occurred_at: datetime
+
+
+def referrer_history(credits: Iterable[ReferrerCredit], at: datetime) -> ReferrerHistory:
+    """The referrer's referral credits made in the calendar month and year of `at`, each net
+    of its later reversal: a reversed referral frees its room under the caps."""
+    credited_at: dict[str | None, datetime] = {}
+    net: dict[str | None, int] = defaultdict(int)
+    for credit in credits:
+        net[credit.referral_id] += credit.points
+        if credit.kind is EntryKind.CREDIT:
+            credited_at[credit.referral_id] = credit.occurred_at
+    month = sum(net[r] for r, t in credited_at.items() if (t.year, t.month) == (at.year, at.month))
+    year = sum(1 for r, t in credited_at.items() if t.year == at.year and net[r] > 0)
+    return ReferrerHistory(points_this_month=month, rewarded_this_year=year)
 
 
 def on_referral_qualified(

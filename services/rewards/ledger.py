@@ -1,5 +1,7 @@
 """The rewards ledger in SQL: append-only entries, the balances they add up to, what caps
-withheld, campaigns, redemptions, the audit trail and the transactional outbox.
+withheld, campaigns, redemptions, the audit trail and the transactional outbox. The tables and
+their queries; what to book is decided in `service.py`, which reads a batch's facts here
+(`read_facts`, `read_accounts`) and hands back the rows to write (`write`).
 
 Every write runs in one serialised transaction (`db.serialised_session`), so caps, balances and
 the outbox order are decided as if writers took turns, on SQLite and PostgreSQL alike:
@@ -13,57 +15,30 @@ the outbox order are decided as if writers took turns, on SQLite and PostgreSQL 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, func, text, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, func, insert, text, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from schemas.lifecycle import StageChanged, TenureAnniversary
 from schemas.referral import ReferralChanged
 from schemas.rewards import EntryKind, LedgerEntryBooked
-from services.rewards.domain import (
-    Booking,
-    Campaign,
-    Credited,
-    Decision,
-    RedemptionRefused,
-    ReferrerHistory,
-    RewardRules,
-    Rule,
-    on_anniversary,
-    on_referral_qualified,
-    on_referral_reversed,
-    on_stage_changed,
-)
-from services.rewards.domain import redeem as decide_redemption
+from services.rewards.domain import Campaign, ReferrerCredit, RewardRules, Rule
 from services.runtime import db
-from services.runtime.codec import encode
-from services.runtime.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 _TIME = DateTime(timezone=True)
-_LOCK = "rapport-rewards-ledger"
+LOCK = "rapport-rewards-ledger"
 _ID_NAMESPACE = uuid.UUID("2c4b8a61-93f5-4c0e-bb39-5e3f6d1a7c20")
-# How far a referral has got: a replayed older event never moves it back.
-_REFERRAL_RANK = {
-    "attributed": 1,
-    "held": 1,
-    "released": 2,
-    "qualified": 3,
-    "rejected": 4,
-    "reversed": 5,
-}
 PENDING_STATUSES = ("attributed", "held", "released")
 
 SourceEvent = ReferralChanged | StageChanged | TenureAnniversary
@@ -215,265 +190,227 @@ def entry_id(source_event_id: str, rule: str, customer_id: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{source_event_id}|{rule}|{customer_id}"))
 
 
-# -- booking ---------------------------------------------------------------------------------
+# -- what a batch reads and writes -----------------------------------------------------------
 
 
-def _account(session: Session, customer_id: str, now: datetime) -> RewardAccountRow:
-    account = session.get(RewardAccountRow, customer_id)
-    if account is None:
-        account = RewardAccountRow(customer_id=customer_id, updated_at=now)
-        session.add(account)
-        session.flush()  # into the identity map: a second get in this transaction finds it
-    return account
+@dataclass
+class Account:
+    """A reward account as the transaction sees it; `stored`: the row exists already."""
+
+    customer_id: str
+    points: int = 0
+    flagged: bool = False
+    flag_reason: str | None = None
+    stored: bool = False
 
 
-def _book(
-    session: Session,
-    bookings: Sequence[Booking],
-    source_event_id: str,
-    occurred_at: datetime,
-    now: datetime,
-    actor: str | None = None,
-    *,
-    trace: str | None,
-) -> list[LedgerEntryBooked]:
-    """`trace`: the traceparent of the request or record that caused the entries; the relay
-    sends them later, under it."""
-    booked = []
-    for b in bookings:
-        account = _account(session, b.customer_id, now)
-        account.points += b.points
-        account.updated_at = now
-        if account.points < 0 and b.kind is EntryKind.REVERSAL and not account.flagged:
-            # The points were spent before the clawback: the debt stays visible for review.
-            account.flagged = True
-            account.flag_reason = f"balance {account.points} after a clawback ({b.reason})"[:300]
-        row = LedgerEntryRow(
-            entry_id=entry_id(source_event_id, b.rule.value, b.customer_id),
-            customer_id=b.customer_id,
-            kind=b.kind.value,
-            points=b.points,
-            rule=b.rule.value,
-            campaign_id=b.campaign_id,
-            reason=b.reason[:300],
-            source_event_id=source_event_id,
-            referral_id=b.referral_id,
-            occurred_at=occurred_at,
-            booked_at=now,
-            actor=actor,
-            points_balance=account.points,
+@dataclass
+class ReferralStatus:
+    """Where a referral stands; `stored`: the row exists already."""
+
+    referral_id: str
+    referrer: str | None
+    referee: str
+    status: str
+    updated_at: datetime
+    stored: bool = False
+
+
+@dataclass
+class Facts:
+    """What the rules of a batch of events read, all in one go: which events were taken, who
+    has had the maturity reward, each referrer's referral credits and reversals, and each
+    referral's entries (what a clawback reverses) and status."""
+
+    campaigns: list[Campaign]
+    taken: set[str]
+    matured: set[str]
+    referrer_credits: dict[str, list[ReferrerCredit]]
+    referral_entries: dict[str, list[tuple[str, str, int]]]  # (customer, rule, points)
+    referrals: dict[str, ReferralStatus]
+
+
+def read_facts(session: Session, events: Sequence[SourceEvent]) -> Facts:
+    """The facts the events' rules need, one query per kind of fact."""
+    referral_events = [e for e in events if isinstance(e, ReferralChanged)]
+    referral_ids = sorted({e.referral_id for e in referral_events})
+    referrers = sorted(
+        {e.referrer for e in referral_events if e.type == "referral.qualified" and e.referrer}
+    )
+    reversed_ids = sorted({e.referral_id for e in referral_events if e.type == "referral.reversed"})
+    maturing = sorted({e.customer_id for e in events if isinstance(e, StageChanged)})
+    taken = session.exec(
+        select(SourceEventRow.event_id).where(
+            col(SourceEventRow.event_id).in_(sorted({e.event_id for e in events}))
         )
-        session.add(row)
-        event = _published(row, account.flagged)
-        session.add(
-            OutboxRow(
-                entry_id=row.entry_id,
-                key=row.customer_id,
-                payload=encode(event),
-                traceparent=trace,
+    ).all()
+    matured = (
+        session.exec(
+            select(LedgerEntryRow.customer_id).where(
+                col(LedgerEntryRow.customer_id).in_(maturing),
+                LedgerEntryRow.rule == Rule.LOYALTY_MATURITY.value,
             )
+        ).all()
+        if maturing
+        else []
+    )
+    credits: dict[str, list[ReferrerCredit]] = {r: [] for r in referrers}
+    if referrers:
+        for customer, referral_id, kind, points, occurred_at in session.execute(
+            sa_select(
+                col(LedgerEntryRow.customer_id),
+                col(LedgerEntryRow.referral_id),
+                col(LedgerEntryRow.kind),
+                col(LedgerEntryRow.points),
+                col(LedgerEntryRow.occurred_at),
+            )
+            .where(
+                col(LedgerEntryRow.customer_id).in_(referrers),
+                col(LedgerEntryRow.rule) == Rule.REFERRAL_REFERRER.value,
+            )
+            .order_by(col(LedgerEntryRow.id))
+        ).all():
+            credits[customer].append(
+                ReferrerCredit(referral_id, EntryKind(kind), points, db.as_utc(occurred_at))
+            )
+    entries: dict[str, list[tuple[str, str, int]]] = {r: [] for r in reversed_ids}
+    if reversed_ids:
+        for referral_id, customer, rule, points in session.exec(
+            select(
+                LedgerEntryRow.referral_id,
+                LedgerEntryRow.customer_id,
+                LedgerEntryRow.rule,
+                LedgerEntryRow.points,
+            )
+            .where(col(LedgerEntryRow.referral_id).in_(reversed_ids))
+            .order_by(col(LedgerEntryRow.id))
+        ).all():
+            entries[str(referral_id)].append((customer, rule, points))
+    referrals = {
+        row.referral_id: ReferralStatus(
+            row.referral_id, row.referrer, row.referee, row.status, row.updated_at, stored=True
         )
-        booked.append(event)
-    session.flush()
-    return booked
+        for row in (
+            session.exec(
+                select(ReferralRewardRow).where(
+                    col(ReferralRewardRow.referral_id).in_(referral_ids)
+                )
+            ).all()
+            if referral_ids
+            else []
+        )
+    }
+    return Facts(
+        campaigns=read_campaigns(session),
+        taken=set(taken),
+        matured=set(matured),
+        referrer_credits=credits,
+        referral_entries=entries,
+        referrals=referrals,
+    )
 
 
-def _published(row: LedgerEntryRow, flagged: bool) -> LedgerEntryBooked:
+def read_accounts(session: Session, customers: set[str]) -> dict[str, Account]:
+    """The customers' accounts, a new empty one for a customer without."""
+    accounts = {c: Account(c) for c in customers}
+    if customers:
+        for row in session.exec(
+            select(RewardAccountRow).where(col(RewardAccountRow.customer_id).in_(sorted(customers)))
+        ).all():
+            accounts[row.customer_id] = Account(
+                row.customer_id, row.points, row.flagged, row.flag_reason, stored=True
+            )
+    return accounts
+
+
+@dataclass
+class Writes:
+    """The rows a transaction adds or changes, written together at its end (`write`), each
+    table's in the order they were made: the entries' ids and the outbox's sequence numbers
+    follow booking order."""
+
+    source_events: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    withholdings: list[dict[str, Any]] = field(default_factory=list)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    referrals: dict[str, ReferralStatus] = field(default_factory=dict)
+
+
+def write(session: Session, writes: Writes, now: datetime) -> None:
+    """Every row of the transaction: inserts as one statement per table (executemany), the
+    changed accounts and referrals as bulk updates by primary key."""
+    inserts: list[tuple[type[SQLModel], list[dict[str, Any]]]] = [
+        (SourceEventRow, writes.source_events),
+        (LedgerEntryRow, writes.entries),
+        (OutboxRow, writes.outbox),
+        (WithholdingRow, writes.withholdings),
+    ]
+    updates: list[tuple[type[SQLModel], list[dict[str, Any]]]] = []
+    changes: list[tuple[type[SQLModel], list[tuple[bool, dict[str, Any]]]]] = [
+        (RewardAccountRow, [_account_row(a, now) for a in writes.accounts.values()]),
+        (ReferralRewardRow, [_referral_row(r) for r in writes.referrals.values()]),
+    ]
+    for model, changed in changes:
+        inserts.append((model, [row for stored, row in changed if not stored]))
+        updates.append((model, [row for stored, row in changed if stored]))
+    for model, rows in inserts:
+        if rows:
+            session.execute(insert(model), rows)
+    for model, rows in updates:
+        if rows:
+            session.execute(update(model), rows)
+    for account in writes.accounts.values():
+        account.stored = True
+    for referral in writes.referrals.values():
+        referral.stored = True
+
+
+def _account_row(account: Account, now: datetime) -> tuple[bool, dict[str, Any]]:
+    return account.stored, {
+        "customer_id": account.customer_id,
+        "points": account.points,
+        "flagged": account.flagged,
+        "flag_reason": account.flag_reason,
+        "updated_at": now,
+    }
+
+
+def _referral_row(referral: ReferralStatus) -> tuple[bool, dict[str, Any]]:
+    return referral.stored, {
+        "referral_id": referral.referral_id,
+        "referrer": referral.referrer,
+        "referee": referral.referee,
+        "status": referral.status,
+        "updated_at": referral.updated_at,
+    }
+
+
+def published(entry: dict[str, Any], flagged: bool) -> LedgerEntryBooked:
+    """The event an entry's row is published as."""
     return LedgerEntryBooked(
-        event_id=row.entry_id,
+        event_id=entry["entry_id"],
         type="ledger_entry.booked",
-        occurred_at=db.as_utc(row.occurred_at),
-        entry_id=row.entry_id,
-        customer_id=row.customer_id,
-        kind=EntryKind(row.kind),
-        points=row.points,
-        cash=row.cash,
-        currency=row.currency,
-        rule=row.rule,
-        campaign_id=row.campaign_id,
-        reason=row.reason,
-        source_event_id=row.source_event_id,
-        referral_id=row.referral_id,
-        booked_at=db.as_utc(row.booked_at),
-        points_balance=row.points_balance,
+        occurred_at=db.as_utc(entry["occurred_at"]),
+        entry_id=entry["entry_id"],
+        customer_id=entry["customer_id"],
+        kind=EntryKind(entry["kind"]),
+        points=entry["points"],
+        cash=entry.get("cash"),
+        currency=entry.get("currency"),
+        rule=entry["rule"],
+        campaign_id=entry["campaign_id"],
+        reason=entry["reason"],
+        source_event_id=entry["source_event_id"],
+        referral_id=entry["referral_id"],
+        booked_at=db.as_utc(entry["booked_at"]),
+        points_balance=entry["points_balance"],
         flagged=flagged,
     )
 
 
-@dataclass
-class Applied:
-    """What taking one event did."""
-
-    duplicate: bool = False
-    entries: list[LedgerEntryBooked] | None = None
-    withheld: list[tuple[str, int]] | None = None  # (reason code, points)
-
-
-def apply(url: str, event: SourceEvent, rules: RewardRules, now: datetime) -> Applied:
-    """Take one referral or lifecycle event: decide with the rules, book, all in one
-    transaction. An event taken before changes nothing."""
-    (result,) = apply_all(url, [(event, current_traceparent())], rules, now)
-    if isinstance(result, Exception):
-        raise result
-    return result
-
-
-def apply_all(
-    url: str,
-    events: Sequence[tuple[SourceEvent, str | None]],
-    rules: RewardRules,
-    now: datetime,
-) -> list[Applied | Exception]:
-    """Take events, each with the traceparent its entries are relayed under, in order and in
-    one transaction: one lock, one read of the campaigns and one commit for a batch, not for
-    each event (a quarter of the booking's CPU on PostgreSQL; docs/benchmarks.md, 2026-12-04).
-    Each decision reads what the events before it booked, as if they were taken one at a
-    time. Returns, for each event, what it did, or the exception its rules failed on (its
-    changes undone, the others' kept); a database failure fails the whole call.
-
-    Only when an event's rules fail is the batch rolled back and taken again one event per
-    transaction, so that nothing the failed event wrote stays."""
-    try:
-        with db.serialised_session(url, _LOCK) as session:
-            campaigns, taken = _campaigns(session), set[str]()
-            return [_take(session, e, trace, rules, campaigns, now, taken) for e, trace in events]
-    except (OperationalError, InterfaceError):
-        raise
-    except Exception:
-        log.warning("an event of a batch of %d failed; taking them one at a time", len(events))
-    results: list[Applied | Exception] = []
-    for event, trace in events:
-        try:
-            with db.serialised_session(url, _LOCK) as session:
-                results.append(_take(session, event, trace, rules, _campaigns(session), now, set()))
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:
-            results.append(exc)
-    return results
-
-
-def _take(
-    session: Session,
-    event: SourceEvent,
-    trace: str | None,
-    rules: RewardRules,
-    campaigns: list[Campaign],
-    now: datetime,
-    taken: set[str],
-) -> Applied:
-    """One event in the batch's transaction; `taken`: the batch's events taken so far."""
-    if event.event_id in taken or session.get(SourceEventRow, event.event_id) is not None:
-        return Applied(duplicate=True)
-    taken.add(event.event_id)
-    session.add(
-        SourceEventRow(
-            event_id=event.event_id,
-            type=event.type,
-            occurred_at=event.occurred_at,
-            processed_at=now,
-        )
-    )
-    decision = _decide(session, event, rules, campaigns)
-    entries = _book(session, decision.bookings, event.event_id, event.occurred_at, now, trace=trace)
-    for w in decision.withholdings:
-        session.add(
-            WithholdingRow(
-                customer_id=w.customer_id,
-                points=w.points,
-                rule=w.rule.value,
-                reason_code=w.reason_code.value,
-                reason=w.reason[:300],
-                source_event_id=event.event_id,
-                referral_id=w.referral_id,
-                occurred_at=event.occurred_at,
-                booked_at=now,
-            )
-        )
-    # What this event wrote is in the database before the next event's reads.
-    session.flush()
-    return Applied(
-        entries=entries,
-        withheld=[(w.reason_code.value, w.points) for w in decision.withholdings],
-    )
-
-
-def _decide(
-    session: Session, event: SourceEvent, rules: RewardRules, campaigns: list[Campaign]
-) -> Decision:
-    if isinstance(event, TenureAnniversary):
-        return on_anniversary(event, rules, campaigns)
-    if isinstance(event, StageChanged):
-        matured = session.exec(
-            select(LedgerEntryRow.id).where(
-                LedgerEntryRow.customer_id == event.customer_id,
-                LedgerEntryRow.rule == Rule.LOYALTY_MATURITY.value,
-            )
-        ).first()
-        return on_stage_changed(event, rules, campaigns, matured is not None)
-    _track_referral(session, event)
-    if event.type == "referral.qualified":
-        history = None if event.referrer is None else _history(session, event.referrer, event)
-        return on_referral_qualified(event, rules, campaigns, history)
-    if event.type == "referral.reversed":
-        return on_referral_reversed(event, _standing(session, event.referral_id))
-    return Decision()
-
-
-def _track_referral(session: Session, event: ReferralChanged) -> None:
-    status = event.type.split(".", 1)[1]
-    row = session.get(ReferralRewardRow, event.referral_id)
-    if row is None:
-        session.add(
-            ReferralRewardRow(
-                referral_id=event.referral_id,
-                referrer=event.referrer,
-                referee=event.referee,
-                status=status,
-                updated_at=event.occurred_at,
-            )
-        )
-    elif _REFERRAL_RANK[status] >= _REFERRAL_RANK[row.status]:
-        row.status, row.referrer, row.updated_at = status, event.referrer, event.occurred_at
-
-
-def _history(session: Session, referrer: str, event: ReferralChanged) -> ReferrerHistory:
-    """The referrer's referral credits made in the event's month and year, each net of its
-    later reversal."""
-    rows = session.exec(
-        select(
-            LedgerEntryRow.referral_id,
-            LedgerEntryRow.kind,
-            LedgerEntryRow.points,
-            LedgerEntryRow.occurred_at,
-        ).where(
-            LedgerEntryRow.customer_id == referrer,
-            LedgerEntryRow.rule == Rule.REFERRAL_REFERRER.value,
-        )
-    ).all()
-    credited_at: dict[str | None, datetime] = {}
-    net: dict[str | None, int] = defaultdict(int)
-    for referral_id, kind, points, occurred_at in rows:
-        net[referral_id] += points
-        if kind == EntryKind.CREDIT.value:
-            credited_at[referral_id] = db.as_utc(occurred_at)
-    at = event.occurred_at
-    month = sum(net[r] for r, t in credited_at.items() if (t.year, t.month) == (at.year, at.month))
-    year = sum(1 for r, t in credited_at.items() if t.year == at.year and net[r] > 0)
-    return ReferrerHistory(points_this_month=month, rewarded_this_year=year)
-
-
-def _standing(session: Session, referral_id: str) -> list[Credited]:
-    rows = session.exec(
-        select(LedgerEntryRow.customer_id, LedgerEntryRow.rule, func.sum(LedgerEntryRow.points))
-        .where(LedgerEntryRow.referral_id == referral_id)
-        .group_by(LedgerEntryRow.customer_id, LedgerEntryRow.rule)
-        .order_by(LedgerEntryRow.customer_id, LedgerEntryRow.rule)
-    ).all()
-    return [Credited(customer, Rule(rule), int(points)) for customer, rule, points in rows]
-
-
-def _campaigns(session: Session) -> list[Campaign]:
+def read_campaigns(session: Session) -> list[Campaign]:
+    """The active campaigns."""
     rows = session.exec(select(CampaignRow).where(CampaignRow.active.is_(True))).all()  # type: ignore[attr-defined]
     return [_campaign(row) for row in rows]
 
@@ -491,112 +428,32 @@ def _campaign(row: CampaignRow) -> Campaign:
     )
 
 
-# -- redemptions and adjustments -------------------------------------------------------------
+# -- redemptions, flags and the audit trail ----------------------------------------------------
 
 
-class RedemptionResult(BaseModel):
-    """The answer to a redemption request, stored with its idempotency key."""
-
-    status_code: int
-    customer_id: str
-    points: int
-    entry_id: str | None = None
-    points_balance: int | None = None
-    error: str | None = None
-    message: str | None = None
+def known_redemption(session: Session, customer_id: str, key: str) -> RedemptionRow | None:
+    """The answer stored for an idempotency key, if the key came before."""
+    return session.get(RedemptionRow, (customer_id, key))
 
 
-class IdempotencyKeyReused(Exception):
-    """The key was used before for a different request."""
-
-
-def redeem(
-    url: str, customer_id: str, key: str, points: int, what: str, now: datetime
-) -> RedemptionResult:
-    """Redeem points once per idempotency key: the same key gives the same answer; a key used
-    with another request is refused. Serialised with every other write, so two redemptions on
-    one balance can never overdraw it."""
-    request_hash = hashlib.sha256(f"{points}|{what}".encode()).hexdigest()
-    with db.serialised_session(url, _LOCK) as session:
-        known = session.get(RedemptionRow, (customer_id, key))
-        if known is not None:
-            if known.request_hash != request_hash:
-                raise IdempotencyKeyReused(key)
-            return RedemptionResult.model_validate_json(known.response)
-        account = _account(session, customer_id, now)
-        try:
-            booking = decide_redemption(customer_id, points, account.points, account.flagged, what)
-        except RedemptionRefused as refused:
-            result = RedemptionResult(
-                status_code=409,
-                customer_id=customer_id,
-                points=points,
-                points_balance=account.points,
-                error=refused.code,
-                message=refused.message,
-            )
-        else:
-            (entry,) = _book(
-                session,
-                [booking],
-                f"redemption:{customer_id}:{key}",
-                now,
-                now,
-                trace=current_traceparent(),
-            )
-            result = RedemptionResult(
-                status_code=201,
-                customer_id=customer_id,
-                points=points,
-                entry_id=entry.entry_id,
-                points_balance=entry.points_balance,
-            )
-        session.add(
-            RedemptionRow(
-                customer_id=customer_id,
-                idempotency_key=key,
-                request_hash=request_hash,
-                status_code=result.status_code,
-                response=result.model_dump_json(),
-                created_at=now,
-            )
-        )
-        return result
-
-
-def adjust(
-    url: str, customer_id: str, points: int, reason: str, actor: str, now: datetime
-) -> LedgerEntryBooked:
-    """An administrator's manual entry, with its reason and author in the ledger and the audit
-    trail. Each call is a new entry (its id is random): adjustments are deliberate acts."""
-    booking = Booking(customer_id, points, EntryKind.ADJUSTMENT, Rule.ADJUSTMENT, reason)
-    with db.serialised_session(url, _LOCK) as session:
-        (entry,) = _book(
-            session,
-            [booking],
-            f"adjustment:{uuid.uuid4()}",
-            now,
-            now,
-            actor,
-            trace=current_traceparent(),
-        )
-        _audit(session, now, actor, "adjustment", customer_id, {"points": points, "reason": reason})
-        return entry
+def add_redemption(session: Session, row: RedemptionRow) -> None:
+    """Store the answer given to an idempotency key."""
+    session.add(row)
 
 
 def clear_flag(url: str, customer_id: str, note: str, actor: str, now: datetime) -> bool:
     """Clear a review flag; False when the account is not flagged."""
-    with db.serialised_session(url, _LOCK) as session:
+    with db.serialised_session(url, LOCK) as session:
         account = session.get(RewardAccountRow, customer_id)
         if account is None or not account.flagged:
             return False
         previous = account.flag_reason
         account.flagged, account.flag_reason, account.updated_at = False, None, now
-        _audit(session, now, actor, "flag_cleared", customer_id, {"note": note, "was": previous})
+        audit(session, now, actor, "flag_cleared", customer_id, {"note": note, "was": previous})
         return True
 
 
-def _audit(
+def audit(
     session: Session, now: datetime, actor: str, action: str, target: str, detail: dict[str, Any]
 ) -> None:
     session.add(
@@ -639,7 +496,7 @@ def audit_trail(url: str, limit: int) -> list[AuditEntry]:
 
 def create_campaign(url: str, campaign: Campaign, actor: str, now: datetime) -> bool:
     """Store a new campaign; False when its id is taken."""
-    with db.serialised_session(url, _LOCK) as session:
+    with db.serialised_session(url, LOCK) as session:
         if session.get(CampaignRow, campaign.campaign_id) is not None:
             return False
         session.add(
@@ -650,7 +507,7 @@ def create_campaign(url: str, campaign: Campaign, actor: str, now: datetime) -> 
                 updated_at=now,
             )
         )
-        _audit(
+        audit(
             session,
             now,
             actor,
@@ -665,7 +522,7 @@ def update_campaign(
     url: str, campaign_id: str, changes: dict[str, Any], actor: str, now: datetime
 ) -> Campaign | None:
     """Apply validated changes to a campaign; None when there is no such campaign."""
-    with db.serialised_session(url, _LOCK) as session:
+    with db.serialised_session(url, LOCK) as session:
         row = session.get(CampaignRow, campaign_id)
         if row is None:
             return None
@@ -674,7 +531,7 @@ def update_campaign(
         for name, value in changes.items():
             setattr(row, name, value)
         row.updated_at = now
-        _audit(
+        audit(
             session,
             now,
             actor,
@@ -769,7 +626,7 @@ def entries(url: str, customer_id: str, after: int, limit: int) -> LedgerPage:
         page = rows[:limit]
         return LedgerPage(
             customer_id=customer_id,
-            entries=[_published(r, False) for r in page],
+            entries=[published(r.model_dump(), False) for r in page],
             next_after=page[-1].id if len(rows) > limit else None,
         )
 
@@ -859,7 +716,7 @@ def check_balances(url: str) -> BalanceCheck:
 def take_lease(url: str, holder: str, now: datetime, seconds: float) -> bool:
     """Take or renew the relay lease; False while another live holder has it."""
     expires_at = now + timedelta(seconds=seconds)
-    with db.serialised_session(url, _LOCK) as session:
+    with db.serialised_session(url, LOCK) as session:
         lease = session.get(OutboxLeaseRow, "relay")
         if lease is None:
             session.add(OutboxLeaseRow(name="relay", holder=holder, expires_at=expires_at))

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.referral import LeadType, ReferralChanged
-from services.rewards import ledger
+from services.rewards import service
 from services.rewards.domain import RewardRules
 from services.runtime import db
 from services.runtime.api import load_api
@@ -37,7 +37,7 @@ def client(tmp_path: Path) -> TestClient:
             via="code",
             lead_type=LeadType.RETAIL,
         )
-        ledger.apply(url, event, RewardRules(), T)
+        service.apply(url, event, RewardRules(), T)
     return TestClient(load_api("rewards", settings), headers=CHANNEL)
 
 

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from schemas.referral import LeadType, ReferralChanged
 from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CHANGED
-from services.rewards import ledger
+from services.rewards import ledger, service
 from services.rewards.domain import RewardRules
 from services.rewards.ledger import LedgerEntryRow, OutboxRow
 from services.rewards.outbox import OutboxRelay
@@ -150,7 +150,7 @@ def test_a_relay_taking_over_sends_only_what_was_not_sent_before(
 
     def qualify(n: int) -> None:
         event = ReferralChanged.model_validate_json(qualified_referrals(run)[n][1])
-        ledger.apply(url, event, RewardRules(), now)
+        service.apply(url, event, RewardRules(), now)
 
     async def relay_once() -> int:
         relay = OutboxRelay(url, [topics.bootstrap], REWARDS_LEDGER.name, 0.2, 100)

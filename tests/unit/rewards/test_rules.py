@@ -15,6 +15,7 @@ from services.rewards.domain import (
     Campaign,
     Credited,
     RedemptionRefused,
+    ReferrerCredit,
     ReferrerHistory,
     RewardRules,
     Rule,
@@ -25,6 +26,7 @@ from services.rewards.domain import (
     on_stage_changed,
     priced,
     redeem,
+    referrer_history,
 )
 
 RULES = RewardRules()
@@ -147,6 +149,21 @@ def test_a_reversal_takes_back_what_still_stands_for_both_sides() -> None:
         ("R1", -150, EntryKind.REVERSAL),
     ]
     assert "closed within 90 days" in decision.bookings[0].reason
+
+
+def test_a_referrers_history_counts_this_months_and_years_credits_net_of_reversals() -> None:
+    at = datetime(2026, 3, 20, tzinfo=UTC)
+    credits = [
+        ReferrerCredit("r1", EntryKind.CREDIT, 200, datetime(2026, 3, 2, tzinfo=UTC)),
+        ReferrerCredit("r2", EntryKind.CREDIT, 400, datetime(2026, 3, 9, tzinfo=UTC)),
+        ReferrerCredit("r2", EntryKind.REVERSAL, -400, datetime(2026, 4, 1, tzinfo=UTC)),
+        ReferrerCredit("r3", EntryKind.CREDIT, 200, datetime(2026, 1, 5, tzinfo=UTC)),
+        ReferrerCredit("r4", EntryKind.CREDIT, 200, datetime(2025, 3, 5, tzinfo=UTC)),
+    ]
+    # r2 was reversed: it frees its room in March and no longer counts as rewarded this year.
+    assert referrer_history(credits, at) == ReferrerHistory(
+        points_this_month=200, rewarded_this_year=2
+    )
 
 
 def stage_changed(stage: Stage, kind: str = "stage.changed") -> StageChanged:
