@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import MetaData, make_url
 
-from schemas.topics import ACCOUNT_EVENTS, NOTIFICATIONS, STAGE_CHANGED
+from schemas.topics import ACCOUNT_EVENTS, ALL_TOPICS, NOTIFICATIONS, STAGE_CHANGED
 from services.runtime import db, tracing
 from services.runtime.broker import LocalBroker
 from services.runtime.kafka_security import client_options
@@ -48,6 +48,8 @@ from services.runtime.worker import CLEAN_STOP
 from services.simulator.simulate import simulate
 
 INPUT_CONSUMERS = ("lifecycle", "referral", "notify")
+# The workers measured alone on what the pipeline gave them (`Bench.alone_time`).
+DOWNSTREAM = ("referral", "rewards", "notify")
 RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_lettered_total")
 # Where the lifecycle worker may keep its customers' states (services/lifecycle/config.py).
 STORES: tuple[str, ...] = get_args(TableStore)
@@ -239,6 +241,21 @@ class Bench:
                 # may come up to faust's commit interval (2.8 s) later.
                 return self.wait_counted(processes, self.preloaded) - started
             return self.wait_committed(instance, list(services), processes) - started
+
+    def alone_time(self, service: str) -> float:
+        """Seconds for one `service` worker, alone on a fresh group and an emptied database,
+        to take what it consumes in the pipeline: the topics as the whole pipeline's drain
+        left them (run that first), from its first record until its group has committed the
+        end of each of its input topics and it has been quiet for 3 s. Its outputs go to the
+        topics again: nothing downstream reads them."""
+        self.empty_database()
+        instance = uuid.uuid4().hex[:8]
+        topics = [t.name for t in ALL_TOPICS if service in t.consumers]
+        settings = self.settings.model_copy(update={"instance": instance})
+        ends = asyncio.run(topic_ends(settings.bootstrap_list, topics))
+        with self.workers({service: 1}, instance) as processes:
+            started = self.first_record(processes)
+            return self.wait_committed(instance, [service], processes, ends) - started
 
     def memory_per_customer(self, store: str) -> tuple[float, float]:
         """(RSS in MiB, bytes per customer) of a lifecycle worker with its states in `store`
@@ -486,25 +503,28 @@ class Bench:
         instance: str,
         services: list[str],
         processes: list[tuple[int, subprocess.Popen[bytes]]],
+        ends: dict[str, dict[int, int]] | None = None,
     ) -> float:
-        """Until each service's group has committed the end of the input (returns when, in
-        monotonic time), then until no worker finishes another record for 3 s (the referral
-        steps go on after the input)."""
+        """Until each service's group has committed the end of the input, or of each topic of
+        `ends` (topic -> partition -> offset) it reads (returns when, in monotonic time), then
+        until no worker finishes another record for 3 s (the referral steps go on after the
+        input)."""
         settings = self.settings.model_copy(update={"instance": instance})
-        # Rewards reads no account event: it is done when the others are, and quiet.
-        groups = [settings.app_id(s) for s in services if s in INPUT_CONSUMERS]
-        ends = asyncio.run(topic_ends(settings.bootstrap_list, [ACCOUNT_EVENTS.name]))[
-            ACCOUNT_EVENTS.name
-        ]
+        if ends is None:
+            # Rewards reads no account event: it is done when the others are, and quiet.
+            services = [s for s in services if s in INPUT_CONSUMERS]
+            ends = asyncio.run(topic_ends(settings.bootstrap_list, [ACCOUNT_EVENTS.name]))
+        groups = [settings.app_id(s) for s in services]
         while True:
             for _, process in processes:
                 if process.poll() is not None:
                     raise RuntimeError(f"a worker exited with {process.returncode}")
             committed = asyncio.run(committed_offsets(settings.bootstrap_list, groups))
             if all(
-                committed[group].get(ACCOUNT_EVENTS.name, {}).get(p, 0) >= end
+                committed[group].get(topic, {}).get(p, 0) >= end
                 for group in groups
-                for p, end in ends.items()
+                for topic, partitions in ends.items()
+                for p, end in partitions.items()
             ):
                 done = time.monotonic()
                 break
@@ -592,6 +612,15 @@ def run(
     if "throughput" in sections:
         one, two = drains["lifecycle worker"].value, drains["two lifecycle worker processes"].value
         report.add("scale-out: 2 workers / 1 worker", [two / one], "x")
+        faust = drains.get("faust agent taking batches, doing nothing")
+        for service in DOWNSTREAM:
+            # Each on the topics the last whole-pipeline drain left, in input events a second.
+            rates = [total / s for s in repeat(service, partial(bench.alone_time, service))]
+            rate = statistics.median(rates)
+            shares = [f"{rate / ceiling.value:.2%} of the bare consumer"]
+            if faust is not None:
+                shares.append(f"{rate / faust.value:.2f} x the faust probe")
+            report.add(f"{service} worker alone", rates, "events/s", "; ".join(shares))
     if "memory" in sections:
         for store in stores:
             rss_mib, per_customer = bench.memory_per_customer(store)
