@@ -14,10 +14,10 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_val
 
 from schemas.account_events import ID_PATTERN
 from schemas.rewards import LedgerEntryBooked
-from services.rewards import ledger, metrics, service
+from services.rewards import ledger, metrics, read_model, service
 from services.rewards.config import RewardsSettings
 from services.rewards.domain import Campaign
-from services.rewards.ledger import AuditEntry, LedgerPage, LedgerTotals, RewardsSummary
+from services.rewards.read_model import AuditEntry, LedgerPage, LedgerTotals, RewardsSummary
 from services.rewards.service import IdempotencyKeyReused, RedemptionResult
 from services.runtime.auth import Principal, Role, assigned_rm, customer_reader, require
 from services.runtime.settings import RuntimeSettings
@@ -80,7 +80,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         dependencies=[for_customer],
     )
     async def rewards(customer_id: CustomerId) -> RewardsSummary:
-        found = await asyncio.to_thread(ledger.summary, url, customer_id, rules)
+        found = await asyncio.to_thread(read_model.summary, url, customer_id, rules)
         if found is None:
             raise HTTPException(404, detail=f"no rewards for customer {customer_id!r}")
         return found
@@ -91,7 +91,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         dependencies=[Depends(require(Role.OPS))],
     )
     async def totals() -> LedgerTotals:
-        return await asyncio.to_thread(ledger.totals, url)
+        return await asyncio.to_thread(read_model.totals, url)
 
     @router.get(
         "/customers/{customer_id}/ledger",
@@ -106,7 +106,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> LedgerPage:
-        return await asyncio.to_thread(ledger.entries, url, customer_id, after, limit)
+        return await asyncio.to_thread(read_model.entries, url, customer_id, after, limit)
 
     @router.post(
         "/customers/{customer_id}/redemptions",
@@ -207,7 +207,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
     @admin.get("/campaigns", summary="Every campaign, active or not (administrators)")
     async def list_campaigns() -> list[Campaign]:
-        return await asyncio.to_thread(ledger.campaigns, url)
+        return await asyncio.to_thread(read_model.campaigns, url)
 
     @admin.patch(
         "/campaigns/{campaign_id}",
@@ -240,6 +240,6 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def audit(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[AuditEntry]:
-        return await asyncio.to_thread(ledger.audit_trail, url, limit)
+        return await asyncio.to_thread(read_model.audit_trail, url, limit)
 
     return [router, admin]

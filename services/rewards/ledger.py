@@ -19,20 +19,19 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
-from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, func, insert, text, update
+from sqlalchemy import DateTime, Numeric, Text, UniqueConstraint, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from schemas.lifecycle import StageChanged, TenureAnniversary
 from schemas.referral import ReferralChanged
 from schemas.rewards import EntryKind, LedgerEntryBooked
-from services.rewards.domain import Campaign, ReferrerCredit, RewardRules, Rule
+from services.rewards.domain import Campaign, ReferrerCredit, Rule
 from services.runtime import db
 
 log = logging.getLogger(__name__)
@@ -412,10 +411,10 @@ def published(entry: dict[str, Any], flagged: bool) -> LedgerEntryBooked:
 def read_campaigns(session: Session) -> list[Campaign]:
     """The active campaigns."""
     rows = session.exec(select(CampaignRow).where(CampaignRow.active.is_(True))).all()  # type: ignore[attr-defined]
-    return [_campaign(row) for row in rows]
+    return [campaign_of(row) for row in rows]
 
 
-def _campaign(row: CampaignRow) -> Campaign:
+def campaign_of(row: CampaignRow) -> Campaign:
     return Campaign(
         campaign_id=row.campaign_id,
         name=row.name,
@@ -467,30 +466,6 @@ def audit(
     )
 
 
-class AuditEntry(BaseModel):
-    at: datetime
-    actor: str
-    action: str
-    target: str
-    detail: dict[str, Any]
-
-
-def audit_trail(url: str, limit: int) -> list[AuditEntry]:
-    """The newest `limit` manual actions."""
-    with db.session_scope(url) as session:
-        rows = session.exec(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
-        return [
-            AuditEntry(
-                at=db.as_utc(r.at),
-                actor=r.actor,
-                action=r.action,
-                target=r.target,
-                detail=orjson.loads(r.detail),
-            )
-            for r in rows
-        ]
-
-
 # -- campaigns -------------------------------------------------------------------------------
 
 
@@ -526,7 +501,7 @@ def update_campaign(
         row = session.get(CampaignRow, campaign_id)
         if row is None:
             return None
-        merged = _campaign(row).model_copy(update=changes)
+        merged = campaign_of(row).model_copy(update=changes)
         Campaign.model_validate(merged.model_dump())  # the combination must still be valid
         for name, value in changes.items():
             setattr(row, name, value)
@@ -540,234 +515,6 @@ def update_campaign(
             {k: str(v) for k, v in changes.items()},
         )
         return merged
-
-
-def campaigns(url: str) -> list[Campaign]:
-    """Every campaign, active or not."""
-    with db.session_scope(url) as session:
-        rows = session.exec(select(CampaignRow).order_by(CampaignRow.starts_at)).all()  # type: ignore[arg-type]
-        return [_campaign(row) for row in rows]
-
-
-# -- reads -----------------------------------------------------------------------------------
-
-
-class PendingRewards(BaseModel):
-    referrals: int
-    points: int
-
-
-class RewardsSummary(BaseModel):
-    customer_id: str
-    points: int
-    cash: dict[str, Decimal]
-    pending: PendingRewards
-    withheld_points: int
-    flagged: bool
-    flag_reason: str | None
-
-
-def summary(url: str, customer_id: str, rules: RewardRules) -> RewardsSummary | None:
-    """Balance by unit, what is pending and withheld, and the review flag; None for a customer
-    the ledger has never seen."""
-    with db.session_scope(url) as session:
-        account = session.get(RewardAccountRow, customer_id)
-        referrals = session.exec(
-            select(ReferralRewardRow).where(
-                (ReferralRewardRow.referrer == customer_id)
-                | (ReferralRewardRow.referee == customer_id),
-                ReferralRewardRow.status.in_(PENDING_STATUSES),  # type: ignore[attr-defined]
-            )
-        ).all()
-        if account is None and not referrals:
-            return None
-        cash = session.exec(
-            select(LedgerEntryRow.currency, func.sum(LedgerEntryRow.cash))
-            .where(LedgerEntryRow.customer_id == customer_id, LedgerEntryRow.cash.is_not(None))  # type: ignore[union-attr]
-            .group_by(LedgerEntryRow.currency)
-        ).all()
-        withheld = session.exec(
-            select(func.coalesce(func.sum(WithholdingRow.points), 0)).where(
-                WithholdingRow.customer_id == customer_id
-            )
-        ).one()
-        pending_points = sum(
-            (rules.referrer_points if r.referrer == customer_id else 0)
-            + (rules.referee_points if r.referee == customer_id else 0)
-            for r in referrals
-        )
-        return RewardsSummary(
-            customer_id=customer_id,
-            points=account.points if account else 0,
-            cash={str(c): Decimal(v or 0) for c, v in cash},
-            pending=PendingRewards(referrals=len(referrals), points=pending_points),
-            withheld_points=int(withheld),
-            flagged=bool(account and account.flagged),
-            flag_reason=account.flag_reason if account else None,
-        )
-
-
-class LedgerPage(BaseModel):
-    customer_id: str
-    entries: list[LedgerEntryBooked]
-    # Pass as `after` for the next page; None on the last page.
-    next_after: int | None
-
-
-def entries(url: str, customer_id: str, after: int, limit: int) -> LedgerPage:
-    """A customer's entries in booking order, `limit` at a time."""
-    with db.session_scope(url) as session:
-        rows = session.exec(
-            select(LedgerEntryRow)
-            .where(LedgerEntryRow.customer_id == customer_id, LedgerEntryRow.id > after)  # type: ignore[operator]
-            .order_by(LedgerEntryRow.id)  # type: ignore[arg-type]
-            .limit(limit + 1)
-        ).all()
-        page = rows[:limit]
-        return LedgerPage(
-            customer_id=customer_id,
-            entries=[published(r.model_dump(), False) for r in page],
-            next_after=page[-1].id if len(rows) > limit else None,
-        )
-
-
-class RuleTotal(BaseModel):
-    rule: str
-    kind: str
-    entries: int
-    points: int
-
-
-class LedgerTotals(BaseModel):
-    """The whole ledger at a glance, for operations."""
-
-    by_rule: list[RuleTotal]
-    withheld_points_by_reason: dict[str, int]
-    accounts: int
-    accounts_flagged: int
-    outbox_backlog: int
-
-
-def totals(url: str) -> LedgerTotals:
-    """Entries and points by rule and kind, what caps withheld, accounts, the outbox backlog."""
-    with db.session_scope(url) as session:
-        by_rule = session.exec(
-            select(
-                LedgerEntryRow.rule,
-                LedgerEntryRow.kind,
-                func.count(),
-                func.sum(LedgerEntryRow.points),
-            )
-            .group_by(LedgerEntryRow.rule, LedgerEntryRow.kind)
-            .order_by(LedgerEntryRow.rule, LedgerEntryRow.kind)
-        ).all()
-        withheld = session.exec(
-            select(WithholdingRow.reason_code, func.sum(WithholdingRow.points)).group_by(
-                WithholdingRow.reason_code
-            )
-        ).all()
-        accounts = session.exec(select(func.count()).select_from(RewardAccountRow)).one()
-        flagged = session.exec(
-            select(func.count())
-            .select_from(RewardAccountRow)
-            .where(col(RewardAccountRow.flagged).is_(True))
-        ).one()
-    return LedgerTotals(
-        by_rule=[RuleTotal(rule=r, kind=k, entries=n, points=int(p)) for r, k, n, p in by_rule],
-        withheld_points_by_reason={str(r): int(p) for r, p in withheld},
-        accounts=int(accounts),
-        accounts_flagged=int(flagged),
-        outbox_backlog=outbox_backlog(url),
-    )
-
-
-@dataclass(frozen=True)
-class BalanceCheck:
-    """Accounts whose maintained balance differs from the sum of their entries."""
-
-    accounts: int
-    mismatches: dict[str, tuple[int, int]]  # customer -> (maintained, summed)
-
-
-def check_balances(url: str) -> BalanceCheck:
-    """Compare every maintained balance with the sum of that customer's entries."""
-    with db.session_scope(url) as session:
-        summed = dict(
-            session.exec(
-                select(LedgerEntryRow.customer_id, func.sum(LedgerEntryRow.points)).group_by(
-                    LedgerEntryRow.customer_id
-                )
-            ).all()
-        )
-        maintained = dict(
-            session.exec(select(RewardAccountRow.customer_id, RewardAccountRow.points)).all()
-        )
-    mismatches = {
-        c: (maintained.get(c, 0), int(summed.get(c, 0)))
-        for c in set(summed) | set(maintained)
-        if maintained.get(c, 0) != int(summed.get(c, 0))
-    }
-    return BalanceCheck(len(maintained), mismatches)
-
-
-# -- the outbox ------------------------------------------------------------------------------
-
-
-def take_lease(url: str, holder: str, now: datetime, seconds: float) -> bool:
-    """Take or renew the relay lease; False while another live holder has it."""
-    expires_at = now + timedelta(seconds=seconds)
-    with db.serialised_session(url, LOCK) as session:
-        lease = session.get(OutboxLeaseRow, "relay")
-        if lease is None:
-            session.add(OutboxLeaseRow(name="relay", holder=holder, expires_at=expires_at))
-        elif lease.holder != holder and db.as_utc(lease.expires_at) > now:
-            return False
-        else:
-            lease.holder, lease.expires_at = holder, expires_at
-        return True
-
-
-def outbox_identity(url: str) -> str:
-    """The id this database's outbox tags its records with (set by migration 0004)."""
-    with db.session_scope(url) as session:
-        found = session.execute(
-            text("SELECT value FROM rapport_installation WHERE key = 'rewards_outbox_id'")
-        ).scalar_one()
-        return str(found)
-
-
-def unpublished(url: str, limit: int, through: int | None = None) -> list[OutboxRow]:
-    """The oldest outbox rows not yet published (with seq at most `through`, if given)."""
-    with db.session_scope(url) as session:
-        query = select(OutboxRow).where(OutboxRow.published_at.is_(None))  # type: ignore[union-attr]
-        if through is not None:
-            query = query.where(OutboxRow.seq <= through)  # type: ignore[operator]
-        rows = session.exec(query.order_by(OutboxRow.seq).limit(limit)).all()  # type: ignore[arg-type]
-        for row in rows:
-            session.expunge(row)
-        return list(rows)
-
-
-def mark_published(url: str, seqs: list[int], now: datetime) -> None:
-    """Record that these outbox rows are on the topic."""
-    if not seqs:
-        return
-    with db.session_scope(url) as session:
-        session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.seq.in_(seqs))  # type: ignore[union-attr]
-            .values(published_at=now)
-        )
-
-
-def outbox_backlog(url: str) -> int:
-    """How many entries wait for the relay."""
-    with db.session_scope(url) as session:
-        return int(
-            session.exec(
-                select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))  # type: ignore[union-attr]
-            ).one()
-        )
 
 
 def utcnow() -> datetime:

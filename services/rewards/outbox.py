@@ -25,12 +25,17 @@ import os
 import socket
 import time
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
+from sqlalchemy import text, update
+from sqlmodel import func, select
 
 from services.rewards import ledger, metrics
+from services.rewards.ledger import OutboxLeaseRow, OutboxRow
+from services.runtime import db
 from services.runtime.kafka_security import client_options
 from services.runtime.tracing import TRACEPARENT
 
@@ -101,7 +106,7 @@ class OutboxRelay:
         now = time.monotonic()
         if now >= self.renew_at:
             held = await asyncio.to_thread(
-                ledger.take_lease, self.url, self.holder, ledger.utcnow(), self.lease_seconds
+                take_lease, self.url, self.holder, ledger.utcnow(), self.lease_seconds
             )
             if not held:
                 self.reconciled = False
@@ -118,11 +123,11 @@ class OutboxRelay:
             await producer.start()
             self.producer = producer
             self.partitions = len(await producer.partitions_for(self.topic))
-            self.identity = await asyncio.to_thread(ledger.outbox_identity, self.url)
+            self.identity = await asyncio.to_thread(outbox_identity, self.url)
         if not self.reconciled:
             await self._reconcile()
             self.reconciled = True
-        rows = await asyncio.to_thread(ledger.unpublished, self.url, self.batch)
+        rows = await asyncio.to_thread(unpublished, self.url, self.batch)
         if not rows:
             metrics.OUTBOX_BACKLOG.set(0)
             return 0
@@ -142,11 +147,11 @@ class OutboxRelay:
         ]
         await asyncio.gather(*acks)
         await asyncio.to_thread(
-            ledger.mark_published, self.url, [r.seq for r in rows if r.seq], ledger.utcnow()
+            mark_published, self.url, [r.seq for r in rows if r.seq], ledger.utcnow()
         )
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
         if len(rows) == self.batch:
-            metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(ledger.outbox_backlog, self.url))
+            metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(outbox_backlog, self.url))
         else:
             metrics.OUTBOX_BACKLOG.set(0)
         return len(rows)
@@ -155,7 +160,7 @@ class OutboxRelay:
         tails = await self._tail_seqs()
         if not tails:
             return
-        rows = await asyncio.to_thread(ledger.unpublished, self.url, 1_000_000, max(tails.values()))
+        rows = await asyncio.to_thread(unpublished, self.url, 1_000_000, max(tails.values()))
         sent = [
             r.seq
             for r in rows
@@ -163,7 +168,7 @@ class OutboxRelay:
         ]
         if sent:
             log.info("outbox: %d entries were on the topic but not marked; marked now", len(sent))
-            await asyncio.to_thread(ledger.mark_published, self.url, sent, ledger.utcnow())
+            await asyncio.to_thread(mark_published, self.url, sent, ledger.utcnow())
             metrics.RELAY_RECONCILED.inc(len(sent))
 
     async def _tail_seqs(self) -> dict[int, int]:
@@ -200,3 +205,63 @@ class OutboxRelay:
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
+
+
+# -- the outbox's rows -------------------------------------------------------------------------
+
+
+def take_lease(url: str, holder: str, now: datetime, seconds: float) -> bool:
+    """Take or renew the relay lease; False while another live holder has it."""
+    expires_at = now + timedelta(seconds=seconds)
+    with db.serialised_session(url, ledger.LOCK) as session:
+        lease = session.get(OutboxLeaseRow, "relay")
+        if lease is None:
+            session.add(OutboxLeaseRow(name="relay", holder=holder, expires_at=expires_at))
+        elif lease.holder != holder and db.as_utc(lease.expires_at) > now:
+            return False
+        else:
+            lease.holder, lease.expires_at = holder, expires_at
+        return True
+
+
+def outbox_identity(url: str) -> str:
+    """The id this database's outbox tags its records with (set by migration 0004)."""
+    with db.session_scope(url) as session:
+        found = session.execute(
+            text("SELECT value FROM rapport_installation WHERE key = 'rewards_outbox_id'")
+        ).scalar_one()
+        return str(found)
+
+
+def unpublished(url: str, limit: int, through: int | None = None) -> list[OutboxRow]:
+    """The oldest outbox rows not yet published (with seq at most `through`, if given)."""
+    with db.session_scope(url) as session:
+        query = select(OutboxRow).where(OutboxRow.published_at.is_(None))  # type: ignore[union-attr]
+        if through is not None:
+            query = query.where(OutboxRow.seq <= through)  # type: ignore[operator]
+        rows = session.exec(query.order_by(OutboxRow.seq).limit(limit)).all()  # type: ignore[arg-type]
+        for row in rows:
+            session.expunge(row)
+        return list(rows)
+
+
+def mark_published(url: str, seqs: list[int], now: datetime) -> None:
+    """Record that these outbox rows are on the topic."""
+    if not seqs:
+        return
+    with db.session_scope(url) as session:
+        session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.seq.in_(seqs))  # type: ignore[union-attr]
+            .values(published_at=now)
+        )
+
+
+def outbox_backlog(url: str) -> int:
+    """How many entries wait for the relay."""
+    with db.session_scope(url) as session:
+        return int(
+            session.exec(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))  # type: ignore[union-attr]
+            ).one()
+        )

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import Session, select
 
 from schemas.referral import LeadType, ReferralChanged
-from services.rewards import ledger, service
+from services.rewards import ledger, outbox, read_model, service
 from services.rewards.domain import Campaign, RewardRules, Rule
 from services.rewards.ledger import LedgerEntryRow, OutboxRow, WithholdingRow
 from services.runtime import db
@@ -44,7 +44,7 @@ def referral(
 
 
 def points(url: str, customer: str) -> int:
-    found = ledger.summary(url, customer, RULES)
+    found = read_model.summary(url, customer, RULES)
     return found.points if found else 0
 
 
@@ -63,7 +63,7 @@ def test_replaying_the_same_events_books_nothing_new(url: str) -> None:
     assert rows(url, LedgerEntryRow) == first
     assert sorted((e.customer_id, e.points) for e in first) == [("E1", 100), ("R1", 200)]
     assert len(rows(url, OutboxRow)) == 2
-    assert ledger.check_balances(url).mismatches == {}
+    assert read_model.check_balances(url).mismatches == {}
 
 
 def test_a_batch_books_what_its_events_book_one_at_a_time(
@@ -91,7 +91,7 @@ def test_a_batch_books_what_its_events_book_one_at_a_time(
     referees = Counter(e.customer_id for e in rows(url, LedgerEntryRow) if e.customer_id != "R1")
     assert sorted(referees) == sorted(f"E{n}" for n in range(1, 13) if n != 5)
     assert set(referees.values()) == {1}
-    assert ledger.check_balances(url).mismatches == {}
+    assert read_model.check_balances(url).mismatches == {}
 
 
 def test_a_batch_whose_rows_cannot_be_written_is_taken_one_event_at_a_time(
@@ -111,15 +111,15 @@ def test_a_batch_whose_rows_cannot_be_written_is_taken_one_event_at_a_time(
     results = service.apply_all(url, [(e, None) for e in events], RULES, NOW)
     assert [isinstance(r, Exception) for r in results] == [False, True, False]
     assert (points(url, "R1"), points(url, "R2"), points(url, "R3")) == (200, 0, 200)
-    assert ledger.check_balances(url).mismatches == {}
+    assert read_model.check_balances(url).mismatches == {}
 
 
 def test_pending_rewards_follow_the_referral_until_it_qualifies(url: str) -> None:
     service.apply(url, referral("referral.attributed", 1), RULES, NOW)
-    pending = ledger.summary(url, "R1", RULES)
+    pending = read_model.summary(url, "R1", RULES)
     assert pending is not None and (pending.pending.referrals, pending.pending.points) == (1, 200)
     service.apply(url, referral("referral.qualified", 1), RULES, NOW)
-    done = ledger.summary(url, "R1", RULES)
+    done = read_model.summary(url, "R1", RULES)
     assert done is not None and (done.points, done.pending.referrals) == (200, 0)
 
 
@@ -143,7 +143,7 @@ def test_the_monthly_cap_at_its_boundary_with_a_double_points_campaign(url: str)
         url, referral("referral.qualified", 7, at=datetime(2026, 2, 2, tzinfo=UTC)), RULES, NOW
     )
     assert points(url, "R1") == 2200
-    summary = ledger.summary(url, "R1", RULES)
+    summary = read_model.summary(url, "R1", RULES)
     assert summary is not None and summary.withheld_points == 400
 
 
@@ -164,7 +164,7 @@ def test_a_clawback_after_redemption_leaves_a_debt_flagged_for_review(url: str) 
     spent = service.redeem(url, "R1", "key-0001", 150, "coffee voucher", NOW)
     assert (spent.status_code, spent.points_balance) == (201, 50)
     service.apply(url, referral("referral.reversed", 1, at=T + timedelta(days=40)), RULES, NOW)
-    summary = ledger.summary(url, "R1", RULES)
+    summary = read_model.summary(url, "R1", RULES)
     assert summary is not None and summary.points == -150 and summary.flagged
     kinds = Counter(e.kind for e in rows(url, LedgerEntryRow))
     assert kinds == {"credit": 2, "redemption": 1, "reversal": 2}
@@ -181,7 +181,7 @@ def test_a_clawback_after_redemption_leaves_a_debt_flagged_for_review(url: str) 
     refused = service.redeem(url, "R1", "key-0002", 1, "anything", NOW)
     assert (refused.status_code, refused.error) == (409, "account_flagged")
     assert ledger.clear_flag(url, "R1", "debt accepted by branch", "ops-anna", NOW)
-    assert [a.action for a in ledger.audit_trail(url, 10)] == ["flag_cleared"]
+    assert [a.action for a in read_model.audit_trail(url, 10)] == ["flag_cleared"]
 
 
 def test_the_same_idempotency_key_gives_the_same_answer(url: str) -> None:
@@ -207,19 +207,19 @@ def test_concurrent_redemptions_never_overdraw(url: str) -> None:
         codes = Counter(pool.map(attempt, range(25)))
     assert codes == {201: 10, 409: 15}
     assert points(url, "C1") == 0
-    assert ledger.check_balances(url).mismatches == {}
+    assert read_model.check_balances(url).mismatches == {}
 
 
 def test_outbox_rows_come_in_booking_order_and_are_marked_once_published(url: str) -> None:
     for n in range(1, 4):
         service.apply(url, referral("referral.qualified", n, referrer=f"R{n}"), RULES, NOW)
-    waiting = ledger.unpublished(url, 100)
+    waiting = outbox.unpublished(url, 100)
     assert [r.seq for r in waiting] == sorted(r.seq for r in waiting) and len(waiting) == 6
-    ledger.mark_published(url, [r.seq for r in waiting[:4] if r.seq], NOW)
-    assert ledger.outbox_backlog(url) == 2
-    assert ledger.take_lease(url, "a", NOW, 10)
-    assert not ledger.take_lease(url, "b", NOW + timedelta(seconds=5), 10)
-    assert ledger.take_lease(url, "b", NOW + timedelta(seconds=11), 10)
+    outbox.mark_published(url, [r.seq for r in waiting[:4] if r.seq], NOW)
+    assert outbox.outbox_backlog(url) == 2
+    assert outbox.take_lease(url, "a", NOW, 10)
+    assert not outbox.take_lease(url, "b", NOW + timedelta(seconds=5), 10)
+    assert outbox.take_lease(url, "b", NOW + timedelta(seconds=11), 10)
 
 
 def test_campaign_changes_are_validated_and_audited(url: str) -> None:
@@ -240,7 +240,7 @@ def test_campaign_changes_are_validated_and_audited(url: str) -> None:
             url, "anniv-bonus", {"ends_at": datetime(2026, 5, 1, tzinfo=UTC)}, "ops-ben", NOW
         )
     assert ledger.update_campaign(url, "nope", {"active": True}, "ops-ben", NOW) is None
-    assert [(a.actor, a.action) for a in ledger.audit_trail(url, 10)] == [
+    assert [(a.actor, a.action) for a in read_model.audit_trail(url, 10)] == [
         ("ops-ben", "campaign_updated"),
         ("ops-anna", "campaign_created"),
     ]

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from schemas.referral import LeadType, ReferralChanged
 from schemas.topics import MILESTONES, REFERRAL_EVENTS, REWARDS_LEDGER, STAGE_CHANGED
-from services.rewards import ledger, service
+from services.rewards import outbox, read_model, service
 from services.rewards.domain import RewardRules
 from services.rewards.ledger import LedgerEntryRow, OutboxRow
 from services.rewards.outbox import OutboxRelay
@@ -91,7 +91,7 @@ def test_killed_rewards_worker_books_each_referral_exactly_once(
         for topic in (REFERRAL_EVENTS, STAGE_CHANGED, MILESTONES):
             wait_until_consumed(topics.bootstrap, group, topic.name, running, timeout=300)
         deadline = time.monotonic() + 60
-        while ledger.outbox_backlog(database_url):
+        while outbox.outbox_backlog(database_url):
             assert time.monotonic() < deadline, "the outbox relay did not catch up"
             time.sleep(0.5)
         # Ten more referrals while Prometheus watches: its counts move with the worker's, by
@@ -123,7 +123,7 @@ def test_killed_rewards_worker_books_each_referral_exactly_once(
     referrers = sum(e.points for e in entries if e.rule == "referral.referrer")
     referees = sum(e.points for e in entries if e.rule == "referral.referee")
     assert (referrers, referees) == (REFERRALS * 200, REFERRALS * 100)
-    assert ledger.check_balances(database_url).mismatches == {}
+    assert read_model.check_balances(database_url).mismatches == {}
 
     records = [
         r
@@ -183,7 +183,7 @@ def test_a_relay_taking_over_sends_only_what_was_not_sent_before(
     # Booked outside a consumed event: no trace to continue.
     assert all(trace_id_of(r.headers) is None for r in records)
     assert len(published) == 16 and set(published.values()) == {1}
-    assert ledger.outbox_backlog(url) == 0
+    assert outbox.outbox_backlog(url) == 0
 
 
 @pytest.mark.timeout(600)
@@ -235,7 +235,7 @@ def test_a_database_outage_pauses_the_rewards_worker_and_loses_nothing(
             ).all()
         sides = Counter((e.referral_id, e.rule) for e in entries)
         assert len(sides) == 2 * count and set(sides.values()) == {1}
-        assert ledger.check_balances(url).mismatches == {}
+        assert read_model.check_balances(url).mismatches == {}
         assert records_since(topics.bootstrap, REFERRAL_EVENTS.dlq, dead) == []
     finally:
         db.get_engine(url).dispose()
