@@ -112,5 +112,17 @@ class ReferralChanged(RapportEvent):
     explanation: dict[str, str] | None = None
 
 
+# How far each status of a referral has got (the part of `type` after "referral."): readers
+# keep the furthest, so that a replayed or late older event never moves a referral back.
+REFERRAL_STATUS_RANK: dict[str, int] = {
+    "attributed": 1,
+    "held": 1,
+    "released": 2,
+    "qualified": 3,
+    "rejected": 4,
+    "reversed": 5,
+}
+
+
 ReferralEvent = Annotated[LeadChanged | ReferralChanged, Field(discriminator="type")]
 REFERRAL_EVENT_ADAPTER: TypeAdapter[LeadChanged | ReferralChanged] = TypeAdapter(ReferralEvent)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, model_validator
 from sqlalchemy import DateTime, func, select
 from sqlmodel import Field, SQLModel
 
-from schemas.referral import LeadChanged, ReferralChanged, ReferralReason
+from schemas.referral import REFERRAL_STATUS_RANK, LeadChanged, ReferralChanged, ReferralReason
 from services.referral.domain import CodeGrant
 from services.referral.domain.referees import REASONS_ZH
 from services.runtime import db
@@ -22,16 +22,6 @@ _TIME = DateTime(timezone=True)
 # Unambiguous characters only: a code read out over the phone must survive it.
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
-
-# Later stages of a referral outrank earlier ones, so a replayed older event never wins.
-STATUS_RANK = {
-    "attributed": 1,
-    "held": 1,
-    "released": 2,
-    "qualified": 3,
-    "rejected": 4,
-    "reversed": 5,
-}
 
 
 class ReferralCodeRow(SQLModel, table=True):
@@ -127,7 +117,7 @@ def write(url: str, outputs: list[LeadChanged | ReferralChanged]) -> None:
                 lead_type=o.lead_type.value,
                 channel=o.channel,
                 status=status,
-                rank=STATUS_RANK[status],
+                rank=REFERRAL_STATUS_RANK[status],
                 reason_code=o.reason_code.value if o.reason_code else None,
                 reason=o.reason,
                 updated_at=o.occurred_at,

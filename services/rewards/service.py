@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
 from schemas.lifecycle import StageChanged, TenureAnniversary
-from schemas.referral import ReferralChanged
+from schemas.referral import REFERRAL_STATUS_RANK, ReferralChanged
 from schemas.rewards import EntryKind, LedgerEntryBooked
 from services.rewards import ledger
 from services.rewards.domain import (
@@ -48,16 +48,6 @@ from services.runtime.codec import encode
 from services.runtime.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
-
-# How far a referral has got: a replayed older event never moves it back.
-_REFERRAL_RANK = {
-    "attributed": 1,
-    "held": 1,
-    "released": 2,
-    "qualified": 3,
-    "rejected": 4,
-    "reversed": 5,
-}
 
 
 @dataclass
@@ -215,7 +205,7 @@ def _track_referral(facts: Facts, writes: Writes, event: ReferralChanged) -> Non
         known = ReferralStatus(
             event.referral_id, event.referrer, event.referee, status, event.occurred_at
         )
-    elif _REFERRAL_RANK[status] >= _REFERRAL_RANK[known.status]:
+    elif REFERRAL_STATUS_RANK[status] >= REFERRAL_STATUS_RANK[known.status]:
         known.status, known.referrer, known.updated_at = status, event.referrer, event.occurred_at
     else:
         return
