@@ -131,10 +131,10 @@ def _take(
         _remember(facts, event, decision.bookings)
         decided.append((len(results), event, trace, decision))
         results.append(Applied())
-    ledger_ = _Ledger(session, writes, now)
-    ledger_.open({b.customer_id for _, _, _, d in decided for b in d.bookings})
+    books = _Ledger(session, writes, now)
+    books.open({b.customer_id for _, _, _, d in decided for b in d.bookings})
     for n, event, trace, decision in decided:
-        entries = ledger_.book(decision.bookings, event.event_id, event.occurred_at, trace=trace)
+        entries = books.book(decision.bookings, event.event_id, event.occurred_at, trace=trace)
         writes.withholdings += [
             {
                 "customer_id": w.customer_id,
