@@ -182,7 +182,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         principal: Admin,
     ) -> dict[str, str]:
         cleared = await asyncio.to_thread(
-            ledger.clear_flag, url, customer_id, body.note, principal.subject, ledger.utcnow()
+            service.clear_flag, url, customer_id, body.note, principal.subject, ledger.utcnow()
         )
         if not cleared:
             raise HTTPException(409, detail=f"customer {customer_id!r} is not flagged")
@@ -199,7 +199,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         principal: Admin,
     ) -> Campaign:
         created = await asyncio.to_thread(
-            ledger.create_campaign, url, campaign, principal.subject, ledger.utcnow()
+            service.create_campaign, url, campaign, principal.subject, ledger.utcnow()
         )
         if not created:
             raise HTTPException(409, detail=f"campaign {campaign.campaign_id!r} exists")
@@ -222,7 +222,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         changes = change.model_dump(exclude_unset=True)
         try:
             updated = await asyncio.to_thread(
-                ledger.update_campaign,
+                service.update_campaign,
                 url,
                 campaign_id,
                 changes,

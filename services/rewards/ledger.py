@@ -1,7 +1,8 @@
 """The rewards ledger in SQL: append-only entries, the balances they add up to, what caps
 withheld, campaigns, redemptions, the audit trail and the transactional outbox. The tables and
-their queries; what to book is decided in `service.py`, which reads a batch's facts here
-(`read_facts`, `read_accounts`) and hands back the rows to write (`write`).
+their queries and writes, deciding nothing: `service.py` reads a batch's facts here
+(`read_facts`, `read_accounts`), asks the rules, and hands back the rows to write (`write`).
+What the API reads is in `read_model.py`, the outbox's queries beside its relay.
 
 Every write runs in one serialised transaction (`db.serialised_session`), so caps, balances and
 the outbox order are decided as if writers took turns, on SQLite and PostgreSQL alike:
@@ -440,16 +441,21 @@ def add_redemption(session: Session, row: RedemptionRow) -> None:
     session.add(row)
 
 
-def clear_flag(url: str, customer_id: str, note: str, actor: str, now: datetime) -> bool:
-    """Clear a review flag; False when the account is not flagged."""
-    with db.serialised_session(url, LOCK) as session:
-        account = session.get(RewardAccountRow, customer_id)
-        if account is None or not account.flagged:
-            return False
-        previous = account.flag_reason
-        account.flagged, account.flag_reason, account.updated_at = False, None, now
-        audit(session, now, actor, "flag_cleared", customer_id, {"note": note, "was": previous})
-        return True
+def account_row(session: Session, customer_id: str) -> RewardAccountRow | None:
+    """A customer's account row, to change in the transaction."""
+    return session.get(RewardAccountRow, customer_id)
+
+
+def campaign_row(session: Session, campaign_id: str) -> CampaignRow | None:
+    """A campaign's row, to change in the transaction."""
+    return session.get(CampaignRow, campaign_id)
+
+
+def add_campaign(session: Session, campaign: Campaign, actor: str, now: datetime) -> None:
+    """Store a new campaign."""
+    session.add(
+        CampaignRow(**campaign.model_dump(), created_by=actor, created_at=now, updated_at=now)
+    )
 
 
 def audit(
@@ -464,57 +470,6 @@ def audit(
             detail=orjson.dumps(detail, default=str).decode(),
         )
     )
-
-
-# -- campaigns -------------------------------------------------------------------------------
-
-
-def create_campaign(url: str, campaign: Campaign, actor: str, now: datetime) -> bool:
-    """Store a new campaign; False when its id is taken."""
-    with db.serialised_session(url, LOCK) as session:
-        if session.get(CampaignRow, campaign.campaign_id) is not None:
-            return False
-        session.add(
-            CampaignRow(
-                **campaign.model_dump(),
-                created_by=actor,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        audit(
-            session,
-            now,
-            actor,
-            "campaign_created",
-            campaign.campaign_id,
-            campaign.model_dump(mode="json"),
-        )
-        return True
-
-
-def update_campaign(
-    url: str, campaign_id: str, changes: dict[str, Any], actor: str, now: datetime
-) -> Campaign | None:
-    """Apply validated changes to a campaign; None when there is no such campaign."""
-    with db.serialised_session(url, LOCK) as session:
-        row = session.get(CampaignRow, campaign_id)
-        if row is None:
-            return None
-        merged = campaign_of(row).model_copy(update=changes)
-        Campaign.model_validate(merged.model_dump())  # the combination must still be valid
-        for name, value in changes.items():
-            setattr(row, name, value)
-        row.updated_at = now
-        audit(
-            session,
-            now,
-            actor,
-            "campaign_updated",
-            campaign_id,
-            {k: str(v) for k, v in changes.items()},
-        )
-        return merged
 
 
 def utcnow() -> datetime:

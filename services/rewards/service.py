@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -29,6 +30,7 @@ from schemas.rewards import EntryKind, LedgerEntryBooked
 from services.rewards import ledger
 from services.rewards.domain import (
     Booking,
+    Campaign,
     Credited,
     Decision,
     RedemptionRefused,
@@ -366,3 +368,61 @@ def adjust(
             session, now, actor, "adjustment", customer_id, {"points": points, "reason": reason}
         )
         return entry
+
+
+# -- review flags and campaigns -------------------------------------------------------------
+
+
+def clear_flag(url: str, customer_id: str, note: str, actor: str, now: datetime) -> bool:
+    """Clear a review flag; False when the account is not flagged."""
+    with db.serialised_session(url, ledger.LOCK) as session:
+        account = ledger.account_row(session, customer_id)
+        if account is None or not account.flagged:
+            return False
+        previous = account.flag_reason
+        account.flagged, account.flag_reason, account.updated_at = False, None, now
+        ledger.audit(
+            session, now, actor, "flag_cleared", customer_id, {"note": note, "was": previous}
+        )
+        return True
+
+
+def create_campaign(url: str, campaign: Campaign, actor: str, now: datetime) -> bool:
+    """Store a new campaign; False when its id is taken."""
+    with db.serialised_session(url, ledger.LOCK) as session:
+        if ledger.campaign_row(session, campaign.campaign_id) is not None:
+            return False
+        ledger.add_campaign(session, campaign, actor, now)
+        ledger.audit(
+            session,
+            now,
+            actor,
+            "campaign_created",
+            campaign.campaign_id,
+            campaign.model_dump(mode="json"),
+        )
+        return True
+
+
+def update_campaign(
+    url: str, campaign_id: str, changes: dict[str, Any], actor: str, now: datetime
+) -> Campaign | None:
+    """Apply validated changes to a campaign; None when there is no such campaign."""
+    with db.serialised_session(url, ledger.LOCK) as session:
+        row = ledger.campaign_row(session, campaign_id)
+        if row is None:
+            return None
+        merged = ledger.campaign_of(row).model_copy(update=changes)
+        Campaign.model_validate(merged.model_dump())  # the combination must still be valid
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.updated_at = now
+        ledger.audit(
+            session,
+            now,
+            actor,
+            "campaign_updated",
+            campaign_id,
+            {k: str(v) for k, v in changes.items()},
+        )
+        return merged

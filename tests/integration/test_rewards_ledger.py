@@ -132,7 +132,7 @@ def test_the_monthly_cap_at_its_boundary_with_a_double_points_campaign(url: str)
         starts_at=datetime(2026, 1, 1, tzinfo=UTC),
         ends_at=datetime(2026, 2, 1, tzinfo=UTC),
     )
-    assert ledger.create_campaign(url, double, "ops-anna", NOW)
+    assert service.create_campaign(url, double, "ops-anna", NOW)
     for n in range(1, 7):  # 5 x 400 fill 2,000; the sixth is withheld whole
         service.apply(url, referral("referral.qualified", n, at=T + timedelta(days=n)), RULES, NOW)
     assert points(url, "R1") == 2000
@@ -180,7 +180,7 @@ def test_a_clawback_after_redemption_leaves_a_debt_flagged_for_review(url: str) 
     assert points(url, "R1") == -150
     refused = service.redeem(url, "R1", "key-0002", 1, "anything", NOW)
     assert (refused.status_code, refused.error) == (409, "account_flagged")
-    assert ledger.clear_flag(url, "R1", "debt accepted by branch", "ops-anna", NOW)
+    assert service.clear_flag(url, "R1", "debt accepted by branch", "ops-anna", NOW)
     assert [a.action for a in read_model.audit_trail(url, 10)] == ["flag_cleared"]
 
 
@@ -231,15 +231,15 @@ def test_campaign_changes_are_validated_and_audited(url: str) -> None:
         starts_at=datetime(2026, 6, 1, tzinfo=UTC),
         ends_at=datetime(2026, 7, 1, tzinfo=UTC),
     )
-    assert ledger.create_campaign(url, campaign, "ops-anna", NOW)
-    assert not ledger.create_campaign(url, campaign, "ops-anna", NOW)
-    changed = ledger.update_campaign(url, "anniv-bonus", {"active": False}, "ops-ben", NOW)
+    assert service.create_campaign(url, campaign, "ops-anna", NOW)
+    assert not service.create_campaign(url, campaign, "ops-anna", NOW)
+    changed = service.update_campaign(url, "anniv-bonus", {"active": False}, "ops-ben", NOW)
     assert changed is not None and not changed.active
     with pytest.raises(ValueError, match="ends_at"):
-        ledger.update_campaign(
+        service.update_campaign(
             url, "anniv-bonus", {"ends_at": datetime(2026, 5, 1, tzinfo=UTC)}, "ops-ben", NOW
         )
-    assert ledger.update_campaign(url, "nope", {"active": True}, "ops-ben", NOW) is None
+    assert service.update_campaign(url, "nope", {"active": True}, "ops-ben", NOW) is None
     assert [(a.actor, a.action) for a in read_model.audit_trail(url, 10)] == [
         ("ops-ben", "campaign_updated"),
         ("ops-anna", "campaign_created"),
