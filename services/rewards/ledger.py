@@ -360,10 +360,6 @@ def write(session: Session, writes: Writes, now: datetime) -> None:
     for model, rows in updates:
         if rows:
             session.execute(update(model), rows)
-    for account in writes.accounts.values():
-        account.stored = True
-    for referral in writes.referrals.values():
-        referral.stored = True
 
 
 def _account_row(account: Account, now: datetime) -> tuple[bool, dict[str, Any]]:
