@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,6 +199,23 @@ def seconds_until(
     raise AssertionError(f"nothing matching on {topic} within {limit:.0f} s")
 
 
+@contextmanager
+def worker_log_on_failure(*running: RunningWorker) -> Iterator[None]:
+    """A decision that never came says why only in the workers' logs: their idle checks,
+    rebalances and marks. Fail with the lines that tell."""
+    try:
+        yield
+    except AssertionError as exc:
+        telling = ("idle", "rebalanc", "assign", "ready", "error", "warn", "mark")
+        lines = [
+            line
+            for one in running
+            for line in one.log.read_text(errors="replace").splitlines()
+            if any(word in line.lower() for word in telling)
+        ]
+        raise AssertionError(f"{exc}\nthe workers' log:\n" + "\n".join(lines[-60:])) from exc
+
+
 def a_fresh_group(quiet: Quiet, idle_seconds: float | None) -> dict[str, str]:
     env = service_env(quiet.broker, quiet.home)
     if idle_seconds is not None:
@@ -223,7 +240,7 @@ def lead_and_attribution(
     """Feed one customer's referral chain to a referral worker; seconds until its lead and
     until its attribution came out."""
     referrer, prospect = customers_on_one_partition(prefix, 2)
-    with worker("referral", env, quiet.logs) as running:
+    with worker("referral", env, quiet.logs) as running, worker_log_on_failure(running):
         wait_ready(running)
         fed = feed(quiet.broker, referral_chain(referrer, prospect))
         lead = seconds_until(
@@ -326,6 +343,7 @@ def test_a_high_net_worth_customer_gone_quiet_gets_the_retention_task_after_the_
     )
     with ExitStack() as stack:
         running = [stack.enter_context(worker(s, env, quiet.logs)) for s in ("lifecycle", "notify")]
+        stack.enter_context(worker_log_on_failure(*running))
         wait_ready(*running)
         fed = feed(quiet.broker, events)
         at_risk = seconds_until(
