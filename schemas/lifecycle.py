@@ -51,6 +51,9 @@ class SignalKind(StrEnum):
     # Added 2026-12: standing orders and direct debits cancelled in a burst. Consumers should
     # treat a signal kind they do not know like any other (its cause says what it means).
     PAYMENTS_MOVED = "payments_moved"
+    # Added 2026-12-05: the regular income (a salary) paid short twice running, an early sign
+    # of hardship (hours cut, a pay cut) before the savings run down.
+    INCOME_FELL = "income_fell"
 
 
 # The service strategy the bank applies in each stage (domain.md); codes are stable for

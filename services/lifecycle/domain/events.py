@@ -39,6 +39,7 @@ from services.lifecycle.domain.rules import LifecycleRules
 from services.lifecycle.domain.signals import (
     check_balance_drain,
     check_competitor_transfer,
+    check_income,
     check_payments_moved,
     escalate_signal,
     mandate_weight,
@@ -153,9 +154,14 @@ def _complaint(state: CustomerState, event: ComplaintFiled, rules: LifecycleRule
     return outputs
 
 
-def _income(state: CustomerState, event: TransferIn, payer_key: str) -> list[Output]:
+def _income(
+    state: CustomerState, event: TransferIn, payer_key: str, rules: LifecycleRules
+) -> list[Output]:
     t = event.occurred_at
-    payer = state.payers.get(payer_key) or Payer(last_at=t, last_event_id=event.event_id)
+    known = state.payers.get(payer_key)
+    previous_at = known.last_at if known is not None else None
+    previous_id = known.last_event_id if known is not None else None
+    payer = known or Payer(last_at=t, last_event_id=event.event_id)
     payer.months = sorted({*payer.months, month_of(t)})[-6:]
     payer.amounts = [*payer.amounts, event.amount][-6:]
     if t >= payer.last_at:
@@ -164,10 +170,11 @@ def _income(state: CustomerState, event: TransferIn, payer_key: str) -> list[Out
     if len(state.payers) > 5:
         oldest = min(state.payers, key=lambda k: state.payers[k].last_at)
         del state.payers[oldest]
+    outputs = check_income(state, payer_key, previous_at, previous_id, event.event_id, t, rules)
     salary = state.signals.get(SignalKind.SALARY_STOPPED)
     if salary is not None and salary.evidence.get("payer") == payer_key:
-        return resolve_signal(state, SignalKind.SALARY_STOPPED, t, "the payer paid in again")
-    return []
+        outputs += resolve_signal(state, SignalKind.SALARY_STOPPED, t, "the payer paid in again")
+    return outputs
 
 
 def _note_rhythm(state: CustomerState, t: datetime, rules: LifecycleRules) -> None:
@@ -277,7 +284,7 @@ def apply_event(
     elif isinstance(event, ComplaintFiled):
         outputs += _complaint(state, event, rules)
     elif isinstance(event, TransferIn) and keys.counterparty is not None:
-        outputs += _income(state, event, keys.counterparty)
+        outputs += _income(state, event, keys.counterparty, rules)
     elif isinstance(event, Mandates):
         outputs += _mandate(state, event, rules)
 

@@ -56,6 +56,18 @@ def _salary(e: Mapping[str, Any]) -> Sentence:
     }
 
 
+def _income_fell(e: Mapping[str, Any]) -> Sentence:
+    amounts = " and ".join(e.get("last_amounts") or [])
+    amounts_zh = "、".join(e.get("last_amounts") or [])
+    threshold = e.get("threshold", "0.7")
+    return {
+        "en": f"the salary came short twice running ({amounts}, usually {e.get('usual_amount')}; "
+        f"rule: below {_pct(threshold)} of the usual amount twice)",
+        "zh-CN": f"工资连续两次减少（{amounts_zh}，平时{e.get('usual_amount')}；"
+        f"规则：连续两次低于平时的{_pct(threshold, '')}）",
+    }
+
+
 def _competitor(e: Mapping[str, Any]) -> Sentence:
     why = ", ".join(e.get("why") or []) or "the customer's own money"
     return {
@@ -98,6 +110,7 @@ _SENTENCES: dict[SignalKind, Callable[[Mapping[str, Any]], Sentence]] = {
     SignalKind.PAYMENTS_MOVED: _payments,
     SignalKind.PRODUCT_CLOSURE: _closure,
     SignalKind.COMPLAINT: _complaint,
+    SignalKind.INCOME_FELL: _income_fell,
 }
 
 

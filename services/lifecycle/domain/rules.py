@@ -23,6 +23,7 @@ CAUSE = {
     SignalKind.PAYMENTS_MOVED: ChurnCause.COMPETITOR_ATTRACTION,
     SignalKind.PRODUCT_CLOSURE: ChurnCause.DISENGAGEMENT,
     SignalKind.COMPLAINT: ChurnCause.SERVICE_DISSATISFACTION,
+    SignalKind.INCOME_FELL: ChurnCause.FINANCIAL_DISTRESS,
 }
 
 
@@ -34,6 +35,7 @@ _DEFAULT_WEIGHTS = {
     SignalKind.PAYMENTS_MOVED: 0.7,
     SignalKind.PRODUCT_CLOSURE: 0.3,
     SignalKind.COMPLAINT: 0.4,
+    SignalKind.INCOME_FELL: 0.6,
 }
 
 
@@ -99,6 +101,9 @@ class LifecycleRules(BaseModel):
     drain_income_kept_ratio: Decimal = Decimal("0.8")
     # A payer is regular (a salary, a pension) once it paid in this many of the last months.
     salary_months: int = 3
+    # A steady salary paid below this share of its usual amount twice running, a pay period
+    # apart: hours or pay cut (`income_fell`). Once is a month of sick leave or a short month.
+    income_fell_ratio: Decimal = Decimal("0.7")
     competitor_window_days: int = 7
     competitor_share: Decimal = Decimal("0.3")
     competitor_quiet_days: int = 30

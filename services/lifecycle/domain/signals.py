@@ -29,6 +29,8 @@ from services.lifecycle.domain.state import (
 
 # One-off payments stay out of the drain for as long as the 30-day maximum remembers them.
 _31_DAYS = timedelta(days=31)
+# Two payments of one payer closer than this are one pay period's (a salary paid in parts).
+_PAY_PERIOD = timedelta(days=20)
 
 
 def _signal_event(
@@ -228,6 +230,56 @@ def income_state(
         elif found == "unknown":
             found = "fallen"
     return found
+
+
+def check_income(
+    state: CustomerState,
+    payer_key: str,
+    previous_at: datetime | None,
+    previous_event_id: str | None,
+    event_id: str,
+    t: datetime,
+    rules: LifecycleRules,
+) -> list[Output]:
+    """After a payment of `payer_key` (already in its amounts): raise `income_fell` when a
+    regular payer (a salary: monthly, its earlier payments within a fifth of their median) paid
+    below `income_fell_ratio` of its usual amount twice running, a pay period apart; resolve it
+    when that payer pays the usual amount again (`drain_income_kept_ratio` of it). A relative's
+    occasional gifts of varying size are no salary."""
+    payer = state.payers[payer_key]
+    amounts = payer.amounts
+    open_signal = state.signals.get(SignalKind.INCOME_FELL)
+    if open_signal is not None:
+        if open_signal.evidence.get("payer") != payer_key:
+            return []
+        usual = Decimal(open_signal.evidence["usual_amount"])
+        if amounts[-1] >= usual * rules.drain_income_kept_ratio:
+            return resolve_signal(
+                state, SignalKind.INCOME_FELL, t, "the payer paid the usual amount again"
+            )
+        return []
+    earlier = amounts[:-2]
+    if (
+        len(earlier) < 2
+        or previous_at is None
+        or not _PAY_PERIOD <= t - previous_at <= rules.spans.salary_missing
+        or not payer.regular(rules.salary_months)
+    ):
+        return []
+    usual = usual_amount(earlier, upper=False)
+    steady = sum(1 for a in earlier if abs(a - usual) * 5 <= usual) >= 2
+    short = usual * rules.income_fell_ratio
+    if not steady or usual <= 0 or amounts[-2] >= short or amounts[-1] >= short:
+        return []
+    evidence = {
+        "payer": payer_key,
+        "usual_amount": money(usual),
+        "last_amounts": [money(amounts[-2]), money(amounts[-1])],
+        "share": f"{max(amounts[-2], amounts[-1]) / usual:.2f}",
+        "threshold": str(rules.income_fell_ratio),
+        "event_ids": [e for e in (previous_event_id, event_id) if e],
+    }
+    return raise_signal(state, SignalKind.INCOME_FELL, t, rules, evidence)
 
 
 def check_competitor_transfer(

@@ -5,7 +5,7 @@ is not inactivity, a relative's occasional gift is not a salary."""
 from __future__ import annotations
 
 from schemas.lifecycle import ChurnSignalChanged, SignalKind, Stage, StageChanged
-from tests.unit.lifecycle.test_rules import Customer, active_customer, other_bank
+from tests.unit.lifecycle.test_rules import T0, Customer, active_customer, other_bank
 
 
 def raised(c: Customer, kind: SignalKind) -> list[str]:
@@ -185,3 +185,50 @@ def test_a_january_bonus_among_the_first_payments_does_not_make_the_salaries_loo
             c.money("transfer.in", day - 0.5, salary[day], **payroll)
         c.money("card.payment", day, "1000.00")
     assert raised(c, SignalKind.BALANCE_DRAIN) == []
+
+
+def salaried(amounts: list[str]) -> Customer:
+    """A customer paid monthly by one employer, `amounts` in turn, spending modestly."""
+    c = active_customer()
+    c.money("deposit", 4, "40000.00")
+    for month, amount in enumerate(amounts):
+        payday = 10 + 30 * month
+        c.money(
+            "transfer.in", payday, amount, counterparty_key="payroll", counterparty=other_bank()
+        )
+        c.money("card.payment", payday + 5, "900.00")
+    return c
+
+
+def test_a_salary_cut_twice_running_raises_income_fell_at_the_second_short_payday() -> None:
+    c = salaried(["9000.00"] * 4 + ["3600.00", "3600.00"])
+    signals = [s for s in c.outputs if isinstance(s, ChurnSignalChanged)]
+    (fell,) = [s for s in signals if s.signal is SignalKind.INCOME_FELL]
+    assert (fell.type, fell.cause.value) == ("churn_signal.raised", "financial_distress")
+    assert (fell.occurred_at - T0).days == 10 + 30 * 5
+    assert fell.evidence["last_amounts"] == ["3600.00", "3600.00"]
+    assert fell.evidence["usual_amount"] == "9000.00"
+    assert fell.explanation is not None
+    assert fell.explanation["en"].startswith("The salary came short twice running")
+    assert fell.explanation["zh-CN"].startswith("工资连续两次减少")
+    # Alone, it puts the customer at risk, with the cause named.
+    assert c.stages()[-1][0] is Stage.AT_RISK
+
+
+def test_one_short_month_is_sick_leave_not_a_pay_cut() -> None:
+    c = salaried(["9000.00"] * 4 + ["3600.00", "9000.00", "9000.00"])
+    assert raised(c, SignalKind.INCOME_FELL) == []
+
+
+def test_the_usual_salary_again_resolves_income_fell() -> None:
+    c = salaried(["9000.00"] * 4 + ["3600.00", "3600.00", "8800.00"])
+    assert raised(c, SignalKind.INCOME_FELL) == ["raised", "resolved"]
+
+
+def test_a_relatives_gifts_of_varying_size_never_raise_income_fell() -> None:
+    c = active_customer()
+    family = other_bank("ICBC")
+    for day, amount in ((20, "2168.00"), (40, "783.00"), (47, "2321.00"), (80, "267.00")):
+        c.money("transfer.in", day, amount, counterparty_key="family", counterparty=family)
+    c.money("transfer.in", 110, "749.00", counterparty_key="family", counterparty=family)
+    assert raised(c, SignalKind.INCOME_FELL) == []
