@@ -159,8 +159,9 @@ class IdlePartitions:
                 continue  # behind: records to take first
             self.idle[partition] = arrived
             found.append(partition)
+        found.sort()  # the held set's order follows the string hash, which varies per process
         if found:
-            log.info("%s: partitions %s idle", self.topic, sorted(found))
+            log.info("%s: partitions %s idle", self.topic, found)
         return found
 
     async def _positions(
