@@ -48,13 +48,8 @@ from services.runtime.worker import CLEAN_STOP
 from services.simulator.simulate import simulate
 
 INPUT_CONSUMERS = ("lifecycle", "referral", "notify")
-# The workers measured alone on what the pipeline gave them (`Bench.alone_time`). Not notify
-# yet: given all six of its topics at once, its wait for profile facts fills a stream buffer,
-# and a full buffer stalls the worker's other topics, the input among them, until the wait
-# times out (docs/benchmarks.md, 2026-12-04, evening; it also waits for the lifecycle group,
-# which a run of its own would have to set at the input's end). In the pipeline its topics
-# come in step, and it keeps up.
-DOWNSTREAM = ("referral", "rewards")
+# The workers measured alone on what the pipeline gave them (`Bench.alone_time`).
+DOWNSTREAM = ("referral", "rewards", "notify")
 RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_lettered_total")
 # Where the lifecycle worker may keep its customers' states (services/lifecycle/config.py).
 STORES: tuple[str, ...] = get_args(TableStore)
@@ -258,6 +253,10 @@ class Bench:
         topics = [t.name for t in ALL_TOPICS if service in t.consumers]
         settings = self.settings.model_copy(update={"instance": instance})
         ends = asyncio.run(topic_ends(settings.bootstrap_list, topics))
+        if service == "notify":
+            # Notify reads a lead's tier once the lifecycle group has taken the input that far
+            # (services/notify/agents.py): in the pipeline it had taken all of it.
+            asyncio.run(self.start_groups_at_the_end(instance, ["lifecycle"]))
         with self.workers({service: 1}, instance) as processes:
             started = self.first_record(processes)
             return self.wait_committed(instance, [service], processes, ends) - started

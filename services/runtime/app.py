@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from schemas.account_events import AccountEvent
 from schemas.envelope import RapportEvent
 from schemas.topics import ACCOUNT_EVENTS, TopicSpec
-from services.runtime import faust_fixes, tracing
+from services.runtime import faust_fixes, faust_flow, tracing
 from services.runtime.codec import (
     Rejection,
     RejectReason,
@@ -83,6 +83,8 @@ def create_app(
         "broker_session_timeout": settings.consumer_session_timeout_seconds,
         "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout_seconds / 3),
         "broker_credentials": kafka_security().faust_credentials(),
+        # Bounded polls, and a full stream buffer throttling its whole topic.
+        **faust_flow.install(),
     }
     options.update(overrides)
     app = faust.App(settings.app_id(service), **options)

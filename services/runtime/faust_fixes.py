@@ -35,8 +35,9 @@ last (aiokafka fetches up to 1 MiB of a partition at once, a whole test partitio
 arrives, and the worker holds the partition without taking it while its other topics go on.
 `HandledOffsets.check_stalled`, run every few seconds, seeks back a partition that has records
 past the one due but has given none for a while, whether or not a later one ever comes. A
-partition only slowed down (records waiting behind a full buffer of another topic) is sought
-back needlessly: its records then come twice, and the second copies are passed over.
+partition faust holds back while its agent's buffer is full is left alone; one only slowed
+down otherwise is sought back needlessly: its records then come twice, and the second copies
+are passed over.
 
 Seeks run on the consumer's thread. faust's `Consumer.seek` calls aiokafka from the event
 loop's thread while the aiokafka consumer runs on faust's consumer thread: it deleted fetched
@@ -141,7 +142,13 @@ class HandledOffsets:
             assigned = [tp for tp in consumer.assignment() if tp.topic in self.topics]
         except (KafkaError, NotReady):
             return  # the consumer is not running (starting, or stopping)
+        held_back: set[Any] = getattr(consumer, "_buffered_partitions", set())
         for tp in assigned:
+            if tp in held_back:
+                # faust holds it back for its agent's full buffer (services/runtime/faust_flow.py):
+                # nothing was dropped, and its quiet time starts once it is fetched again.
+                self._arrived[tp] = now
+                continue
             last = self._arrived.setdefault(tp, now)
             if now - last < _STALLED_AFTER_SECONDS:
                 continue

@@ -42,6 +42,7 @@ class FakeConsumer:
     def __init__(self, kafka: FakeKafka) -> None:
         self._thread = kafka
         self.ends: dict[int, int] = {}
+        self._buffered_partitions: set[TP] = set()
 
     @property
     def seeks(self) -> list[tuple[str, int]]:
@@ -143,3 +144,26 @@ async def test_a_partition_handled_to_its_end_is_left_alone(monkeypatch: Any) ->
     clock[0] += 60
     await offsets.check_stalled()
     assert consumer.seeks == []
+
+
+async def test_a_partition_held_back_for_a_full_buffer_is_left_alone(monkeypatch: Any) -> None:
+    """Its agent is busy or waiting (services/runtime/faust_flow.py): nothing was dropped."""
+    offsets, consumer = handled_offsets({})
+    offsets.topics.add("t")
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    tp = TP("t", 0)
+    consumer.ends = {0: 40}
+    offsets.next[tp] = 30
+    consumer._buffered_partitions.add(tp)
+    await offsets.check_stalled()
+    clock[0] += 60
+    await offsets.check_stalled()
+    assert consumer.seeks == []
+    consumer._buffered_partitions.clear()  # fetched again: its quiet time starts now
+    clock[0] += faust_fixes._STALLED_AFTER_SECONDS - 1
+    await offsets.check_stalled()
+    assert consumer.seeks == []
+    clock[0] += 2
+    await offsets.check_stalled()
+    assert consumer.seeks == [(tp, 30)]
