@@ -34,7 +34,7 @@ from schemas.topics import (
     STAGE_CHANGED,
     TopicSpec,
 )
-from services.notify import metrics, store
+from services.notify import metrics, service
 from services.notify.config import SERVICE, NotifySettings
 from services.notify.delivery import deliver
 from services.notify.domain import profiles_read
@@ -259,7 +259,11 @@ class Notify:
         crash in between re-sends the same outputs on redelivery: the store keeps them with
         the event, and consumers dedupe by event_id)."""
         results = await asyncio.to_thread(
-            store.apply_all, self.url, [event for event, _ in taken], self.rules, datetime.now(UTC)
+            service.apply_all,
+            self.url,
+            [event for event, _ in taken],
+            self.rules,
+            datetime.now(UTC),
         )
         for (_, message), result in zip(taken, results, strict=True):
             if isinstance(result, Exception):
@@ -306,7 +310,7 @@ class Webhooks:
         metrics.DELIVERIES.labels(event.channel.value, result.status).inc()
         if event.type == "notification.scheduled":
             await asyncio.to_thread(
-                store.record_delivery,
+                service.record_delivery,
                 self.url,
                 event.notification_id,
                 result.status,

@@ -14,11 +14,12 @@ from pydantic import BaseModel, Field
 from schemas.account_events import ID_PATTERN
 from schemas.notify import RmTaskChanged, TaskKind
 from schemas.topics import RM_TASKS
-from services.notify import store
+from services.notify import read_model, service
 from services.notify.config import NotifySettings
 from services.notify.domain import Profile
 from services.notify.metrics import intervention_samples, task_samples
-from services.notify.store import NotificationView, Preferences, TaskSummary, UpliftCell
+from services.notify.read_model import NotificationView, TaskSummary, UpliftCell
+from services.notify.service import Preferences
 from services.runtime.auth import Principal, Role, assigned_rm, customer_reader, require, rm_scope
 from services.runtime.codec import encode
 from services.runtime.metrics import read_model_gauge
@@ -41,14 +42,14 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         "rapport_notify_rm_tasks_by_status",
         "RM tasks by status (open, queued, closed), and open tasks past due (overdue).",
         ["status"],
-        task_samples(lambda: store.task_summary(url, datetime.now(UTC))),
+        task_samples(lambda: read_model.task_summary(url, datetime.now(UTC))),
     )
     read_model_gauge(
         "rapport_notify_interventions",
         "At-risk customers with a known outcome, by tier, cause, group (treated, holdout) and "
         "outcome (retained, lost).",
         ["tier", "cause", "group", "outcome"],
-        intervention_samples(partial(store.uplift, url)),
+        intervention_samples(partial(read_model.uplift, url)),
     )
     router = APIRouter(tags=["notify"])
     for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL))
@@ -60,7 +61,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     )
     async def preferences(customer_id: CustomerId, body: Preferences) -> Profile:
         return await asyncio.to_thread(
-            store.set_preferences, url, customer_id, body, datetime.now(UTC)
+            service.set_preferences, url, customer_id, body, datetime.now(UTC)
         )
 
     @router.get(
@@ -71,7 +72,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def notifications(
         customer_id: CustomerId, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[NotificationView]:
-        return await asyncio.to_thread(store.notifications, url, customer_id, limit)
+        return await asyncio.to_thread(read_model.notifications, url, customer_id, limit)
 
     @router.get(
         "/rm/{rm_id}/tasks",
@@ -90,7 +91,9 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     ) -> list[RmTaskChanged]:
         rm_scope(principal, rm_id, f"the task list of {rm_id!r}")
         budget = None if all_leads else rules
-        return await asyncio.to_thread(store.tasks_of, url, rm_id, include_closed, budget, kind)
+        return await asyncio.to_thread(
+            read_model.tasks_of, url, rm_id, include_closed, budget, kind
+        )
 
     @router.post(
         "/tasks/{task_id}/outcome",
@@ -101,12 +104,12 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def outcome(
         task_id: Annotated[str, Path(max_length=64)], body: OutcomeRequest, principal: RmCaller
     ) -> list[RmTaskChanged]:
-        assignee = await asyncio.to_thread(store.task_assignee, url, task_id)
+        assignee = await asyncio.to_thread(read_model.task_assignee, url, task_id)
         if assignee is None:
             raise HTTPException(404, detail=f"no task {task_id!r}")
         rm_scope(principal, assignee, f"task {task_id!r}")
         changed = await asyncio.to_thread(
-            store.record_outcome, url, task_id, body.outcome, body.note, datetime.now(UTC)
+            service.record_outcome, url, task_id, body.outcome, body.note, datetime.now(UTC)
         )
         if changed is None:
             raise HTTPException(404, detail=f"no task {task_id!r}")
@@ -122,7 +125,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         dependencies=[Depends(require(Role.OPS))],
     )
     async def summary() -> TaskSummary:
-        return await asyncio.to_thread(store.task_summary, url, datetime.now(UTC))
+        return await asyncio.to_thread(read_model.task_summary, url, datetime.now(UTC))
 
     @router.get(
         "/interventions/uplift",
@@ -130,6 +133,6 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         dependencies=[Depends(require(Role.OPS))],
     )
     async def uplift() -> list[UpliftCell]:
-        return await asyncio.to_thread(store.uplift, url)
+        return await asyncio.to_thread(read_model.uplift, url)
 
     return [router]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from prometheus_client import Counter
 
 from schemas.notify import NotificationChanged, RmTaskChanged
-from services.notify.store import TaskSummary, UpliftCell
+from services.notify.read_model import TaskSummary, UpliftCell
 from services.runtime.metrics import Samples
 
 NOTIFICATIONS = Counter(

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from schemas.notify import Priority, RmTaskChanged
-from services.notify import store
+from services.notify import read_model, service
 from services.runtime import db
 from services.runtime.auth import assigned_rm
 from services.runtime.codec import encode
@@ -66,8 +66,8 @@ def test_notify_profiles_survive_the_move_to_a_history_of_changes(database_url: 
     db.upgrade(database_url)
     assert "notify_profiles" not in inspect(db.get_engine(database_url)).get_table_names()
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    profile = store.set_preferences(
-        database_url, "C9", store.Preferences(time_zone="Europe/London"), now - timedelta(days=1)
+    profile = service.set_preferences(
+        database_url, "C9", service.Preferences(time_zone="Europe/London"), now - timedelta(days=1)
     )
     assert (profile.locale, profile.rm_id, profile.time_zone) == ("en", "RM3", "Europe/London")
     assert profile.consent == {"sms": False} and profile.opted_out == []
@@ -108,6 +108,9 @@ def test_tasks_stored_before_their_kind_was_get_it_and_filter_by_it(database_url
                 {"task_id": task_id, "at": at, "due": task.due_at, "task": encode(task)},
             )
     db.upgrade(database_url)
-    retention = store.tasks_of(database_url, "RM1", False, kind="retention_call")
+    retention = read_model.tasks_of(database_url, "RM1", False, kind="retention_call")
     assert [t.task_id for t in retention] == ["T-retain"]
-    assert {t.task_id for t in store.tasks_of(database_url, "RM1", False)} == {"T-retain", "T-lead"}
+    assert {t.task_id for t in read_model.tasks_of(database_url, "RM1", False)} == {
+        "T-retain",
+        "T-lead",
+    }

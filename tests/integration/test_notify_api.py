@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from schemas.lifecycle import Stage, Tier
-from services.notify import store
+from services.notify import service
 from services.notify.domain import NotifyRules
 from services.runtime import db
 from services.runtime.api import load_api
@@ -42,9 +42,9 @@ def test_preferences_tasks_outcomes_and_uplift(topics: LocalBroker, tmp_path: Pa
     ]
 
     customer = treated("A")
-    store.apply(url, stage(customer, Stage.AT_RISK, NIGHT, Tier.HNW), NotifyRules(), NOW)
+    service.apply(url, stage(customer, Stage.AT_RISK, NIGHT, Tier.HNW), NotifyRules(), NOW)
     london_night = datetime(2026, 3, 10, 22, 0, tzinfo=UTC)  # 22:00 in London: quiet hours
-    store.apply(url, stage("C1", Stage.GROWTH, london_night), NotifyRules(), NOW)
+    service.apply(url, stage("C1", Stage.GROWTH, london_night), NotifyRules(), NOW)
     (note,) = client.get("/customers/C1/notifications").json()
     assert (note["status"], note["deferred"], note["channel"]) == ("scheduled", True, "push")
 
@@ -64,8 +64,8 @@ def test_an_rm_sees_their_own_tasks_and_customers_only(topics: LocalBroker, tmp_
     rules = NotifyRules()
     mine, theirs = treated("M"), treated("T")
     for customer, rm in ((mine, "RM001"), (theirs, "RM002")):
-        store.apply(url, profile_update(customer, rm_id=rm), rules, NOW)  # type: ignore[arg-type]
-        store.apply(url, stage(customer, Stage.AT_RISK, NIGHT, Tier.HNW), rules, NOW)
+        service.apply(url, profile_update(customer, rm_id=rm), rules, NOW)  # type: ignore[arg-type]
+        service.apply(url, stage(customer, Stage.AT_RISK, NIGHT, Tier.HNW), rules, NOW)
     client = TestClient(load_api("notify", settings), headers=RM1)
 
     (task,) = client.get("/rm/RM001/tasks").json()

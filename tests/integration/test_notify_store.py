@@ -21,9 +21,9 @@ from schemas.lifecycle import (
 )
 from schemas.notify import Channel, NotificationChanged, RmTaskChanged
 from schemas.rewards import EntryKind, LedgerEntryBooked
-from services.notify import store
+from services.notify import read_model, service, store
 from services.notify.domain import NotifyRules, in_holdout
-from services.notify.store import Preferences
+from services.notify.service import Preferences
 from services.runtime import db
 
 RULES = NotifyRules()
@@ -95,8 +95,8 @@ def profile_update(customer: str, **profile: object) -> object:
 
 def test_deferred_retention_message_is_cancelled_when_the_signal_resolves(url: str) -> None:
     customer = treated("M")
-    store.apply(url, profile_update(customer, locale="en", time_zone="Asia/Shanghai"), RULES, NOW)  # type: ignore[arg-type]
-    (message,) = store.apply(url, stage(customer, Stage.AT_RISK, NIGHT), RULES, NOW)
+    service.apply(url, profile_update(customer, locale="en", time_zone="Asia/Shanghai"), RULES, NOW)  # type: ignore[arg-type]
+    (message,) = service.apply(url, stage(customer, Stage.AT_RISK, NIGHT), RULES, NOW)
     assert isinstance(message, NotificationChanged) and message.deferred
     assert message.locale == "en" and message.template == "retention_offer"
     resolved = ChurnSignalChanged(
@@ -112,13 +112,13 @@ def test_deferred_retention_message_is_cancelled_when_the_signal_resolves(url: s
         tier=Tier.MASS,
         evidence={},
     )
-    (cancelled,) = store.apply(url, resolved, RULES, NOW)
+    (cancelled,) = service.apply(url, resolved, RULES, NOW)
     assert isinstance(cancelled, NotificationChanged)
     assert (cancelled.type, cancelled.notification_id) == (
         "notification.cancelled",
         message.notification_id,
     )
-    assert [n.status for n in store.notifications(url, customer, 10)] == ["cancelled"]
+    assert [n.status for n in read_model.notifications(url, customer, 10)] == ["cancelled"]
 
 
 def resolution_of(customer: str, at: datetime) -> ChurnSignalChanged:
@@ -146,14 +146,14 @@ def test_cancellation_depends_on_event_times_not_on_which_topic_came_first(
     after the message was triggered and before it goes out (8:00) cancels it, either way, with
     the same cancellation; one before the trigger or after the message went out does not."""
     customer = treated("M")
-    store.apply(url, profile_update(customer, locale="en", time_zone="Asia/Shanghai"), RULES, NOW)  # type: ignore[arg-type]
+    service.apply(url, profile_update(customer, locale="en", time_zone="Asia/Shanghai"), RULES, NOW)  # type: ignore[arg-type]
     events: list[store.NotifyInput] = [
         stage(customer, Stage.AT_RISK, NIGHT),
         resolution_of(customer, NIGHT + timedelta(hours=resolved_after)),
     ]
     if resolution_first:
         events.reverse()
-    outputs = [o for e in events for o in store.apply(url, e, RULES, NOW)]
+    outputs = [o for e in events for o in service.apply(url, e, RULES, NOW)]
     (message,) = [o for o in outputs if o.type == "notification.scheduled"]
     assert isinstance(message, NotificationChanged) and message.deferred
     cancellations = [o for o in outputs if o.type == "notification.cancelled"]
@@ -167,21 +167,21 @@ def test_cancellation_depends_on_event_times_not_on_which_topic_came_first(
         "occurred_at": NIGHT + timedelta(hours=resolved_after),
         "source_event_id": events[int(not resolution_first)].event_id,
     }
-    assert [n.status for n in store.notifications(url, customer, 10)] == ["cancelled"]
+    assert [n.status for n in read_model.notifications(url, customer, 10)] == ["cancelled"]
 
 
 def test_a_redelivered_event_gives_the_same_outputs_and_decides_nothing_new(url: str) -> None:
     event = stage("C1", Stage.GROWTH, NIGHT)
-    first = store.apply(url, event, RULES, NOW)
-    assert store.apply(url, event, RULES, NOW) == first
-    assert len(store.notifications(url, "C1", 10)) == 1
+    first = service.apply(url, event, RULES, NOW)
+    assert service.apply(url, event, RULES, NOW) == first
+    assert len(read_model.notifications(url, "C1", 10)) == 1
 
 
 def test_caps_and_opt_outs_hold_across_events(url: str) -> None:
-    store.set_preferences(url, "C2", Preferences(opted_out=[Channel.PUSH]), NOW)
+    service.set_preferences(url, "C2", Preferences(opted_out=[Channel.PUSH]), NOW)
     day = datetime(2026, 3, 10, 3, 0, tzinfo=UTC)
     outputs = [
-        store.apply(url, credit("C2", n, day + timedelta(minutes=n)), RULES, NOW)[0]
+        service.apply(url, credit("C2", n, day + timedelta(minutes=n)), RULES, NOW)[0]
         for n in range(7)
     ]
     kinds = [(o.type, o.reason_code) for o in outputs if isinstance(o, NotificationChanged)]
@@ -196,19 +196,20 @@ def test_hnw_tasks_go_to_the_rm_and_queue_past_capacity(url: str) -> None:
     rules = NotifyRules(rm_daily_capacity=2)
     customers = [treated(f"H{n}-") for n in range(3)]
     for c in customers:
-        store.apply(url, profile_update(c, rm_id="RM1"), rules, NOW)  # type: ignore[arg-type]
+        service.apply(url, profile_update(c, rm_id="RM1"), rules, NOW)  # type: ignore[arg-type]
     tasks = [
-        store.apply(url, stage(c, Stage.AT_RISK, NIGHT, Tier.HNW), rules, NOW)[0] for c in customers
+        service.apply(url, stage(c, Stage.AT_RISK, NIGHT, Tier.HNW), rules, NOW)[0]
+        for c in customers
     ]
     assert [t.status for t in tasks if isinstance(t, RmTaskChanged)] == ["open", "open", "queued"]
-    listed = store.tasks_of(url, "RM1", include_closed=False)
+    listed = read_model.tasks_of(url, "RM1", include_closed=False)
     assert [t.status for t in listed] == ["open", "open", "queued"]
-    changed = store.record_outcome(url, listed[0].task_id, "retained", "kept the deposit", NOW)
+    changed = service.record_outcome(url, listed[0].task_id, "retained", "kept the deposit", NOW)
     assert changed is not None
     closed, released = changed
     assert (closed.status, closed.outcome) == ("closed", "retained")
     assert (released.type, released.task_id) == ("rm_task.released", listed[2].task_id)
-    summary = store.task_summary(url, NOW)
+    summary = read_model.task_summary(url, NOW)
     assert summary.by_assignee["RM1"] == {"closed": 1, "open": 2}
     assert summary.outcomes == {"retained": 1}
 
@@ -216,14 +217,14 @@ def test_hnw_tasks_go_to_the_rm_and_queue_past_capacity(url: str) -> None:
 def test_uplift_compares_treated_and_holdout_customers(url: str) -> None:
     treated_customer, holdout_customer = treated("U"), held_out("U")
     for c in (treated_customer, holdout_customer):
-        store.apply(url, stage(c, Stage.AT_RISK, NIGHT), RULES, NOW)
-    store.apply(
+        service.apply(url, stage(c, Stage.AT_RISK, NIGHT), RULES, NOW)
+    service.apply(
         url, stage(treated_customer, Stage.GROWTH, NIGHT + timedelta(days=20), n=1), RULES, NOW
     )
-    store.apply(
+    service.apply(
         url, stage(holdout_customer, Stage.CHURNED, NIGHT + timedelta(days=40), n=1), RULES, NOW
     )
-    (cell,) = store.uplift(url)
+    (cell,) = read_model.uplift(url)
     assert (cell.tier, cell.cause) == ("mass", "competitor_attraction")
     assert (cell.treated, cell.treated_retention, cell.holdout, cell.holdout_retention) == (
         1,
@@ -240,27 +241,25 @@ def test_a_batch_decides_as_one_event_at_a_time_and_undoes_only_a_failed_event(
     events = [stage(f"B{n}", Stage.GROWTH, NIGHT) for n in range(3)] + [
         credit("B0", 0, NIGHT + timedelta(days=1))
     ]
-    decide = store._decide
+    decide = service._decide
 
-    def failing_on_b1(
-        session: object, profiles: object, event: object, rules: NotifyRules
-    ) -> object:
-        outputs = decide(session, profiles, event, rules)  # type: ignore[arg-type]
+    def failing_on_b1(profiles: object, event: object, rules: NotifyRules) -> object:
+        outputs = decide(profiles, event, rules)  # type: ignore[arg-type]
         if getattr(event, "customer_id", None) == "B1":
             raise ValueError("a rule failed")
         return outputs
 
-    monkeypatch.setattr(store, "_decide", failing_on_b1)
-    results = store.apply_all(url, events, RULES, NOW)
+    monkeypatch.setattr(service, "_decide", failing_on_b1)
+    results = service.apply_all(url, events, RULES, NOW)
     assert [isinstance(r, ValueError) for r in results] == [False, True, False, False]
     # B1's notification was undone with its event; the others are kept, and B1 is taken
     # afresh when it comes again.
-    assert store.notifications(url, "B1", 10) == []
-    assert len(store.notifications(url, "B0", 10)) == 2
-    monkeypatch.setattr(store, "_decide", decide)
-    again = store.apply_all(url, events, RULES, NOW)
+    assert read_model.notifications(url, "B1", 10) == []
+    assert len(read_model.notifications(url, "B0", 10)) == 2
+    monkeypatch.setattr(service, "_decide", decide)
+    again = service.apply_all(url, events, RULES, NOW)
     assert again[0] == results[0] and again[2:] == results[2:]
-    assert isinstance(again[1], list) and len(store.notifications(url, "B1", 10)) == 1
+    assert isinstance(again[1], list) and len(read_model.notifications(url, "B1", 10)) == 1
 
 
 def test_a_batch_decides_with_the_profile_changes_made_before_in_it(
@@ -275,24 +274,24 @@ def test_a_batch_decides_with_the_profile_changes_made_before_in_it(
         profile_update("L2", locale="en"),
         stage("L2", Stage.GROWTH, NIGHT),
     ]
-    results = store.apply_all(url, events, RULES, NOW)  # type: ignore[arg-type]
+    results = service.apply_all(url, events, RULES, NOW)  # type: ignore[arg-type]
     locales = [o.locale for r in results if isinstance(r, list) for o in r]
     assert locales == ["en", "en"]
-    update = store._update_profile
+    update = service._update_profile
 
     def failing_on_l4(profiles: object, event: object) -> None:
         update(profiles, event)  # type: ignore[arg-type]
         if getattr(event, "customer_id", None) == "L4":
             raise ValueError("a rule failed")
 
-    monkeypatch.setattr(store, "_update_profile", failing_on_l4)
+    monkeypatch.setattr(service, "_update_profile", failing_on_l4)
     events = [
         profile_update("L3", locale="en"),
         profile_update("L4", locale="en"),
         stage("L4", Stage.GROWTH, NIGHT),
         stage("L3", Stage.GROWTH, NIGHT),
     ]
-    results = store.apply_all(url, events, RULES, NOW)  # type: ignore[arg-type]
+    results = service.apply_all(url, events, RULES, NOW)  # type: ignore[arg-type]
     assert isinstance(results[1], ValueError)
     (l4,), (l3,) = results[2], results[3]
     assert isinstance(l4, NotificationChanged) and isinstance(l3, NotificationChanged)
@@ -342,11 +341,11 @@ def test_a_batch_decides_what_its_events_decide_one_at_a_time(
         db.upgrade(url)
         outputs: list[object] = []
         for i in range(0, len(events), batch):
-            results = store.apply_all(url, events[i : i + batch], RULES, NOW)  # type: ignore[arg-type]
+            results = service.apply_all(url, events[i : i + batch], RULES, NOW)  # type: ignore[arg-type]
             for result in results:
                 assert isinstance(result, list), result
                 outputs += result
-        return outputs, store.uplift(url)
+        return outputs, read_model.uplift(url)
 
     one_by_one = decided(1)
     kinds = {(o.type, getattr(o, "reason_code", None)) for o in one_by_one[0]}  # type: ignore[attr-defined]

@@ -19,8 +19,8 @@ import orjson
 from schemas.lifecycle import Stage, Tier
 from schemas.notify import Channel
 from schemas.topics import NOTIFICATIONS, RM_TASKS, STAGE_CHANGED
-from services.notify import store
-from services.notify.store import Preferences
+from services.notify import read_model, service
+from services.notify.service import Preferences
 from services.runtime import db
 from services.runtime.broker import LocalBroker
 from services.runtime.codec import encode
@@ -56,7 +56,7 @@ def test_at_risk_customers_get_a_message_or_an_rm_task_by_tier(
     mass, hnw = treated(f"{run}-M"), treated(f"{run}-H")
     url = f"sqlite:///{tmp_path / 'notify.db'}"
     db.upgrade(url)
-    store.set_preferences(url, mass, Preferences(locale="en"), NOW)
+    service.set_preferences(url, mass, Preferences(locale="en"), NOW)
     env = {**service_env(topics, rapport_home), "DATABASE_URL": url}
     marks = {t: end_offsets(topics.bootstrap, t) for t in (NOTIFICATIONS.name, RM_TASKS.name)}
 
@@ -137,7 +137,7 @@ def test_webhook_delivery_records_sent_and_dead_letters_what_never_got_through(
     app_user, sms_user = f"{run}-P", f"{run}-S"
     url = f"sqlite:///{tmp_path / 'notify.db'}"
     db.upgrade(url)
-    store.set_preferences(url, sms_user, Preferences(opted_out=[Channel.PUSH]), NOW)
+    service.set_preferences(url, sms_user, Preferences(opted_out=[Channel.PUSH]), NOW)
     push, sms = Receiver([200]), Receiver([503])
     env = {
         **service_env(topics, rapport_home),
@@ -151,7 +151,7 @@ def test_webhook_delivery_records_sent_and_dead_letters_what_never_got_through(
     dead_marks = end_offsets(topics.bootstrap, NOTIFICATIONS.dlq)
 
     def delivered() -> dict[str, list[str]] | None:
-        found = {c: store.notifications(url, c, 5) for c in (app_user, sms_user)}
+        found = {c: read_model.notifications(url, c, 5) for c in (app_user, sms_user)}
         if not all(found.values()) or any(
             n.status == "scheduled" for views in found.values() for n in views
         ):
@@ -170,7 +170,7 @@ def test_webhook_delivery_records_sent_and_dead_letters_what_never_got_through(
         push.server.shutdown()
         sms.server.shutdown()
     assert statuses == {app_user: ["sent"], sms_user: ["failed"]}
-    (failed,) = store.notifications(url, sms_user, 5)
+    (failed,) = read_model.notifications(url, sms_user, 5)
     assert (failed.delivery_attempts, failed.delivery_error) == (2, "HTTP 503")
     dead = [
         d

@@ -45,7 +45,7 @@ from services.notify.domain import (
     schedule,
 )
 from services.notify.locales import language_and_script, template_locale
-from services.notify.store import Preferences
+from services.notify.service import Preferences
 from services.notify.templates import RETENTION_OFFERS, TEMPLATES
 from services.runtime.api import load_api
 from services.runtime.settings import RuntimeSettings
