@@ -105,14 +105,17 @@ class RunningWorker:
 
 
 @contextmanager
-def worker(service: str, env: dict[str, str], log_dir: Path) -> Iterator[RunningWorker]:
-    """Start `rapport worker <service>`, wait for its metrics endpoint, stop it afterwards."""
+def worker(
+    service: str, env: dict[str, str], log_dir: Path, command: list[str] | None = None
+) -> Iterator[RunningWorker]:
+    """Start `rapport worker <service>` (or `python -m` `command`, an app in the service's
+    place), wait for its metrics endpoint, stop it afterwards."""
     log = log_dir / f"worker-{service}-{env['RAPPORT_INSTANCE']}.log"
     index = ("lifecycle", "referral", "rewards", "notify").index(service) + 1
     url = f"http://127.0.0.1:{int(env['RAPPORT_METRICS_PORT_BASE']) + index}/metrics"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.runtime.cli", "worker", service],
+            [sys.executable, "-m", *(command or ["services.runtime.cli", "worker", service])],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

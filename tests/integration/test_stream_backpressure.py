@@ -7,9 +7,6 @@ commits the end of either topic."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.runtime.broker import LocalBroker
 from services.runtime.settings import RuntimeSettings
-from tests.integration.stack import committed_offsets, produce, service_env
+from tests.integration.stack import committed_offsets, produce, service_env, worker
 
 # Far more than a stream buffer (4,096) and the batch its agent holds (1,000), and more than one
 # fetch of a partition brings (1 MiB: about 15,000 of these records).
@@ -48,31 +45,20 @@ def test_an_agent_waiting_for_another_topic_does_not_stop_the_worker(
     produce(topics.bootstrap, facts, ((None, b"f%05d" % n) for n in range(FACTS)))
     env = service_env(topics, rapport_home)
     group = RuntimeSettings(instance=env["RAPPORT_INSTANCE"]).app_id("notify")
-    log = tmp_path / "waiting-app.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.waiting_app", facts, str(FACTS), derived],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    app = ["tests.integration.waiting_app", facts, str(FACTS), derived]
+    with worker("notify", env, tmp_path, command=app) as running:
         deadline = time.monotonic() + 120
         taken: tuple[int, int] = (0, 0)
         while taken != (FACTS, DERIVED):
-            assert process.poll() is None, f"worker exited:\n{log.read_text()[-3000:]}"
+            assert running.process.poll() is None, (
+                f"worker exited:\n{running.log.read_text()[-3000:]}"
+            )
             assert time.monotonic() < deadline, (
                 f"after 120 s the worker had committed {taken[0]:,} of {FACTS:,} facts and "
-                f"{taken[1]:,} of {DERIVED:,} derived records:\n{log.read_text()[-3000:]}"
+                f"{taken[1]:,} of {DERIVED:,} derived records:\n{running.log.read_text()[-3000:]}"
             )
             time.sleep(1)
             taken = (
                 committed_offsets(topics.bootstrap, group, facts).get(0, 0),
                 committed_offsets(topics.bootstrap, group, derived).get(0, 0),
             )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
