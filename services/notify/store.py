@@ -291,10 +291,6 @@ class Facts:
             if row.outcome is None and db.as_utc(row.at) < before
         ]
 
-    def has_open_intervention(self, customer_id: str) -> bool:
-        self._known(customer_id)
-        return any(row.outcome is None for row in self.interventions[customer_id])
-
     def has_intervention(self, customer_id: str, at: datetime) -> bool:
         self._known(customer_id)
         return any(db.as_utc(row.at) == at for row in self.interventions[customer_id])
