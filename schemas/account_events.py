@@ -598,3 +598,21 @@ def parse_account_event(data: object) -> AccountEvent:
 def account_event_key(customer_id: str) -> bytes:
     """The Kafka key of `bank.account-events.v1`: the customer id in UTF-8."""
     return customer_id.encode("utf-8")
+
+
+# Where a record sits in `bank.account-events.v1`: (partition, offset).
+Position = tuple[int, int]
+
+
+def is_redelivery(applied: Position | None, position: Position | None) -> bool:
+    """Whether a customer's event at `position` is one already applied, the last applied being
+    at `applied`: the topic is keyed by customer, so a customer's events come in offset order
+    on one partition, and one at or before the last applied is the same record again (a
+    redelivery after a crash or a rebalance), however many events came in between. Positions
+    in another partition (the topic's partitions were added to) say nothing."""
+    return (
+        applied is not None
+        and position is not None
+        and applied[0] == position[0]
+        and position[1] <= applied[1]
+    )

@@ -92,7 +92,7 @@ class Lifecycle:
         return self.signal_topic
 
     async def handle(self, event: AccountEvent, message: Any) -> None:
-        processed = await self.service.handle(event, message.partition)
+        processed = await self.service.handle(event, message.partition, message.offset)
         if processed.duplicate:
             metrics.DUPLICATES.inc()
         if processed.late:

@@ -222,10 +222,14 @@ class LifecycleService:
             return None
         return _now(clock, self.lateness)
 
-    async def handle(self, event: AccountEvent, partition: int) -> Processed:
-        """Apply one event, then wake the customers whose deadlines the clock has passed."""
+    async def handle(
+        self, event: AccountEvent, partition: int, offset: int | None = None
+    ) -> Processed:
+        """Apply one event, then wake the customers whose deadlines the clock has passed.
+        `offset`: the record's, so that a redelivery is known however long ago the event was
+        applied (None: duplicates are known by their ids only)."""
         async with self._lock(partition):
-            return await self._handle(event, partition)
+            return await self._handle(event, partition, offset)
 
     async def follow(
         self, partition: int, target: datetime, still_idle: Callable[[], bool]
@@ -269,7 +273,7 @@ class LifecycleService:
                 await self.publish(outputs)
                 self._save(state, partition, today - 1)
 
-    async def _handle(self, event: AccountEvent, partition: int) -> Processed:
+    async def _handle(self, event: AccountEvent, partition: int, offset: int | None) -> Processed:
         clock_key = _CLOCK.format(partition=partition)
         clock = orjson.loads(self.store.get(clock_key) or b"{}")
         newest = event.occurred_at
@@ -291,6 +295,7 @@ class LifecycleService:
             self.rules,
             pseudonyms(event, self.secret),
             owned=True,
+            position=None if offset is None else (partition, offset),
         )
         if not outcome.duplicate:
             # Outputs are delivered before the state that remembers the event: a crash in between

@@ -110,7 +110,7 @@ class Referral:
         return await asyncio.to_thread(read_model.find_code, self.database_url, code)
 
     async def on_account_event(self, event: AccountEvent, message: Any) -> None:
-        await self.service.handle_account_event(event, message.partition)
+        await self.service.handle_account_event(event, message.partition, message.offset)
 
     async def on_link(self, record: LinkRecord, message: Any) -> None:
         await self.service.handle_link_record(record, message.partition)

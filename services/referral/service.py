@@ -24,6 +24,7 @@ from schemas.account_events import (
     INCOME_PURPOSES,
     AccountEvent,
     CustomerUpdated,
+    Position,
     TransferIn,
     TransferOut,
     is_customer_initiated,
@@ -149,7 +150,7 @@ class ReferralService:
         raw = self.counterparties.get(key)
         return None if raw is None else CounterpartyState.model_validate_json(raw)
 
-    def movement(self, event: AccountEvent) -> Movement:
+    def movement(self, event: AccountEvent, position: Position | None = None) -> Movement:
         """What the rules need of an account event, with counterparties keyed: the raw
         account number of another bank goes no further than this function."""
         key = own_account = kind = name = holder = None
@@ -191,10 +192,15 @@ class ReferralService:
             income=income,
             initiated=is_customer_initiated(event),
             hashes=hashes,
+            position=position,
         )
 
-    async def handle_account_event(self, event: AccountEvent, partition: int) -> None:
-        movement = self.movement(event)
+    async def handle_account_event(
+        self, event: AccountEvent, partition: int, offset: int | None = None
+    ) -> None:
+        """`offset`: the record's, so that a redelivery is known however long ago the event
+        was applied (None: no position, duplicates are known by their ids only)."""
+        movement = self.movement(event, None if offset is None else (partition, offset))
 
         async def work() -> None:
             code = None

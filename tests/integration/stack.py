@@ -320,3 +320,37 @@ def wait_until_consumed(
 def records_since(bootstrap: str, topic: str, marks: dict[int, int]) -> list[Consumed]:
     """The records of a topic at or after the given offsets."""
     return [r for r in read_all(bootstrap, topic) if r.offset >= marks.get(r.partition, 0)]
+
+
+def assert_same_events(
+    reference: dict[str, dict[str, Any]],
+    got: dict[str, dict[str, Any]],
+    of: str = "a reference run",
+) -> None:
+    """Events by event id: nothing lost, nothing extra, every one the same; a failure names the
+    events and the fields that differ (a whole-dict diff of hundreds of events hides them)."""
+
+    def named(event: dict[str, Any]) -> str:
+        who = event.get("customer_id") or event.get("referee") or event.get("referral_id")
+        return f"{event['type']} {who} {event.get('occurred_at')}"
+
+    missing = sorted(reference.keys() - got.keys())
+    extra = sorted(got.keys() - reference.keys())
+    assert not missing, f"{len(missing)} events of {of} lost, e.g. " + "; ".join(
+        named(reference[k]) for k in missing[:8]
+    )
+    assert not extra, f"{len(extra)} events {of} does not make, e.g. " + "; ".join(
+        named(got[k]) for k in extra[:8]
+    )
+
+    def difference(k: str) -> str:
+        was, now = reference[k], got[k]
+        fields = sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f))
+        return f"{named(was)}: " + ", ".join(
+            f"{f} {was.get(f)!r} -> {now.get(f)!r}" for f in fields
+        )
+
+    differing = [k for k in reference if reference[k] != got[k]]
+    assert not differing, f"{len(differing)} events differ from {of}'s, e.g. " + "; ".join(
+        difference(k) for k in differing[:6]
+    )

@@ -37,6 +37,7 @@ from tests.conftest import TEST_BROKER_PORT, own_broker
 from tests.integration.stack import (
     METRICS_PORT_BASE,
     RunningWorker,
+    assert_same_events,
     end_offsets,
     produce,
     read_all,
@@ -277,28 +278,7 @@ def reference(simulation: Simulation, tmp_path_factory: pytest.TempPathFactory) 
 
 def assert_same(reference: Outputs, got: Outputs) -> None:
     """Nothing lost, nothing extra, every output the same."""
-    missing = reference.by_id.keys() - got.by_id.keys()
-    extra = got.by_id.keys() - reference.by_id.keys()
-    assert not missing, f"{len(missing)} outputs lost, e.g. " + "; ".join(
-        f"{reference.by_id[k]['type']} {reference.by_id[k].get('customer_id')}"
-        f" {reference.by_id[k].get('occurred_at')}"
-        for k in sorted(missing)[:8]
-    )
-    assert not extra, f"{len(extra)} outputs an uninterrupted run does not make, e.g. " + "; ".join(
-        f"{got.by_id[k]['type']} {got.by_id[k].get('customer_id')}" for k in sorted(extra)[:8]
-    )
-
-    def difference(k: str) -> str:
-        was, now = reference.by_id[k], got.by_id[k]
-        fields = sorted(f for f in was.keys() | now.keys() if was.get(f) != now.get(f))
-        return f"{was['type']} {was.get('customer_id')}: " + ", ".join(
-            f"{f} {was.get(f)!r} -> {now.get(f)!r}" for f in fields
-        )
-
-    differing = [k for k in reference.by_id if reference.by_id[k] != got.by_id[k]]
-    assert not differing, f"{len(differing)} outputs differ, e.g. " + "; ".join(
-        difference(k) for k in differing[:6]
-    )
+    assert_same_events(reference.by_id, got.by_id, of="an uninterrupted run")
 
 
 def kill(*services: str) -> Fault:

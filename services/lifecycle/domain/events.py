@@ -16,6 +16,7 @@ from schemas.account_events import (
     DirectDebitCancelled,
     DirectDebitCreated,
     EventType,
+    Position,
     ProductClosed,
     ProductOpened,
     StandingOrderCancelled,
@@ -24,6 +25,7 @@ from schemas.account_events import (
     TransferOut,
     Withdrawal,
     is_customer_initiated,
+    is_redelivery,
 )
 from schemas.lifecycle import SignalKind, Stage
 from services.lifecycle.domain.balances import month_of, record_balance
@@ -121,10 +123,12 @@ def advance(state: CustomerState, now: datetime, rules: LifecycleRules) -> list[
 # -- events ----------------------------------------------------------------------------------
 
 
-def _remember(state: CustomerState, event: AccountEvent) -> bool:
-    """Record the event id; False when it was seen before (a duplicate)."""
-    if event.event_id in state.recent_event_ids:
+def _remember(state: CustomerState, event: AccountEvent, position: Position | None) -> bool:
+    """Record the event id and its position in the input; False when it was seen before (a
+    duplicate: the same id, or a record at or before the last applied)."""
+    if event.event_id in state.recent_event_ids or is_redelivery(state.position, position):
         return False
+    state.position = position or state.position
     state.recent_event_ids[event.event_id] = event.occurred_at
     if len(state.recent_event_ids) > 256:
         # Duplicates arrive close to the original; keep the newest ids only.
@@ -229,11 +233,13 @@ def apply_event(
     keys: Pseudonyms = NO_PSEUDONYMS,
     *,
     owned: bool = False,
+    position: Position | None = None,
 ) -> Outcome:
     """Apply one account event. `now` is the stream's clock (highest event time seen less the
     allowed lateness); time rules due by then fire first, each dated at its own deadline.
     `keys` are the keyed pseudonyms the service made of the event's counterparty account and
-    name and of a profile's holder name: the rules never see the data itself.
+    name and of a profile's holder name: the rules never see the data itself. `position`:
+    the event's (partition, offset) in the input, when it was read from there.
     The given state is left as it was, unless the caller says it `owned` it (a state freshly
     loaded for this call): then it is changed in place, saving a deep copy per event (a third
     of the rules' time)."""
@@ -241,7 +247,7 @@ def apply_event(
         state = CustomerState(customer_id=event.customer_id)
     elif not owned:
         state = state.model_copy(deep=True)
-    if not _remember(state, event):
+    if not _remember(state, event, position):
         return Outcome(state, duplicate=True)
     if state.relationship_start is not None and state.anniversaries_passed is None:
         state.anniversaries_passed = years_completed(

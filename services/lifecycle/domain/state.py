@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from schemas.account_events import Position
 from schemas.lifecycle import (
     ChurnCause,
     ChurnSignalChanged,
@@ -149,6 +150,9 @@ class CustomerState(BaseModel):
     cancellations: list[Cancellation] = []
     mandates_created: list[datetime] = []
     recent_event_ids: dict[str, datetime] = {}
+    # Where the last event applied sits in the input: a redelivery of any earlier one is known
+    # by it, however many events came since (`recent_event_ids` keeps the newest 128 to 256).
+    position: Position | None = None
 
     @property
     def total_balance(self) -> Decimal:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.account_events import CounterpartyKind
+from schemas.account_events import CounterpartyKind, Position, is_redelivery
 from schemas.referral import (
     LeadType,
     ReferralChanged,
@@ -180,6 +180,11 @@ class CustomerReferralState(BaseModel):
     excluded_accounts: list[str] = []
     excluded_counterparties: list[str] = []
     seen: list[str] = []
+    # Where the last account event applied sits in the input (partition, offset): a customer's
+    # events share a partition, so one at or before it is a redelivery, however many events
+    # came since (`seen` holds the last 50 ids: a rebalance had redelivered a partition's first
+    # 3,300 records, a hundred events per customer, and deposits counted twice).
+    position: Position | None = None
 
 
 @dataclass
@@ -219,6 +224,9 @@ class Movement:
     # Chosen by the customer now: not interest, fees or payments on a standing instruction.
     initiated: bool = False
     hashes: tuple[str, ...] = ()
+    # (partition, offset) in the input topic; None where the caller has no position (a replay
+    # of history read from elsewhere).
+    position: Position | None = None
 
 
 MONEY_IN = frozenset({"deposit", "transfer.in"})
@@ -237,9 +245,10 @@ def on_account_event(
     `owned`: the caller will not use `state` again, so it may be changed in place."""
     state = working_state(state, lambda: CustomerReferralState(customer_id=customer_id), owned)
     out = RefereeOutcome(state)
-    if event.event_id in state.seen:
+    if event.event_id in state.seen or is_redelivery(state.position, event.position):
         return out
     state.seen = [*state.seen, event.event_id][-50:]
+    state.position = event.position or state.position
     t = event.occurred_at
     kind = event.event_type
     if (

@@ -201,6 +201,39 @@ def test_duplicate_event_ids_change_nothing() -> None:
     assert c.state == before
 
 
+def test_a_redelivery_from_before_the_ids_kept_is_known_by_its_position() -> None:
+    """More of a customer's events redelivered than the newest ids kept (a rebalance before
+    the first commit redelivers a partition from its start): the record at or before the last
+    applied position is a duplicate."""
+    events = [
+        parse_account_event(
+            {
+                "event_id": f"C1-{n}",
+                "event_type": "account.opened" if n == 0 else "deposit",
+                "occurred_at": (T0 + timedelta(hours=n)).isoformat(),
+                "customer_id": "C1",
+                "account_id": "A1",
+                **({} if n == 0 else {"amount": "10.00", "balance_after": f"{10 * n}.00"}),
+                "currency": "CNY",
+            }
+        )
+        for n in range(300)
+    ]
+
+    def feed(state: CustomerState | None, positioned: bool) -> CustomerState | None:
+        for offset, event in enumerate(events):
+            at = event.occurred_at
+            position = (2, 500 + offset) if positioned else None
+            state = apply_event(state, event, at, RULES, position=position).state
+        return state
+
+    once = feed(None, positioned=True)
+    assert once is not None and len(once.recent_event_ids) < 300
+    assert feed(once.model_copy(deep=True), positioned=True) == once
+    # By their ids alone, the oldest redelivered deposits count again.
+    assert feed(once.model_copy(deep=True), positioned=False) != once
+
+
 def test_complaint_raises_and_a_second_within_30_days_escalates_to_at_risk() -> None:
     c = active_customer()
     c.send("complaint.filed", 5)

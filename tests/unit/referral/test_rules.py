@@ -3,6 +3,7 @@ guard and expiry."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -459,6 +460,50 @@ def test_qualifies_by_deposit_or_by_transactions_once() -> None:
     for n in range(3):
         by_count.send("card.payment", n + 1, account_id="A", amount=Decimal(5))
     assert [e for e, _ in by_count.events] == ["referral.attributed", "referral.qualified"]
+
+
+def test_a_partition_redelivered_from_far_back_changes_nothing() -> None:
+    """More of a customer's events redelivered than their ids are kept (a rebalance before the
+    first commit redelivered a partition's first 3,300 records): known by their position."""
+    rules = RULES.model_copy(update={"qualify_deposit": Decimal(1000)})
+
+    def movements() -> list[Movement]:
+        found = [
+            Movement(
+                event_id="N-open",
+                event_type="account.opened",
+                occurred_at=day(0),
+                account_id="A",
+                position=(3, 100),
+            )
+        ]
+        for n in range(60):
+            found.append(
+                Movement(
+                    event_id=f"N-{n}",
+                    event_type="card.payment" if n % 2 else "deposit",
+                    occurred_at=day(0) + timedelta(minutes=10 * (n + 1)),
+                    account_id="A",
+                    amount=Decimal(10),
+                    initiated=bool(n % 2),
+                    position=(3, 101 + n),
+                )
+            )
+        return found
+
+    state = None
+    for movement in movements():
+        state = on_account_event(state, "N", movement, None, rules).state
+    assert state is not None
+    once = state.model_copy(deep=True)
+    assert len(once.money_in) == 30 and len(once.transacted) == 30
+    for movement in movements():
+        state = on_account_event(state, "N", movement, None, rules).state
+    assert state == once
+    # Without positions, only the last 50 ids are known: the first ten would count again.
+    for movement in movements():
+        state = on_account_event(state, "N", replace(movement, position=None), None, rules).state
+    assert len(state.money_in) > 30
 
 
 def test_after_30_days_nothing_qualifies() -> None:
