@@ -45,8 +45,11 @@ DETECTION_BEFORE_ONSET = timedelta(days=30)
 # A bank acts on moved standing orders only with time to call before the account closes.
 PAYMENTS_MOVED_LEAD = timedelta(days=14)
 FLAG_HORIZON = timedelta(days=120)
-# Leads ranked by their score: the top tenth is what an RM works first.
+# Leads ranked by their score: the top tenth is what an RM works first. The list is judged as
+# it stood each week, by the accounts opened in the quarter after it.
 TOP_LEADS = 0.10
+LEAD_LIST_EVERY = timedelta(days=7)
+LEAD_HORIZON = timedelta(days=90)
 DAYS_PER_YEAR = 365.0
 DAYS_PER_MONTH = DAYS_PER_YEAR / 12
 # Customers who are not expected to transact: an alarm on them is not about ordinary life.
@@ -593,23 +596,33 @@ def lead_figures(
     key_of: Callable[[str, str], str] | None,
 ) -> dict[str, Any]:
     """Leads detected from `evaluate_from` on, per 1,000 customers per month; and, matched to
-    the conversions by the keyed hash, the share of leads whose counterparty opened an account
-    after the lead was detected: among the top tenth by the lead's score at detection, among
-    all leads, and the lift (their ratio). A missing score counts as 0; ties are broken by
-    lead id, so the ranking is the same on every run."""
-    leads: dict[str, tuple[datetime, str, float]] = {}
+    the conversions by the keyed hash, how well the score ranks the RM list. Each week from
+    `evaluate_from` the list is what an RM would see that day: every live lead whose
+    counterparty has not opened an account yet, ranked by its last published score (a missing
+    score counts as 0; ties by lead id). A listed lead *converted* when its counterparty opened
+    an account within `LEAD_HORIZON` after the list; the share converted among the top tenth
+    of each list (rounded up) and among all listed leads, summed over the lists, and the lift
+    (their ratio). Lists start no later than `LEAD_HORIZON` before the end, so every one is
+    followed for as long."""
+    detected: set[str] = set()
+    history: dict[str, list[tuple[datetime, str, float, str]]] = defaultdict(list)
+    seen: set[str] = set()
     for e in events:
-        if e.get("type") != "lead.detected" or _at(e) < truth.evaluate_from:
+        kind = str(e.get("type"))
+        if not kind.startswith("lead.") or str(e.get("event_id")) in seen:
             continue
+        seen.add(str(e.get("event_id")))
         lead_id = str(e.get("lead_id") or e.get("event_id") or e.get("counterparty_key"))
-        found = (_at(e), str(e.get("counterparty_key")), float(e.get("score") or 0))
-        if lead_id not in leads or found[0] < leads[lead_id][0]:
-            leads[lead_id] = found
+        history[lead_id].append(
+            (_at(e), kind, float(e.get("score") or 0), str(e.get("counterparty_key")))
+        )
+        if kind == "lead.detected" and _at(e) >= truth.evaluate_from:
+            detected.add(lead_id)
     months = (truth.end - truth.evaluate_from).total_seconds() / 86400 / DAYS_PER_MONTH
     customers = len(truth.customers)
     figures: dict[str, Any] = {
-        "leads_detected_from_evaluate_from": len(leads),
-        "leads_per_1000_customers_per_month": round(len(leads) * 1000 / customers / months, 2)
+        "leads_detected_from_evaluate_from": len(detected),
+        "leads_per_1000_customers_per_month": round(len(detected) * 1000 / customers / months, 2)
         if customers and months > 0
         else None,
     }
@@ -618,23 +631,45 @@ def lead_figures(
     opened: dict[str, list[datetime]] = defaultdict(list)
     for c in truth.conversions:
         opened[key_of(c.counterparty.bank_code, c.counterparty.account)].append(c.opened_at)
-    converted = {
-        lead_id
-        for lead_id, (at, key, _) in leads.items()
-        if any(when > at for when in opened.get(key, []))
-    }
-    ranked = sorted(leads, key=lambda lead_id: (-leads[lead_id][2], lead_id))
-    top = ranked[: math.ceil(len(ranked) * TOP_LEADS)]
-    share_top = _ratio(sum(1 for lead_id in top if lead_id in converted), len(top))
-    share_all = _ratio(len(converted), len(ranked))
+    for changes in history.values():
+        changes.sort(key=lambda change: change[0])
+    lists = listed = listed_converted = top = top_converted = 0
+    converted: set[str] = set()
+    day = truth.evaluate_from
+    while day + LEAD_HORIZON <= truth.end:
+        ranked: list[tuple[float, str, bool]] = []
+        for lead_id, changes in history.items():
+            known = [change for change in changes if change[0] <= day]
+            if not known or known[-1][1] == "lead.expired":
+                continue
+            key = known[-1][3]
+            if any(when <= day for when in opened.get(key, [])):
+                continue
+            won = any(day < when <= day + LEAD_HORIZON for when in opened.get(key, []))
+            ranked.append((-known[-1][2], lead_id, won))
+            if won:
+                converted.add(lead_id)
+        ranked.sort()
+        head = ranked[: math.ceil(len(ranked) * TOP_LEADS)]
+        lists += 1
+        listed += len(ranked)
+        listed_converted += sum(won for _, _, won in ranked)
+        top += len(head)
+        top_converted += sum(won for _, _, won in head)
+        day += LEAD_LIST_EVERY
+    share_top = _ratio(top_converted, top)
+    share_all = _ratio(listed_converted, listed)
     figures |= {
+        "lead_lists": lists,
+        "leads_listed": listed,
         "leads_converted": len(converted),
-        "top_leads": len(top),
-        "top_leads_converted": sum(1 for lead_id in top if lead_id in converted),
+        "listed_leads_converted": listed_converted,
+        "top_leads": top,
+        "top_leads_converted": top_converted,
         "lead_conversion_top_10_percent": share_top,
         "lead_conversion_all": share_all,
-        "lead_lift_top_10_percent": round(share_top / share_all, 2)
-        if share_top is not None and share_all
+        "lead_lift_top_10_percent": round(top_converted * listed / top / listed_converted, 2)
+        if top and listed_converted
         else None,
     }
     return figures

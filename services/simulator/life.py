@@ -411,7 +411,7 @@ def _red_packets(
     """Red packets (红包) and gifts in the fortnight before the Spring Festival: sent to family
     at other banks, handed out in cash, or bought by card."""
     rng = sim.rng
-    relative = life.family or sim.counterparty("person", "Family")
+    relative = life.family or sim.relative()
     parts = rng.choice((2, 3, 4, 5))
     for _ in range(parts):
         at = sim.at(festival - timedelta(days=rng.randrange(1, 15)))

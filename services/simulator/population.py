@@ -149,6 +149,9 @@ class Simulator:
         self.landlords = [
             self.counterparty("person", f"Landlord {i}") for i in range(max(customers // 4, 2))
         ]
+        # Our customers' relatives at other banks: prospects too (亲友转介), each known to one
+        # customer.
+        self.relatives: list[SyntheticCounterparty] = []
         self.codes: dict[str, str] = {}
         self.phone_of: dict[str, str] = {}
         self.locale_of: dict[str, str | None] = {}
@@ -293,7 +296,13 @@ class Simulator:
         return salary, self.rng.choice(self.employers), rent, self.rng.choice(self.landlords)
 
     def _family(self, share: float = 0.3) -> SyntheticCounterparty | None:
-        return self.counterparty("person", "Family") if self.rng.random() < share else None
+        return self.relative() if self.rng.random() < share else None
+
+    def relative(self) -> SyntheticCounterparty:
+        """A relative of a customer, banking elsewhere."""
+        relative = self.counterparty("person", "Family")
+        self.relatives.append(relative)
+        return relative
 
     def wage_earner(self, book: Book) -> tuple[datetime, Life]:
         """A salaried household: the salary on the employer's payday, rent, bills sized to it,

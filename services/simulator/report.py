@@ -118,7 +118,7 @@ def headline(evaluation: Evaluation) -> list[tuple[str, str]]:
         if "lead_conversion_all" in f:
             rows.append(
                 (
-                    "leads converted: top 10 % by score / all leads (lift)",
+                    "leads converted within 90 days of a weekly list: top 10 % / all (lift)",
                     f"{_pct(f['lead_conversion_top_10_percent'])} / "
                     f"{_pct(f['lead_conversion_all'])} ({_num(f['lead_lift_top_10_percent'])})",
                 )

@@ -344,53 +344,57 @@ def test_customers_who_keep_transacting_flagged_per_year(truth: Truth) -> None:
     assert churn.transacting_flagged_share_per_year == round(0.5 / (335 / 365), 4)
 
 
-def lead(n: int, at: float, key: str, score: float | None) -> dict[str, Any]:
+def lead(n: int, at: float, score: float | None, kind: str = "lead.detected") -> dict[str, Any]:
     event: dict[str, Any] = {
-        "event_id": f"lead-{n}",
-        "type": "lead.detected",
+        "event_id": f"{kind}-{n}",
+        "type": kind,
         "lead_id": f"L{n}",
         "occurred_at": day(at).isoformat(),
-        "counterparty_key": key,
+        "counterparty_key": f"ICBC:62{n}",
     }
     if score is not None:
         event["score"] = score
     return event
 
 
-def test_lead_volume_conversion_and_lift_of_the_top_tenth(truth: Truth) -> None:
-    def counterparty(n: int) -> SyntheticCounterparty:
-        return SyntheticCounterparty(bank_code="ICBC", account=f"62{n}", name="P", kind="person")
-
+def test_lead_volume_and_the_weekly_lists_ranked_by_score(truth: Truth) -> None:
     def converted(n: int, opened: float) -> Conversion:
+        counterparty = SyntheticCounterparty(
+            bank_code="ICBC", account=f"62{n}", name="P", kind="person"
+        )
         return Conversion(
-            counterparty=counterparty(n),
+            counterparty=counterparty,
             customer_id=f"N{n}",
             opened_at=day(opened),
             introduced_by="S1",
             via="chain",
         )
 
-    truth.conversions = [converted(9, 200), converted(3, 150), converted(5, 40)]
-    events = [lead(n, 50 + n, f"ICBC:62{n}", 10.0 * (n + 1)) for n in range(9)]
-    events.append(lead(9, 60, "ICBC:629", None))  # no score: ranked as 0
-    events.append(lead(10, 20, "ICBC:6210", 99.0))  # before evaluate_from: not scored
-    events.append({**events[0], "event_id": "lead-0-again"})  # the same lead again
+    # Two weekly lists (days 30 and 37), each followed for 90 days.
+    truth.end = day(127)
+    truth.conversions = [converted(3, 100), converted(5, 10), converted(10, 126)]
+    events = [lead(n, 20, 10.0 * (n + 1)) for n in range(9)]
+    events.append(lead(9, 20, None))  # no score: ranked as 0 ...
+    events.append(lead(9, 32, 95.0, "lead.updated"))  # ... until it has one
+    events.append(lead(7, 35, 80.0, "lead.expired"))
+    events.append(lead(10, 33, 99.0))
+    events.append(events[0])  # the same event again
     key_of = lambda bank, account: f"{bank}:{account}"  # noqa: E731
-    section = evaluate(truth, {"rapport.referral.events.v1": events}, {}, key_of).referral
-    f = section.figures
-    assert f["leads_detected_from_evaluate_from"] == 10
-    months = 335 / (365 / 12)
-    assert f["leads_per_1000_customers_per_month"] == round(10 * 1000 / 6 / months, 2)
-    # L3 and L9 converted after they were leads; N5 opened before its lead was detected.
-    assert f["leads_converted"] == 2 and f["lead_conversion_all"] == 0.2
-    # The top tenth (one lead) is L8, score 90: not converted; L9 had no score.
-    assert (f["top_leads"], f["top_leads_converted"]) == (1, 0)
-    assert f["lead_conversion_top_10_percent"] == 0.0 and f["lead_lift_top_10_percent"] == 0.0
-    events[9]["score"] = 95.0
-    f = evaluate(truth, {"rapport.referral.events.v1": events}, {}, key_of).referral.figures
-    assert f["lead_conversion_top_10_percent"] == 1.0 and f["lead_lift_top_10_percent"] == 5.0
-    rows = dict(headline(evaluate(truth, {"rapport.referral.events.v1": events}, {}, key_of)))
-    assert rows["leads converted: top 10 % by score / all leads (lift)"] == "100.0 % / 20.0 % (5)"
+    evaluation = evaluate(truth, {"rapport.referral.events.v1": events}, {}, key_of)
+    f = evaluation.referral.figures
+    # Only L10 was detected after the warm-up.
+    assert f["leads_detected_from_evaluate_from"] == 1
+    assert f["leads_per_1000_customers_per_month"] == round(1000 / 6 / (97 / (365 / 12)), 2)
+    # N5 opened before either list: never listed. Day 30: L0-L4, L6-L9, L8 on top (90), L3
+    # opens on day 100. Day 37: L7 expired, L10 (99) on top and opens on day 126, L9 at 95.
+    assert (f["lead_lists"], f["leads_listed"], f["listed_leads_converted"]) == (2, 18, 3)
+    assert (f["top_leads"], f["top_leads_converted"], f["leads_converted"]) == (2, 1, 2)
+    assert f["lead_conversion_top_10_percent"] == 0.5
+    assert f["lead_conversion_all"] == round(3 / 18, 4)
+    assert f["lead_lift_top_10_percent"] == 3.0
+    rows = dict(headline(evaluation))
+    label = "leads converted within 90 days of a weekly list: top 10 % / all (lift)"
+    assert rows[label] == "50.0 % / 16.7 % (3)"
 
 
 def test_planted_fraud_and_genuine_referrals_by_outcome(truth: Truth) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from services.simulator import planted
 from services.simulator.dates import banking_day, spring_festival
 from services.simulator.life import ONE_OFF_PAYEES
 from services.simulator.profiles import STANDARD, VARIED, profile_named
@@ -22,6 +23,8 @@ from tests.unit.simulated import customer_events
 
 OUTGOING = {"withdrawal", "transfer.out", "card.payment", "fee.charged"}
 SALARIED = {"salaried", "growing"}
+# Who can open an account after our customers paid them (planted.conversions).
+PROSPECT_NAMES = {"Landlord", "Family", "Supplier", "School", "Employer"}
 STABLE = {"stable_saver", "pensioner", "salaried", "growing", "high_net_worth"}
 
 
@@ -397,3 +400,38 @@ def test_new_fraud_patterns_are_in_the_events_as_the_truth_says(standard: Simula
     assert [(g.referee, g.referrer, g.via) for g in truth.genuine_referrals] == [
         (c.customer_id, c.introduced_by, c.via) for c in truth.conversions
     ]
+
+
+def test_prospects_with_stronger_ties_open_accounts_more_often(standard: Simulation) -> None:
+    """Conversions follow the ties (planted.py): a counterparty paid every month by several
+    customers opens an account far more often than one sent money once."""
+    ties_of = planted.ties
+    mid_year = standard.truth.start + timedelta(days=200)
+    prospects: dict[str, list[tuple[str, str, Decimal]]] = defaultdict(list)
+    for event in events_of(standard):
+        counterparty = event.get("counterparty")
+        if counterparty and counterparty.get("name", "").split(" ")[0] in PROSPECT_NAMES:
+            prospects[counterparty["account"]].append(
+                (event["occurred_at"], event["customer_id"], Decimal(event["amount"]))
+            )
+    converted = {
+        c.counterparty.account: ties_of(prospects[c.counterparty.account], c.opened_at)
+        for c in standard.truth.conversions
+    }
+    assert len(converted) >= 8 and {c.counterparty.kind for c in standard.truth.conversions} == {
+        "person",
+        "business",
+    }
+    everyone = [ties_of(transfers, mid_year) for transfers in prospects.values()]
+    assert statistics.mean(converted.values()) > 3 * statistics.mean(everyone)
+
+
+def test_a_tie_counts_the_months_paid_in_the_half_year_before() -> None:
+    at = datetime(2025, 7, 1, tzinfo=UTC)
+    monthly = [(f"2025-0{m}-05T09:00:00+00:00", "C1", Decimal(3000)) for m in range(1, 7)]
+    once = [("2025-02-01T09:00:00+00:00", "C2", Decimal(500))]
+    later = [("2025-07-02T09:00:00+00:00", "C3", Decimal(500))]
+    assert planted.ties(monthly + once + later, at) == pytest.approx(1 + 1 / 6)
+    assert planted.conversion_chance(0) == 0
+    assert planted.conversion_chance(1) == pytest.approx(planted.CONVERSION_PER_TIE)
+    assert planted.conversion_chance(20) > 10 * planted.conversion_chance(1 / 6)

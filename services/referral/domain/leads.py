@@ -238,7 +238,9 @@ def lead_score(ties: list[Tie], t: datetime, rules: ReferralRules) -> float:
     for tie in ties:
         months.setdefault(tie.customer_id, set()).add(tie.at.year * 12 + tie.at.month)
     regular = min(max(len(m) for m in months.values()), 3) / 3
-    customers = min(len(months) / 4, 1.0)
+    # Beyond a handful of customers each one more still counts, for less (an employer paying
+    # twenty of our customers is a better prospect than a landlord paid by four).
+    customers = min(math.log2(1 + len(months)) / 4, 1.0)
     total = float(sum((x.amount for x in ties), Decimal(0)))
     amount = min(math.log10(1 + total) / 6, 1.0)
     days_since = (t - max(x.at for x in ties)).total_seconds() / 86400

@@ -181,9 +181,10 @@ def test_fraud_is_caught(simulation: Simulation) -> None:
                 found[r][-1][0] in ("referral.held", "referral.reversed") for r in others
             )
         elif case.pattern == "velocity":
-            # The ones past the limit are held at once, and the whole burst with them.
+            # The ones past the limit are held at once, and the whole burst with them. A
+            # genuine referral by the same referrer in the window counts towards the limit.
             held = [r for r in case.referees if found[r][0][0] == "referral.held"]
-            assert len(held) == len(case.referees) - ReferralRules().velocity_limit
+            assert len(held) >= len(case.referees) - ReferralRules().velocity_limit
             assert all(
                 found[r][-1][0] in ("referral.held", "referral.reversed") for r in case.referees
             )
