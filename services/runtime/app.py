@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from schemas.account_events import AccountEvent
 from schemas.envelope import RapportEvent
 from schemas.topics import ACCOUNT_EVENTS, TopicSpec
-from services.runtime import faust_fixes, faust_flow, tracing
+from services.runtime import faust_fetch, faust_fixes, faust_flow, tracing
 from services.runtime.codec import (
     Rejection,
     RejectReason,
@@ -87,6 +87,8 @@ def create_app(
         **faust_flow.install(),
     }
     options.update(overrides)
+    # Consumers that do not hold every partition back for 1.5 s when a few run dry.
+    faust_fetch.install()
     app = faust.App(settings.app_id(service), **options)
     faust_fixes.install(app)
     WORKER_PROGRESS.watch(service, app)
