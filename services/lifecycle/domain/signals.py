@@ -263,11 +263,16 @@ def check_income(
         len(earlier) < 2
         or previous_at is None
         or not _PAY_PERIOD <= t - previous_at <= rules.spans.salary_missing
-        or not payer.regular(rules.salary_months)
+        # The rhythm here; the amounts as `regular` judges them, but only those before the two
+        # short ones: judged with them, a pay cut in a short history (two full salaries, two
+        # cut ones) made the salary look irregular, and the fall was seen a month late.
+        or not payer.monthly(rules.salary_months)
     ):
         return []
     usual = usual_amount(earlier, upper=False)
-    steady = sum(1 for a in earlier if abs(a - usual) * 5 <= usual) >= 2
+    steady = sum(1 for a in earlier if abs(a - usual) * 5 <= usual) >= min(
+        rules.salary_months, len(earlier)
+    )
     short = usual * rules.income_fell_ratio
     if not steady or usual <= 0 or amounts[-2] >= short or amounts[-1] >= short:
         return []

@@ -46,13 +46,17 @@ class Payer(BaseModel):
     # The last payments' amounts, oldest first: whether the income still comes in full.
     amounts: list[Decimal] = []
 
+    def monthly(self, months: int) -> bool:
+        """Paid in at least `months` of the last `months + 1` months, whatever the amounts."""
+        recent = self.months[-months:]
+        return len(recent) >= months and recent[-1] - recent[0] <= months
+
     def regular(self, months: int) -> bool:
         """Paid in at least `months` of the last `months + 1` months, at least `months` of the
         last payments within a fifth of their median (a salary or a pension, one month late or
         early now and then, a bonus or a short month aside; not a relative's occasional gifts,
         whatever their rhythm). Payers kept before their amounts were have only the months."""
-        recent = self.months[-months:]
-        if len(recent) < months or recent[-1] - recent[0] > months:
+        if not self.monthly(months):
             return False
         if not self.amounts:
             return True

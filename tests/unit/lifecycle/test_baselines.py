@@ -215,6 +215,18 @@ def test_a_salary_cut_twice_running_raises_income_fell_at_the_second_short_payda
     assert c.stages()[-1][0] is Stage.AT_RISK
 
 
+def test_a_pay_cut_soon_after_the_first_salaries_is_seen_at_the_second_short_payday() -> None:
+    # Two full salaries, then two cut ones: by amount, half the payer's history is the cut pay.
+    # Judged on all four amounts the salary looked irregular, and the fall was seen a month late.
+    c = salaried(["9000.00"] * 2 + ["3600.00", "3600.00"])
+    (fell,) = [
+        s
+        for s in c.outputs
+        if isinstance(s, ChurnSignalChanged) and s.signal is SignalKind.INCOME_FELL
+    ]
+    assert (fell.occurred_at - T0).days == 10 + 30 * 3
+
+
 def test_one_short_month_is_sick_leave_not_a_pay_cut() -> None:
     c = salaried(["9000.00"] * 4 + ["3600.00", "9000.00", "9000.00"])
     assert raised(c, SignalKind.INCOME_FELL) == []
