@@ -296,14 +296,24 @@ def consume(
             Rejection(RejectReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"),
         )
 
+    # The labelled series, looked up once: `labels()` per event had been a fifth of the
+    # consume path's own time (docs/benchmarks.md, 2026-12-06).
+    consumed_as: dict[str, Any] = {}
+    delay = PROCESSING_DELAY.labels(service, spec.name)
+    age = EVENT_AGE.labels(service, spec.name)
+
     def _count(result: T, message: Any) -> None:
-        consumed.labels(service, spec.name, label(result)).inc()
+        kind = label(result)
+        counter = consumed_as.get(kind)
+        if counter is None:
+            counter = consumed_as[kind] = consumed.labels(service, spec.name, kind)
+        counter.inc()
         now = time.time()
         if message.timestamp:
-            PROCESSING_DELAY.labels(service, spec.name).observe(max(now - message.timestamp, 0.0))
+            delay.observe(max(now - message.timestamp, 0.0))
         occurred_at = getattr(result, "occurred_at", None)
         if occurred_at is not None:
-            EVENT_AGE.labels(service, spec.name).observe(max(now - occurred_at.timestamp(), 0.0))
+            age.observe(max(now - occurred_at.timestamp(), 0.0))
 
     body = batch_agent if batched or handle_batch is not None else agent
     body.__name__ = f"{service}_{spec.name.replace('.', '_').replace('-', '_')}"

@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
 TRACEPARENT = "traceparent"
@@ -30,18 +29,42 @@ def _random_hex(bits: int) -> str:
     return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
 
 
-@dataclass
 class Handling:
-    """The record a worker is handling now."""
+    """The record a worker is handling now. Its trace id, span id and key hash are worked out
+    when first asked for (an output sent, a line logged): most records make neither, and making
+    them for every record had been a tenth of the consume path's own time."""
 
-    topic: str
-    partition: int
-    offset: int
-    trace_id: str
-    key_hash: str | None
-    event_id: str | None = None
-    # This handling's own span: outputs name it as their parent.
-    span_id: str = field(default_factory=lambda: _random_hex(64))
+    __slots__ = ("_key", "_message", "_span", "_trace", "event_id", "offset", "partition", "topic")
+
+    def __init__(self, message: Any) -> None:
+        self.topic: str = message.topic
+        self.partition: int = message.partition
+        self.offset: int = message.offset
+        self.event_id: str | None = None
+        self._message = message
+        self._trace: str | None = None
+        self._span: str | None = None
+        self._key: tuple[str | None] | None = None
+
+    @property
+    def trace_id(self) -> str:
+        if self._trace is None:
+            self._trace = trace_id_of(self._message.headers) or _random_hex(128)
+        return self._trace
+
+    @property
+    def span_id(self) -> str:
+        """This handling's own span: outputs name it as their parent."""
+        if self._span is None:
+            self._span = _random_hex(64)
+        return self._span
+
+    @property
+    def key_hash(self) -> str | None:
+        if self._key is None:
+            key = self._message.key
+            self._key = (hashlib.sha256(key).hexdigest()[:12] if key else None,)
+        return self._key[0]
 
     def traceparent(self) -> bytes:
         return f"00-{self.trace_id}-{self.span_id}-01".encode()
@@ -77,13 +100,7 @@ def trace_id_of(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | Non
 @contextmanager
 def handling(message: Any) -> Iterator[Handling]:
     """The context of one consumed record, for the outputs and logs made while it is handled."""
-    current = Handling(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        trace_id=trace_id_of(message.headers) or _random_hex(128),
-        key_hash=hashlib.sha256(message.key).hexdigest()[:12] if message.key else None,
-    )
+    current = Handling(message)
     token = CURRENT.set(current)
     try:
         yield current
