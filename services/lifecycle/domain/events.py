@@ -129,7 +129,7 @@ def _remember(state: CustomerState, event: AccountEvent, position: Position | No
     if event.event_id in state.recent_event_ids or is_redelivery(state.position, position):
         return False
     state.position = position or state.position
-    state.recent_event_ids[event.event_id] = event.occurred_at
+    state.recent_event_ids[event.event_id] = int(event.occurred_at.timestamp())
     if len(state.recent_event_ids) > 256:
         # Duplicates arrive close to the original; keep the newest ids only.
         newest = sorted(state.recent_event_ids.items(), key=lambda kv: kv[1])[-128:]

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from schemas import parse_account_event
 from schemas.lifecycle import (
     ChurnCause,
@@ -199,6 +201,24 @@ def test_duplicate_event_ids_change_nothing() -> None:
     out = c.money("deposit", 4, "999.00", event_id="C1-2")
     assert out == []
     assert c.state == before
+
+
+def test_a_state_saved_with_iso_times_for_its_event_ids_still_knows_them() -> None:
+    """States saved before 2026-12-06 kept each recent event id with an ISO time; they are
+    read as epoch seconds, and a duplicate of one of those events still changes nothing."""
+    c = active_customer()
+    assert c.state is not None
+    saved = orjson.loads(c.state.model_dump_json())
+    assert all(isinstance(at, int) for at in saved["recent_event_ids"].values())
+    saved["recent_event_ids"] = {
+        event_id: datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+        for event_id, at in saved["recent_event_ids"].items()
+    }
+    old = CustomerState.model_validate_json(orjson.dumps(saved))
+    assert old == c.state
+    c.state = old
+    assert c.money("deposit", 4, "999.00", event_id="C1-2") == []
+    assert c.state == old
 
 
 def test_a_redelivery_from_before_the_ids_kept_is_known_by_its_position() -> None:
