@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.account_events import Position
 from schemas.lifecycle import (
@@ -40,11 +40,11 @@ class OpenSignal(BaseModel):
 class Payer(BaseModel):
     """An incoming-transfer payer, by pseudonymous key: the months it paid in, the last time."""
 
-    months: list[int] = []
+    months: list[int] = Field(default_factory=list)
     last_at: datetime
     last_event_id: str
     # The last payments' amounts, oldest first: whether the income still comes in full.
-    amounts: list[Decimal] = []
+    amounts: list[Decimal] = Field(default_factory=list)
 
     def monthly(self, months: int) -> bool:
         """Paid in at least `months` of the last `months + 1` months, whatever the amounts."""
@@ -131,33 +131,33 @@ class CustomerState(BaseModel):
     # The customer's usual gap between own transactions, in days (a moving average).
     usual_gap_days: float | None = None
     # The lowest end-of-day total balance of each recent month (year * 12 + month).
-    monthly_lows: dict[int, Decimal] = {}
+    monthly_lows: dict[int, Decimal] = Field(default_factory=dict)
     # The month a balance came after more than a month without one: its low is partial.
     resumed_month: int | None = None
     # Single large payments to someone else (a car, a flat): (when, amount), 90 days.
-    one_offs: list[tuple[datetime, Decimal]] = []
+    one_offs: list[tuple[datetime, Decimal]] = Field(default_factory=list)
     last_activity_at: datetime | None = None
     last_event_at: datetime | None = None
     evaluated_until: datetime | None = None
-    open_accounts: list[str] = []
-    open_products: dict[str, str] = {}
-    balances: dict[str, Decimal] = {}
-    balance_as_of: dict[str, datetime] = {}
-    daily_totals: dict[int, Decimal] = {}
-    signals: dict[SignalKind, OpenSignal] = {}
-    payers: dict[str, Payer] = {}
-    outflows: list[Outflow] = []
-    complaints: list[tuple[datetime, str]] = []
-    pending_closures: dict[str, tuple[datetime, str]] = {}
+    open_accounts: list[str] = Field(default_factory=list)
+    open_products: dict[str, str] = Field(default_factory=dict)
+    balances: dict[str, Decimal] = Field(default_factory=dict)
+    balance_as_of: dict[str, datetime] = Field(default_factory=dict)
+    daily_totals: dict[int, Decimal] = Field(default_factory=dict)
+    signals: dict[SignalKind, OpenSignal] = Field(default_factory=dict)
+    payers: dict[str, Payer] = Field(default_factory=dict)
+    outflows: list[Outflow] = Field(default_factory=list)
+    complaints: list[tuple[datetime, str]] = Field(default_factory=list)
+    pending_closures: dict[str, tuple[datetime, str]] = Field(default_factory=dict)
     # Standing orders and direct debits by mandate id; recent cancellations and creations.
-    mandates: dict[str, Mandate] = {}
-    cancellations: list[Cancellation] = []
-    mandates_created: list[datetime] = []
+    mandates: dict[str, Mandate] = Field(default_factory=dict)
+    cancellations: list[Cancellation] = Field(default_factory=list)
+    mandates_created: list[datetime] = Field(default_factory=list)
     # Each with its event time in epoch seconds, which only orders them for pruning: an
     # ISO time each had been most of the cost of reading a state back (states are about 8 KB
     # after a year, more than half of it these ids). States saved before 2026-12-06 carry ISO
     # times, read as they were.
-    recent_event_ids: dict[str, int] = {}
+    recent_event_ids: dict[str, int] = Field(default_factory=dict)
     # Where the last event applied sits in the input: a redelivery of any earlier one is known
     # by it, however many events came since (`recent_event_ids` keeps the newest 128 to 256).
     position: Position | None = None
