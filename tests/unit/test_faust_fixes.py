@@ -121,6 +121,7 @@ async def test_a_partition_whose_due_record_never_comes_is_sought_back(monkeypat
     tp = TP("t", 0)
     consumer.ends = {0: 40}
     offsets.next[tp] = 30
+    offsets._came[tp] = 90.0  # it gave records since it was assigned
     await offsets.check_stalled()  # first seen now
     clock[0] += faust_fixes._STALLED_AFTER_SECONDS - 1
     await offsets.check_stalled()
@@ -167,3 +168,42 @@ async def test_a_partition_held_back_for_a_full_buffer_is_left_alone(monkeypatch
     clock[0] += 2
     await offsets.check_stalled()
     assert consumer.seeks == [(tp, 30)]
+
+
+async def test_a_partition_that_gave_nothing_since_it_was_assigned_is_sought_back_at_once(
+    monkeypatch: Any,
+) -> None:
+    """Records fetched around the rebalance were dropped (a restarted worker's one new record):
+    no quiet time is waited for; once sought, the usual quiet time applies."""
+    offsets, consumer = handled_offsets({"t0": 0})
+    offsets.topics.add("t")
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    tp, idle, unstarted = TP("t", 0), TP("t", 1), TP("t", 2)
+    consumer.ends = {0: 41, 1: 7, 2: 5}
+    offsets.next[tp], offsets.next[idle] = 40, 7
+    await offsets.check_stalled()
+    # The idle partition, handled to its end, is left alone; one nothing was taken of is sought
+    # to its committed offset (here its first), which is not stored as the next to handle: the
+    # idle check reads such a partition as standing at its committed offset.
+    assert sorted(consumer.seeks) == [(tp, 40), (unstarted, 0)]
+    assert unstarted not in offsets.next
+    clock[0] += faust_fixes._STALLED_AFTER_SECONDS - 1
+    await offsets.check_stalled()
+    assert len(consumer.seeks) == 2
+
+
+async def test_a_partition_not_fetched_yet_is_judged_once_it_is(monkeypatch: Any) -> None:
+    offsets, consumer = handled_offsets({})
+    offsets.topics.add("t")
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    tp = TP("t", 0)
+    ends: dict[int, int | None] = {0: None}
+    consumer.ends = ends  # type: ignore[assignment]
+    offsets.next[tp] = 40
+    await offsets.check_stalled()
+    ends[0] = 41
+    clock[0] += 1
+    await offsets.check_stalled()
+    assert consumer.seeks == [(tp, 40)]
