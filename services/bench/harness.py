@@ -485,7 +485,7 @@ class Bench:
                         **(extra or {}),
                     }
                     log = (logs / f"{service}-{instance}-{n}.log").open("ab")
-                    command = ["services.runtime.cli", "worker", service]
+                    command = ["services.cli", "worker", service]
                     if probe is not None and service == "lifecycle":
                         command = ["services.bench.probe", probe]
                     process = subprocess.Popen(

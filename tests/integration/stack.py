@@ -54,7 +54,7 @@ def rapport(
 ) -> subprocess.CompletedProcess[str]:
     """Run a `rapport` command to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "services.runtime.cli", *args],
+        [sys.executable, "-m", "services.cli", *args],
         env={**env, "COLUMNS": "200"},
         capture_output=True,
         text=True,
@@ -115,7 +115,7 @@ def worker(
     url = f"http://127.0.0.1:{int(env['RAPPORT_METRICS_PORT_BASE']) + index}/metrics"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", *(command or ["services.runtime.cli", "worker", service])],
+            [sys.executable, "-m", *(command or ["services.cli", "worker", service])],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

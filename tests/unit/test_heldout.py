@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from schemas.topics import REFERRAL_EVENTS, STAGE_CHANGED
-from services.runtime.cli import main
+from services.cli.main import main
 from services.simulator.evaluate import Evaluation, evaluate
 from services.simulator.heldout import (
     FIGURES,

@@ -79,7 +79,7 @@ def start(settings: RuntimeSettings, processes: list[Process], timeout: float = 
             )
         with (directory / f"{proc.name}.log").open("ab") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "services.runtime.cli", proc.role, proc.service],
+                [sys.executable, "-m", "services.cli", proc.role, proc.service],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
