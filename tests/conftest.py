@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.runtime.broker import BrokerError, LocalBroker
+from services.runtime.cluster import LocalCluster
 from tests.credentials import API_KEYS_JSON
 
 TEST_BROKER_PORT = int(os.environ.get("RAPPORT_TEST_BROKER_PORT", "19092"))
@@ -38,6 +39,15 @@ def own_broker(home: Path, port: int, heap: str, **options: object) -> LocalBrok
     broker = LocalBroker(home, port=port, heap=heap, **options)  # type: ignore[arg-type]
     broker.assemble = lambda: LocalBroker(shared_home).assemble()  # type: ignore[method-assign]
     return broker
+
+
+def own_cluster(home: Path, port: int, nodes: int, heap: str) -> LocalCluster:
+    """A local cluster of the tests' own, on the jars the project assembled before."""
+    cluster = LocalCluster(home, port=port, nodes=nodes, heap=heap)
+    shared = own_broker(home, port, heap)
+    for node in cluster.nodes:
+        node.assemble = shared.assemble  # type: ignore[method-assign]
+    return cluster
 
 
 @pytest.fixture(scope="session")

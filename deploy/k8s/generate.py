@@ -15,13 +15,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from schemas.topics import ALL_TOPICS, TopicSpec, dead_letter_topic
+from services.runtime.kafka_environments import environment
 
 NAMESPACE = "rapport"
 IMAGE = "registry.example/rapport:0.1.0"
 KAFKA_CLUSTER = "rapport-kafka"
 SERVICES = ("lifecycle", "referral", "rewards", "notify")
 PARTITIONS = 12
-REPLICAS = 3
+# Replicated as deploy/kafka/environments.toml says for a cluster.
+CLUSTER = environment("cluster")
 OUTPUT = Path(__file__).with_name("rapport.yaml")
 
 LABELS = {"app.kubernetes.io/part-of": "rapport"}
@@ -143,8 +145,8 @@ def _kafka_topic(spec: TopicSpec) -> dict[str, Any]:
         "spec": {
             "topicName": spec.name,
             "partitions": PARTITIONS,
-            "replicas": REPLICAS,
-            "config": {**config, "min.insync.replicas": "2"},
+            "replicas": CLUSTER.replication_factor,
+            "config": {**config, "min.insync.replicas": str(CLUSTER.min_insync_replicas)},
         },
     }
 
@@ -205,7 +207,7 @@ def documents() -> list[dict[str, Any]]:
                 "RAPPORT_KAFKA_SSL_CAFILE": f"{KAFKA_CA_DIR}/ca.crt",
                 "RAPPORT_ENVIRONMENT": "production",
                 "RAPPORT_TOPIC_PARTITIONS": str(PARTITIONS),
-                "RAPPORT_TOPIC_REPLICATION_FACTOR": str(REPLICAS),
+                "RAPPORT_KAFKA_ENVIRONMENT": CLUSTER.name,
                 # In a pod, the probes and Prometheus come from outside the container.
                 "RAPPORT_METRICS_HOST": "0.0.0.0",  # noqa: S104
                 "RAPPORT_API_HOST": "0.0.0.0",  # noqa: S104

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from services.runtime.broker import LocalBroker
+from services.runtime.cluster import LocalCluster
 from services.runtime.settings import RuntimeSettings
 
 console = Console()
@@ -14,8 +15,27 @@ def local_broker(settings: RuntimeSettings) -> LocalBroker:
     return LocalBroker(settings.home, port=settings.broker_port, heap=settings.broker_heap)
 
 
-def external_cluster(settings: RuntimeSettings) -> bool:
-    return settings.bootstrap_list != [f"127.0.0.1:{settings.broker_port}"]
+def local_cluster(settings: RuntimeSettings, nodes: int | None = None) -> LocalCluster | None:
+    """The local cluster of `nodes`, or the one made earlier in this home (None: none was)."""
+    nodes = nodes or LocalCluster.exists(settings.home, settings.broker_port)
+    if nodes < 2:
+        return None
+    return LocalCluster(settings.home, settings.broker_port, nodes, settings.broker_heap)
+
+
+def local_kafka(settings: RuntimeSettings) -> LocalBroker | LocalCluster:
+    """What `rapport up` and the demo start: the local cluster if one was made, else the
+    single broker."""
+    return local_cluster(settings) or local_broker(settings)
+
+
+def external_cluster(settings: RuntimeSettings, nodes: int | None = None) -> bool:
+    """Whether the settings name a cluster this home does not run (then it is left alone);
+    `nodes`: of the local cluster about to be made."""
+    local = {f"127.0.0.1:{settings.broker_port}"}
+    if cluster := local_cluster(settings, nodes):
+        local |= {node.bootstrap for node in cluster.nodes}
+    return not set(settings.bootstrap_list) <= local
 
 
 def redact(url: str) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from services.cli import supervisor
-from services.cli.common import console, external_cluster, local_broker
+from services.cli.common import console, external_cluster, local_kafka
 from services.cli.ops import cmd_down, counts_table, start_stack
 from services.runtime.observe import WorkerCounts
 from services.runtime.settings import RuntimeSettings
@@ -312,10 +312,11 @@ def clean_slate(settings: RuntimeSettings) -> None:
         )
         return
     supervisor.stop(settings)
-    local_broker(settings).stop()
+    kafka = local_kafka(settings)
+    kafka.stop()
     removed = []
     for path in (
-        local_broker(settings).directory,
+        kafka.directory,
         settings.home / "state",
         settings.home / "simulation",
         settings.home / "report",

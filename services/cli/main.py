@@ -55,9 +55,9 @@ def _profiles() -> Collection[str]:
 
 
 def _bench_sections() -> Collection[str]:
-    from services.bench.harness import SECTIONS
+    from services.bench.harness import KNOWN_SECTIONS
 
-    return SECTIONS
+    return KNOWN_SECTIONS
 
 
 def _bench_stores() -> Collection[str]:
@@ -71,8 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("broker", help="the local single-node Apache Kafka (KRaft)")
+    p = sub.add_parser("broker", help="the local Apache Kafka (KRaft): one node, or a cluster")
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help="start: a local cluster of this many nodes (default: one broker, or the cluster "
+        "made earlier in this home)",
+    )
+    p.add_argument("--node", type=int, default=None, help="a cluster's node to start or stop")
+    p.add_argument("--kill", action="store_true", help="stop: SIGKILL, no clean shutdown")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="create every topic, dead-letter topics included")
@@ -199,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         type=comma_list(known=_bench_sections),
         metavar="SECTIONS",
-        help="comma-separated: probes, throughput, memory, recovery, latency (default: all)",
+        help="comma-separated: probes, throughput, memory, recovery, latency (default: these "
+        "five), and scale-out (1-3 processes a service; with throughput)",
     )
     p.add_argument(
         "--stores",

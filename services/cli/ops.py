@@ -14,23 +14,36 @@ from pathlib import Path
 from rich.table import Table
 
 from services.cli import supervisor
-from services.cli.common import console, external_cluster, local_broker, redact
+from services.cli.common import (
+    console,
+    external_cluster,
+    local_broker,
+    local_cluster,
+    local_kafka,
+    redact,
+)
+from services.runtime.cluster import LocalCluster
 from services.runtime.observe import WorkerCounts
 from services.runtime.settings import RuntimeSettings
 
 
 def cmd_broker(args: argparse.Namespace, settings: RuntimeSettings) -> int:
-    """rapport broker start|stop|status"""
+    """rapport broker start|stop|status [--nodes N] [--node N] [--kill]"""
     from services.runtime.broker import BrokerError
 
-    if external_cluster(settings):
+    if external_cluster(settings, args.nodes):
         console.print(
             f"KAFKA_BOOTSTRAP_SERVERS names {settings.kafka_bootstrap_servers}: "
             "that cluster is used and no local broker is managed"
         )
         return 0
-    broker = local_broker(settings)
     try:
+        cluster = local_cluster(settings, args.nodes)
+        if cluster is not None:
+            return _cluster_action(args, cluster)
+        if args.node not in (None, 1):
+            raise BrokerError(f"no node {args.node}: no local cluster (`start --nodes 3`)")
+        broker = local_broker(settings)
         if args.action == "start":
             started = time.monotonic()
             status = broker.start()
@@ -40,7 +53,8 @@ def cmd_broker(args: argparse.Namespace, settings: RuntimeSettings) -> int:
                 f"data and log in {status.directory}"
             )
         elif args.action == "stop":
-            console.print("broker stopped" if broker.stop() else "broker was not running")
+            stopped = broker.stop(kill=args.kill)
+            console.print("broker stopped" if stopped else "broker was not running")
         else:
             status = broker.status()
             if not status.running:
@@ -55,17 +69,65 @@ def cmd_broker(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     return 0
 
 
+def _cluster_action(args: argparse.Namespace, cluster: LocalCluster) -> int:
+    """The broker commands on a local cluster: every node, or the one of `--node`."""
+    if args.action == "start":
+        started = time.monotonic()
+        if args.node:
+            cluster.node(args.node).start()
+        else:
+            cluster.start()
+        console.print(
+            f"{'node ' + str(args.node) if args.node else 'every node'} running, ready in "
+            f"{time.monotonic() - started:.1f} s; clients: "
+            f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}"
+        )
+    elif args.action == "stop":
+        if args.node:
+            stopped = cluster.node(args.node).stop(kill=args.kill)
+            console.print(f"node {args.node} {'stopped' if stopped else 'was not running'}")
+        else:
+            console.print(f"stopped {cluster.stop()} of {len(cluster.nodes)} nodes")
+    else:
+        nodes = cluster.status()
+        table = Table(
+            "node",
+            "listens on",
+            "pid",
+            "running",
+            "controller",
+            title=f"local cluster in {cluster.directory} ({cluster.kafka_environment.name}: "
+            f"replication factor {cluster.kafka_environment.replication_factor}, min in-sync "
+            f"{cluster.kafka_environment.min_insync_replicas})",
+        )
+        for node in nodes:
+            table.add_row(
+                str(node.node_id),
+                node.status.bootstrap,
+                str(node.status.pid or ""),
+                "yes" if node.status.running else "[red]no[/red]",
+                "active" if node.controller else "",
+            )
+        console.print(table)
+        return 0 if any(n.status.running for n in nodes) else 3
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport topics create"""
     from services.runtime.topics import create_topics
 
     results = asyncio.run(create_topics(settings, args.partitions))
-    table = Table("topic", "partitions", "cleanup", "retention (days)", "status")
+    table = Table(
+        "topic", "partitions", "replicas", "min in-sync", "cleanup", "retention (days)", "status"
+    )
     for r in results:
         retention = int(r.config["retention.ms"])
         table.add_row(
             r.name,
             str(r.partitions),
+            str(r.replication_factor),
+            r.config["min.insync.replicas"],
             r.config["cleanup.policy"],
             "forever" if retention < 0 else f"{retention / 86_400_000:.0f}",
             "created" if r.created else "exists",
@@ -162,8 +224,9 @@ def start_stack(settings: RuntimeSettings) -> None:
     from services.runtime.topics import create_topics
 
     if not external_cluster(settings):
-        status = local_broker(settings).start()
-        console.print(f"broker: Apache Kafka {status.version} on {status.bootstrap}")
+        kafka = local_kafka(settings)
+        kafka.start()
+        console.print(f"broker: Apache Kafka (KRaft) on {kafka.bootstrap}")
     asyncio.run(create_topics(settings))
     console.print("topics: created or present")
     db.upgrade(settings.resolved_database_url)
@@ -192,7 +255,7 @@ def cmd_down(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     stopped = supervisor.stop(settings)
     console.print(f"stopped {len(stopped)} processes")
     if not external_cluster(settings) and not args.keep_broker:
-        stopped_broker = local_broker(settings).stop()
+        stopped_broker = local_kafka(settings).stop()
         console.print("broker stopped" if stopped_broker else "broker was not running")
     return 0
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from schemas.account_events import AccountEvent
 from schemas.envelope import RapportEvent
 from schemas.topics import ACCOUNT_EVENTS, TopicSpec
-from services.runtime import faust_fetch, faust_fixes, faust_flow, tracing
+from services.runtime import faust_fetch, faust_fixes, faust_flow, faust_idempotence, tracing
 from services.runtime.codec import (
     Rejection,
     RejectReason,
@@ -69,7 +69,8 @@ def create_app(
         "store": f"{store}://",
         "datadir": str(settings.datadir(service)),
         "topic_partitions": settings.topic_partitions,
-        "topic_replication_factor": settings.topic_replication_factor,
+        # No topic_replication_factor: the changelogs are made, replicated as the cluster's
+        # environment says, before faust starts (services/runtime/worker.py), never by faust.
         # Records are decoded by our own codec so that undecodable bytes reach the DLQ intact.
         "key_serializer": "raw",
         "value_serializer": "raw",
@@ -89,6 +90,8 @@ def create_app(
     options.update(overrides)
     # Consumers that do not hold every partition back for 1.5 s when a few run dry.
     faust_fetch.install()
+    # A producer that writes a batch once, even when a leader fails between write and answer.
+    faust_idempotence.install()
     app = faust.App(settings.app_id(service), **options)
     faust_fixes.install(app)
     WORKER_PROGRESS.watch(service, app)

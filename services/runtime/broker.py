@@ -1,4 +1,5 @@
-"""The local Apache Kafka broker: a single KRaft node on 127.0.0.1 that the project starts itself.
+"""The local Apache Kafka broker: a KRaft node on 127.0.0.1 that the project starts itself (one
+on its own, or one of a local cluster's: services/runtime/cluster.py).
 
 Where no Kafka install is found (KAFKA_HOME, or kafka-server-start.sh on PATH), the broker is
 assembled from Maven Central with the machine's Maven and run with its Java 17.
@@ -19,6 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import IO
 
+from services.runtime.kafka_environments import KafkaEnvironment, environment
 from services.runtime.osutil import pid_alive, port_open, read_pid
 
 DEPLOY_KAFKA = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
@@ -49,6 +51,11 @@ def kafka_version() -> str:
     return match.group(1)
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
 class LocalBroker:
     """One broker instance: its jars, its configuration, its data and its process."""
 
@@ -58,6 +65,12 @@ class LocalBroker:
         port: int = 9092,
         heap: str = "1g",
         scram_user: tuple[str, str] | None = None,
+        *,
+        node_id: int = 1,
+        voters: str | None = None,
+        directory: Path | None = None,
+        kafka_environment: KafkaEnvironment | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self.home = home
         self.port = port
@@ -66,7 +79,12 @@ class LocalBroker:
         # With a SCRAM user, clients must authenticate (SASL_PLAINTEXT, SCRAM-SHA-512) on
         # `port`; the broker talks to itself on a plaintext listener at port + 2.
         self.scram_user = scram_user
-        self.directory = home / f"broker-{port}"
+        # A cluster's node: its id, every controller of the quorum, the id its nodes share.
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.kafka_environment = kafka_environment or environment("single-node")
+        self.cluster_id = cluster_id
+        self.directory = directory or home / f"broker-{port}"
         self.data_dir = self.directory / "data"
         self.log_file = self.directory / "server.log"
         self.pid_file = self.directory / "broker.pid"
@@ -169,9 +187,11 @@ class LocalBroker:
             }
         self.config_file.write_text(
             template.substitute(
-                port=self.port,
-                controller_port=self.controller_port,
+                node_id=self.node_id,
+                voters=self.voters,
                 data_dir=self.data_dir,
+                replication_factor=self.kafka_environment.replication_factor,
+                min_insync_replicas=self.kafka_environment.min_insync_replicas,
                 **listeners,
             )
         )
@@ -187,8 +207,7 @@ class LocalBroker:
     def _format_storage(self, java: str, classpath: str) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding.
-        kraft_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        kraft_id = self.cluster_id or new_cluster_id()
         result = subprocess.run(
             [
                 java,
@@ -219,8 +238,15 @@ class LocalBroker:
 
     def start(self, timeout: float = 90.0) -> BrokerStatus:
         """Start the broker unless it runs already, and wait until it answers."""
+        process = self.launch()
+        return self.status() if process is None else self.wait_ready(process, timeout)
+
+    def launch(self) -> subprocess.Popen[bytes] | None:
+        """Start the broker's process without waiting for it (None: it runs already). A
+        cluster's nodes are launched together: none is ready before a majority of the
+        controllers is up."""
         if self.pid() is not None and port_open("127.0.0.1", self.port):
-            return self.status()
+            return None
         if port_open("127.0.0.1", self.port):
             raise BrokerError(
                 f"port {self.port} is taken by another process; stop it or set RAPPORT_BROKER_PORT"
@@ -235,6 +261,10 @@ class LocalBroker:
         with self.log_file.open("ab") as log:
             process = self._spawn(java, classpath, log)
         self.pid_file.write_text(str(process.pid))
+        return process
+
+    def wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> BrokerStatus:
+        """Wait until the launched broker answers."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -273,12 +303,13 @@ class LocalBroker:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Shut the broker down cleanly (SIGTERM, then SIGKILL after `timeout`)."""
+    def stop(self, timeout: float = 30.0, kill: bool = False) -> bool:
+        """Shut the broker down cleanly (SIGTERM, then SIGKILL after `timeout`), or with
+        `kill` at once (SIGKILL: no controlled shutdown, as when its machine fails)."""
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not pid_alive(pid):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
 from services.runtime.kafka_security import client_options
 
@@ -53,21 +54,31 @@ async def topic_ends(bootstrap: list[str] | str, topics: list[str]) -> dict[str,
 async def committed_offsets(
     bootstrap: list[str] | str, groups: list[str]
 ) -> dict[str, dict[str, dict[int, int]]]:
-    """The offsets each consumer group has committed, by topic and partition."""
+    """The offsets each consumer group has committed, by topic and partition. A group whose
+    coordinator is not available yet (the offsets topic still being made or loaded, on a busy
+    or restarted broker) is asked again for up to `COORDINATOR_WAIT_SECONDS`: the bench's
+    100,000-customer run once stopped on it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options())
     await admin.start()
     try:
-        return {
-            group: _by_topic(
-                {
-                    tp: meta.offset
-                    for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
-                }
-            )
-            for group in groups
-        }
+        return {group: _by_topic(await _group_offsets(admin, group)) for group in groups}
     finally:
         await admin.close()
+
+
+COORDINATOR_WAIT_SECONDS = 30.0
+
+
+async def _group_offsets(admin: AIOKafkaAdminClient, group: str) -> dict[TopicPartition, int]:
+    deadline = time.monotonic() + COORDINATOR_WAIT_SECONDS
+    while True:
+        try:
+            found = await admin.list_consumer_group_offsets(group)
+            return {tp: meta.offset for tp, meta in found.items()}
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def start_group_at(

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.account_events import InstitutionCodes
+from services.runtime.kafka_environments import environment
 
 SERVICE_NAMES = ("lifecycle", "referral", "rewards", "notify")
 # Where a worker's tables live: in memory, or in RocksDB on local disk (runtime.app.create_app).
@@ -41,6 +42,12 @@ def _default_home() -> Path:
     return Path.home() / ".cache" / "rapport"
 
 
+def _known_environment(name: str | None) -> str | None:
+    if name:
+        environment(name)  # a ValueError naming the known ones
+    return name or None
+
+
 class RuntimeSettings(BaseSettings):
     """Where the broker and the database are, where local state lives, which ports to use."""
 
@@ -60,7 +67,9 @@ class RuntimeSettings(BaseSettings):
     state_dir: Path | None = None
     environment: str = "development"
     topic_partitions: int = Field(6, ge=1, le=1000)
-    topic_replication_factor: int = Field(1, ge=1, le=7)
+    # How topics are replicated: an environment of deploy/kafka/environments.toml
+    # ("single-node", "cluster"); by default the one the cluster's number of brokers fits.
+    kafka_environment: Annotated[str | None, BeforeValidator(_known_environment)] = None
     # Appended to consumer-group and app ids, so two stacks (or two test runs) on one cluster
     # keep separate offsets and state.
     instance: str = Field("", pattern=r"^[a-z0-9\-]{0,32}$")

@@ -24,6 +24,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.runtime.broker import LocalBroker
+from services.runtime.cluster import LocalCluster
 from services.runtime.osutil import free_port
 from services.runtime.readback import Consumed, read_topic
 
@@ -32,7 +33,9 @@ METRICS_PORT_BASE = int(os.environ.get("RAPPORT_TEST_METRICS_PORT_BASE", "19300"
 API_PORT_BASE = int(os.environ.get("RAPPORT_TEST_API_PORT_BASE", "18300"))
 
 
-def service_env(kafka: LocalBroker, home: Path, instance: str | None = None) -> dict[str, str]:
+def service_env(
+    kafka: LocalBroker | LocalCluster, home: Path, instance: str | None = None
+) -> dict[str, str]:
     """Environment of a Rapport process pointed at the session's broker and home."""
     env = {
         **os.environ,
@@ -223,10 +226,14 @@ def prometheus(workers: Iterable[RunningWorker], work_dir: Path) -> Iterator[Pro
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
-    """Send (key, value) records and wait until the broker has them all."""
+    """Send (key, value) records and wait until the broker has them all, each once (an
+    idempotent producer, as a core bank's feed is: a batch re-sent after a leader failed is
+    not written twice)."""
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+        )
         await producer.start()
         try:
             futures = [await producer.send(topic, value, key=key) for key, value in records]

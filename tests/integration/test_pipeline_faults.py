@@ -2,10 +2,13 @@
 killed with SIGKILL one at a time and all together, several times, scaled from one process per
 service to two and back, or left running while the broker restarts, they publish the same stage
 changes, churn signals, milestones, referral events, ledger entries, notifications and RM tasks,
-each once after de-duplication by event id.
+each once after de-duplication by event id. The same on a three-node cluster with every topic
+replicated three times (min in-sync 2): the leader of the input partitions killed with SIGKILL
+and started again later, a node stopped for longer than the consumers' session timeout, and a
+rolling restart of the three nodes.
 
-Every run has a broker of its own, so no run's outputs reach another run's consumers, and the
-input is fed while the workers run, so every fault falls mid-stream."""
+Every run has a broker (or cluster) of its own, so no run's outputs reach another run's
+consumers, and the input is fed while the workers run, so every fault falls mid-stream."""
 
 from __future__ import annotations
 
@@ -23,17 +26,19 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import ACCOUNT_EVENTS, ALL_TOPICS, REWARDS_LEDGER
 from services.referral import read_model
 from services.runtime import db
 from services.runtime.broker import BrokerError, LocalBroker
+from services.runtime.cluster import LocalCluster
 from services.runtime.observe import uncommitted
 from services.runtime.produce import records_from_lines
 from services.runtime.settings import RuntimeSettings
 from services.runtime.topics import create_topics
 from services.simulator.simulate import Simulation, simulate
-from tests.conftest import TEST_BROKER_PORT, own_broker
+from tests.conftest import TEST_BROKER_PORT, own_broker, own_cluster
 from tests.integration.stack import (
     METRICS_PORT_BASE,
     RunningWorker,
@@ -53,6 +58,8 @@ OUTPUTS = tuple(t.name for t in ALL_TOPICS if t is not ACCOUNT_EVENTS)
 BOOKING_FIELDS = ("booked_at", "points_balance")
 # The pipeline's brokers: after the session broker and the SCRAM one.
 PORTS = iter(range(TEST_BROKER_PORT + 20, TEST_BROKER_PORT + 80, 4))
+# The clusters' first ports, after the SCRAM broker's: three nodes take nine ports from each.
+CLUSTER_PORTS = iter(range(TEST_BROKER_PORT + 120, TEST_BROKER_PORT + 200, 10))
 FEED_SECONDS = 40.0
 # Once a worker has taken every record, its input partitions turn idle after this long and
 # release what waits for them (referral's last days of links and lapsed leads, lifecycle's
@@ -83,11 +90,14 @@ class Outputs:
 class Pipeline:
     """One process per service (a second one while scaled out) on a broker of the run's own."""
 
-    def __init__(self, broker: LocalBroker, home: Path, logs: Path) -> None:
+    def __init__(
+        self, broker: LocalBroker | LocalCluster, home: Path, logs: Path, partitions: int
+    ) -> None:
         self.broker = broker
         self.env = {
             **service_env(broker, home, uuid.uuid4().hex[:8]),
             "RAPPORT_IDLE_PARTITION_SECONDS": str(IDLE_SECONDS),
+            "RAPPORT_TOPIC_PARTITIONS": str(partitions),
         }
         self.settings = RuntimeSettings(
             kafka_bootstrap_servers=broker.bootstrap,
@@ -100,11 +110,18 @@ class Pipeline:
         self.running: dict[str, RunningWorker] = {}
         self.extra: dict[str, ExitStack] = {}
 
-    def start(self, service: str) -> None:
-        self.running[service] = self.stack.enter_context(worker(service, self.env, self.logs))
+    def start(self, name: str) -> None:
+        """A worker process: `service`, or `service#n`, the service's n-th process in its
+        group (metrics on a port of its own)."""
+        service, _, n = name.partition("#")
+        env = self.env
+        if n:
+            env = {**env, "RAPPORT_METRICS_PORT_BASE": str(METRICS_PORT_BASE + 10 * int(n))}
+        self.running[name] = self.stack.enter_context(worker(service, env, self.logs))
 
     def kill(self, *services: str) -> None:
-        """SIGKILL: no shutdown, no final commit, no flush; then start them again."""
+        """SIGKILL (`service` or `service#n`): no shutdown, no final commit, no flush; then
+        start them again."""
         for service in services:
             process = self.running[service].process
             process.kill()
@@ -180,29 +197,49 @@ def assert_balances_follow_the_ledger(entries: list[dict[str, object]]) -> None:
 
 
 @contextmanager
-def a_broker(home: Path) -> Iterator[LocalBroker]:
-    broker = own_broker(home, next(PORTS), "512m")
+def a_kafka(home: Path, nodes: int) -> Iterator[LocalBroker | LocalCluster]:
+    """A broker of the run's own, or a cluster of `nodes`."""
+    kafka = (
+        own_broker(home, next(PORTS), "512m")
+        if nodes == 1
+        else own_cluster(home, next(CLUSTER_PORTS), nodes, "384m")
+    )
     try:
-        broker.start(timeout=120)
+        kafka.start(timeout=120)
     except BrokerError as exc:
         pytest.fail(f"the real Kafka broker is needed and could not start: {exc}")
     try:
-        yield broker
+        yield kafka
     finally:
-        broker.stop()
+        kafka.stop()
 
 
 Fault = Callable[[Pipeline], str]
 
 
-def run_pipeline(simulation: Simulation, work: Path, faults: list[tuple[float, Fault]]) -> Outputs:
-    """Feed the simulation over FEED_SECONDS to the four workers, applying each fault at its
-    second after the start, and return what they published once drained."""
+def run_pipeline(
+    simulation: Simulation,
+    work: Path,
+    faults: list[tuple[float, Fault]],
+    nodes: int = 1,
+    processes: int = 1,
+    partitions: int = 6,
+) -> Outputs:
+    """Feed the simulation over FEED_SECONDS to the four workers (`processes` of each, in one
+    group per service) on a broker (or a cluster of `nodes`) with topics of `partitions`,
+    applying each fault at its second after the start, and return what they published once
+    drained."""
     home = work / "home"
     home.mkdir(parents=True)
-    with a_broker(work) as broker:
+    with a_kafka(work, nodes) as broker:
         asyncio.run(
-            create_topics(RuntimeSettings(kafka_bootstrap_servers=broker.bootstrap, home=home))
+            create_topics(
+                RuntimeSettings(
+                    kafka_bootstrap_servers=broker.bootstrap,
+                    home=home,
+                    topic_partitions=partitions,
+                )
+            )
         )
         url = RuntimeSettings(home=home).resolved_database_url
         db.upgrade(url)
@@ -210,7 +247,7 @@ def run_pipeline(simulation: Simulation, work: Path, faults: list[tuple[float, F
         read_model.register_codes(
             url, truth.codes, truth.start - timedelta(days=1), timedelta(days=400)
         )
-        pipeline = Pipeline(broker, home, work)
+        pipeline = Pipeline(broker, home, work, partitions)
         outputs = Outputs(events_in=len(simulation.lines))
         fed = threading.Event()
         failure: list[BaseException] = []
@@ -236,6 +273,8 @@ def run_pipeline(simulation: Simulation, work: Path, faults: list[tuple[float, F
         try:
             for service in SERVICES:
                 pipeline.start(service)
+                for n in range(2, processes + 1):
+                    pipeline.start(f"{service}#{n}")
             feeder = threading.Thread(target=feed, daemon=True)
             started = time.monotonic()
             feeder.start()
@@ -346,4 +385,113 @@ def test_a_broker_restart_mid_stream_changes_nothing(
 ) -> None:
     got = run_pipeline(simulation, tmp_path, [(15.0, broker_restart)])
     report("broker restart", reference, got)
+    assert_same(reference, got)
+
+
+def test_three_processes_a_service_on_twelve_partitions_one_killed_change_nothing(
+    simulation: Simulation, reference: Outputs, tmp_path: Path
+) -> None:
+    faults = [(12.0, kill(*(f"{service}#2" for service in SERVICES)))]
+    got = run_pipeline(simulation, tmp_path, faults, processes=3, partitions=12)
+    report("3 processes a service, 12 partitions, one of each killed", reference, got)
+    assert_same(reference, got)
+
+
+# -- on a three-node cluster ----------------------------------------------------------------
+
+
+def cluster_of(pipeline: Pipeline) -> LocalCluster:
+    assert isinstance(pipeline.broker, LocalCluster)
+    return pipeline.broker
+
+
+def input_leader(cluster: LocalCluster) -> int:
+    """The node that leads the most partitions of the input topic."""
+
+    async def leaders() -> Counter[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        await admin.start()
+        try:
+            (topic,) = await admin.describe_topics([ACCOUNT_EVENTS.name])
+            return Counter(int(p["leader"]) for p in topic["partitions"])
+        finally:
+            await admin.close()
+
+    return asyncio.run(leaders()).most_common(1)[0][0]
+
+
+def wait_fully_replicated(cluster: LocalCluster, timeout: float = 120) -> None:
+    """Until every partition of every topic has all its replicas in sync again, as an operator
+    waits between the nodes of a rolling restart."""
+
+    async def behind() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        await admin.start()
+        try:
+            names = await admin.list_topics()
+            topics = await admin.describe_topics(list(names))
+            return sum(len(p["isr"]) < len(p["replicas"]) for t in topics for p in t["partitions"])
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    while (left := asyncio.run(behind())) > 0:
+        assert time.monotonic() < deadline, f"{left} partitions still under-replicated"
+        time.sleep(1)
+
+
+def input_leader_killed(down_seconds: float) -> Fault:
+    def fault(pipeline: Pipeline) -> str:
+        cluster = cluster_of(pipeline)
+        node = input_leader(cluster)
+        cluster.node(node).stop(kill=True)
+        time.sleep(down_seconds)
+        cluster.node(node).start(timeout=120)
+        return f"SIGKILL node {node} (the input's leader), started again {down_seconds:.0f} s later"
+
+    return fault
+
+
+def node_stopped(node: int, down_seconds: float) -> Fault:
+    def fault(pipeline: Pipeline) -> str:
+        cluster = cluster_of(pipeline)
+        cluster.node(node).stop()
+        time.sleep(down_seconds)
+        cluster.node(node).start(timeout=120)
+        return f"node {node} stopped for {down_seconds:.0f} s"
+
+    return fault
+
+
+def rolling_restart(pipeline: Pipeline) -> str:
+    cluster = cluster_of(pipeline)
+    for node in cluster.nodes:
+        node.stop()
+        node.start(timeout=120)
+        wait_fully_replicated(cluster)
+    return "rolling restart of the three nodes"
+
+
+def test_on_a_cluster_the_input_leader_killed_changes_nothing(
+    simulation: Simulation, reference: Outputs, tmp_path: Path
+) -> None:
+    got = run_pipeline(simulation, tmp_path, [(10.0, input_leader_killed(15))], nodes=3)
+    report("cluster, input leader killed", reference, got)
+    assert_same(reference, got)
+
+
+def test_on_a_cluster_a_node_stopped_past_the_session_timeout_changes_nothing(
+    simulation: Simulation, reference: Outputs, tmp_path: Path
+) -> None:
+    # The workers' session timeout is 8 s (tests/integration/stack.py): down three times that.
+    got = run_pipeline(simulation, tmp_path, [(10.0, node_stopped(2, 25))], nodes=3)
+    report("cluster, a node stopped", reference, got)
+    assert_same(reference, got)
+
+
+def test_on_a_cluster_a_rolling_restart_changes_nothing(
+    simulation: Simulation, reference: Outputs, tmp_path: Path
+) -> None:
+    got = run_pipeline(simulation, tmp_path, [(8.0, rolling_restart)], nodes=3)
+    report("cluster, rolling restart", reference, got)
     assert_same(reference, got)
