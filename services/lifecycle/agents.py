@@ -70,6 +70,8 @@ class Lifecycle:
         self.database_url = database_url
         self.read_model_share = config.read_model_share
         self.read_model_due = 0.0
+        # Customers a rebalance queued for the read model, written a batch at a time.
+        self.read_model_backlog: set[str] = set()
 
     async def _publish(self, outputs: list[Output]) -> None:
         await send_all(
@@ -133,9 +135,10 @@ class Lifecycle:
 
     def resync(self) -> None:
         """After a rebalance: the calendar built again from the partitions now held, and every
-        customer queued for the read model (it may miss changes made before a crash)."""
+        customer queued for the read model (it may miss changes made before a crash), behind
+        the customers that change from now on."""
         self.service.forget_calendar()
-        self.service.changed.update(self.service.customer_ids())
+        self.read_model_backlog = set(self.service.customer_ids())
 
     async def write_read_model(self) -> None:
         """Write the customers changed since the last call, in batches, in a thread; after a
@@ -150,24 +153,37 @@ class Lifecycle:
             self.read_model_due = started + spent / self.read_model_share
 
     async def _write_changed(self) -> None:
+        """Every customer changed since the last call, then one batch of the backlog a
+        rebalance left. A worker that takes over 100,000 customers writes them over the next
+        minute or so, its event loop free for the events meanwhile: written all at once, they
+        held a restarted worker's first event for 23 s (docs/benchmarks.md, 2026-12-06)."""
         changed = self.service.changed
         while changed:
-            batch = list(islice(changed, _READ_MODEL_BATCH))
-            changed.difference_update(batch)
-            rows = [
-                read_model.profile_row(state)
-                for state in map(self.service.load, batch)
-                if state is not None
-            ]
-            try:
-                await asyncio.to_thread(read_model.write, self.database_url, rows)
-            except Exception as exc:
-                # Taken again next time: the read model lags, the stream does not stop.
-                changed.update(batch)
-                metrics.READ_MODEL_FAILURES.inc()
-                log.warning("read model write failed (%s); will retry", exc)
+            if not await self._write(changed):
                 return
-            metrics.READ_MODEL_ROWS.inc(len(rows))
+        if self.read_model_backlog:
+            await self._write(self.read_model_backlog)
+
+    async def _write(self, queue: set[str]) -> bool:
+        """One batch of `queue` to the read model; False when the database refused it."""
+        batch = list(islice(queue, _READ_MODEL_BATCH))
+        queue.difference_update(batch)
+        self.read_model_backlog.difference_update(batch)
+        rows = [
+            read_model.profile_row(state)
+            for state in map(self.service.load, batch)
+            if state is not None
+        ]
+        try:
+            await asyncio.to_thread(read_model.write, self.database_url, rows)
+        except Exception as exc:
+            # Taken again next time: the read model lags, the stream does not stop.
+            queue.update(batch)
+            metrics.READ_MODEL_FAILURES.inc()
+            log.warning("read model write failed (%s); will retry", exc)
+            return False
+        metrics.READ_MODEL_ROWS.inc(len(rows))
+        return True
 
 
 def build_app(settings: RuntimeSettings) -> faust.App:

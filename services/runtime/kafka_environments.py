@@ -3,12 +3,19 @@ read by the local broker, by `rapport topics create` and by the Kubernetes gener
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-ENVIRONMENTS_FILE = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "environments.toml"
+# The repository's file; an installed Rapport (the container image) is told where its copy is.
+ENVIRONMENTS_FILE = Path(
+    os.environ.get(
+        "RAPPORT_KAFKA_ENVIRONMENTS_FILE",
+        Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "environments.toml",
+    )
+)
 
 
 @dataclass(frozen=True)
