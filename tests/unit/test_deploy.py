@@ -112,3 +112,12 @@ def test_the_image_runs_as_a_user_with_pinned_dependencies() -> None:
     assert sorted(f"{n}=={v}" for n, v in installed.items()) == sorted(pins), (
         "deploy/docker/requirements.lock is stale: run .venv/bin/python deploy/docker/lock.py"
     )
+
+
+def test_the_image_installs_wheels_only_and_carries_the_replication_file() -> None:
+    """No compiler in the image (a dependency that needs one fails the build), and the file
+    that says how topics are replicated where the installed package is told to look."""
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    assert "--only-binary=:all:" in dockerfile
+    assert "COPY deploy/kafka/environments.toml /etc/rapport/kafka-environments.toml" in dockerfile
+    assert "RAPPORT_KAFKA_ENVIRONMENTS_FILE=/etc/rapport/kafka-environments.toml" in dockerfile
