@@ -10,7 +10,7 @@ from pydantic import AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.account_events import InstitutionCodes
-from services.runtime.kafka_environments import environment
+from services.runtime.kafka_environments import environment as named_kafka_environment
 
 SERVICE_NAMES = ("lifecycle", "referral", "rewards", "notify")
 # Where a worker's tables live: in memory, or in RocksDB on local disk (runtime.app.create_app).
@@ -44,7 +44,7 @@ def _default_home() -> Path:
 
 def _known_environment(name: str | None) -> str | None:
     if name:
-        environment(name)  # a ValueError naming the known ones
+        named_kafka_environment(name)  # a ValueError naming the known ones
     return name or None
 
 
