@@ -62,8 +62,6 @@ STORES: tuple[str, ...] = get_args(TableStore)
 # more drains, each bounded by this host's cores.
 SECTIONS = frozenset({"probes", "throughput", "memory", "recovery", "latency"})
 KNOWN_SECTIONS = SECTIONS | {"scale-out"}
-PIPELINE_OF = {n: dict.fromkeys(SERVICE_NAMES, n) for n in (2, 3)}
-CPUS = os.cpu_count() or 1
 # About 63 valid events per simulated customer and year.
 EVENTS_PER_CUSTOMER_YEAR = 63
 
@@ -621,8 +619,18 @@ def run(
         ("throughput", "two lifecycle worker processes", {"lifecycle": 2}, None),
         ("throughput", "whole pipeline (four workers)", dict.fromkeys(SERVICE_NAMES, 1), None),
         ("scale-out", "three lifecycle worker processes", {"lifecycle": 3}, None),
-        ("scale-out", "whole pipeline, two processes a service", PIPELINE_OF[2], None),
-        ("scale-out", "whole pipeline, three processes a service", PIPELINE_OF[3], None),
+        (
+            "scale-out",
+            "whole pipeline, two processes a service",
+            dict.fromkeys(SERVICE_NAMES, 2),
+            None,
+        ),
+        (
+            "scale-out",
+            "whole pipeline, three processes a service",
+            dict.fromkeys(SERVICE_NAMES, 3),
+            None,
+        ),
     ):
         if section in sections:
             seconds = repeat(name, partial(bench.drain_time, services, probe))
@@ -636,19 +644,6 @@ def run(
     if "throughput" in sections:
         one, two = drains["lifecycle worker"].value, drains["two lifecycle worker processes"].value
         report.add("scale-out: 2 workers / 1 worker", [two / one], "x")
-    if {"throughput", "scale-out"} <= sections:
-        one = drains["lifecycle worker"].value
-        three = drains["three lifecycle worker processes"].value
-        report.add("scale-out: 3 lifecycle workers / 1", [three / one], "x", f"{CPUS} CPUs")
-        whole = drains["whole pipeline (four workers)"].value
-        for n in (2, 3):
-            more = drains[f"whole pipeline, {('two', 'three')[n - 2]} processes a service"]
-            report.add(
-                f"scale-out: pipeline with {n} processes a service / 1",
-                [more.value / whole],
-                "x",
-                f"{CPUS} CPUs",
-            )
         faust = drains.get("faust agent taking batches, doing nothing")
         for service in DOWNSTREAM:
             # Each on the topics the last whole-pipeline drain left, in input events a second.
@@ -658,6 +653,23 @@ def run(
             if faust is not None:
                 shares.append(f"{rate / faust.value:.2f} x the faust probe")
             report.add(f"{service} worker alone", rates, "events/s", "; ".join(shares))
+    if {"throughput", "scale-out"} <= sections:
+        cpus = f"{report.machine['cpus']} CPUs"
+        for name, more, fewer in (
+            ("3 lifecycle workers", "three lifecycle worker processes", "lifecycle worker"),
+            (
+                "pipeline with 2 processes a service",
+                "whole pipeline, two processes a service",
+                "whole pipeline (four workers)",
+            ),
+            (
+                "pipeline with 3 processes a service",
+                "whole pipeline, three processes a service",
+                "whole pipeline (four workers)",
+            ),
+        ):
+            ratio = drains[more].value / drains[fewer].value
+            report.add(f"scale-out: {name} / 1", [ratio], "x", cpus)
     if "memory" in sections:
         for store in stores:
             rss_mib, per_customer = bench.memory_per_customer(store)

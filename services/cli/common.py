@@ -17,7 +17,7 @@ def local_broker(settings: RuntimeSettings) -> LocalBroker:
 
 def local_cluster(settings: RuntimeSettings, nodes: int | None = None) -> LocalCluster | None:
     """The local cluster of `nodes`, or the one made earlier in this home (None: none was)."""
-    nodes = nodes or LocalCluster.exists(settings.home, settings.broker_port)
+    nodes = nodes or LocalCluster.nodes_made(settings.home, settings.broker_port)
     if nodes < 2:
         return None
     return LocalCluster(settings.home, settings.broker_port, nodes, settings.broker_heap)

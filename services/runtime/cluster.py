@@ -59,7 +59,7 @@ class LocalCluster:
         ]
 
     @staticmethod
-    def exists(home: Path, port: int) -> int:
+    def nodes_made(home: Path, port: int) -> int:
         """How many nodes the cluster made earlier under `home` has (0: none)."""
         return len(list((home / f"cluster-{port}").glob("node-*")))
 

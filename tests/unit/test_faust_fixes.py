@@ -69,6 +69,15 @@ def handled_offsets(
     return HandledOffsets(app), consumer
 
 
+def guarded(monkeypatch: Any) -> tuple[HandledOffsets, FakeConsumer, list[float]]:
+    """Handled offsets guarding topic "t", on a clock the test moves (`clock[0]`)."""
+    offsets, consumer = handled_offsets({})
+    offsets.topics.add("t")
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    return offsets, consumer, clock
+
+
 async def test_records_in_turn_from_the_committed_offset() -> None:
     offsets, consumer = handled_offsets({"p0": 10})
     assert await offsets.turn("p0", 9) is Turn.HANDLED  # redelivered before the committed offset
@@ -114,10 +123,7 @@ def test_faust_read_offsets_never_drop_a_record() -> None:
 
 async def test_a_partition_whose_due_record_never_comes_is_sought_back(monkeypatch: Any) -> None:
     """The records dropped were the partition's last: no later record shows the hole."""
-    offsets, consumer = handled_offsets({})
-    offsets.topics.add("t")
-    clock = [100.0]
-    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    offsets, consumer, clock = guarded(monkeypatch)
     tp = TP("t", 0)
     consumer.ends = {0: 40}
     offsets.next[tp] = 30
@@ -134,10 +140,7 @@ async def test_a_partition_whose_due_record_never_comes_is_sought_back(monkeypat
 
 
 async def test_a_partition_handled_to_its_end_is_left_alone(monkeypatch: Any) -> None:
-    offsets, consumer = handled_offsets({})
-    offsets.topics.add("t")
-    clock = [100.0]
-    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    offsets, consumer, clock = guarded(monkeypatch)
     tp = TP("t", 0)
     consumer.ends = {0: 40}
     offsets.next[tp] = 40
@@ -149,10 +152,7 @@ async def test_a_partition_handled_to_its_end_is_left_alone(monkeypatch: Any) ->
 
 async def test_a_partition_held_back_for_a_full_buffer_is_left_alone(monkeypatch: Any) -> None:
     """Its agent is busy or waiting (services/runtime/faust_flow.py): nothing was dropped."""
-    offsets, consumer = handled_offsets({})
-    offsets.topics.add("t")
-    clock = [100.0]
-    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    offsets, consumer, clock = guarded(monkeypatch)
     tp = TP("t", 0)
     consumer.ends = {0: 40}
     offsets.next[tp] = 30
@@ -194,10 +194,7 @@ async def test_a_partition_that_gave_nothing_since_it_was_assigned_is_sought_bac
 
 
 async def test_a_partition_not_fetched_yet_is_judged_once_it_is(monkeypatch: Any) -> None:
-    offsets, consumer = handled_offsets({})
-    offsets.topics.add("t")
-    clock = [100.0]
-    monkeypatch.setattr(faust_fixes.time, "monotonic", lambda: clock[0])
+    offsets, consumer, clock = guarded(monkeypatch)
     tp = TP("t", 0)
     ends: dict[int, int | None] = {0: None}
     consumer.ends = ends  # type: ignore[assignment]
