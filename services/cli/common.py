@@ -29,6 +29,16 @@ def local_kafka(settings: RuntimeSettings) -> LocalBroker | LocalCluster:
     return local_cluster(settings) or local_broker(settings)
 
 
+def with_local_environment(settings: RuntimeSettings) -> RuntimeSettings:
+    """The settings, naming the local broker's or cluster's Kafka environment unless they name
+    one or another cluster: its size is known, where counting the brokers a cluster lists
+    could miss one fenced for a moment and replicate the topics too little."""
+    if settings.kafka_environment or external_cluster(settings):
+        return settings
+    name = local_kafka(settings).kafka_environment.name
+    return settings.model_copy(update={"kafka_environment": name})
+
+
 def external_cluster(settings: RuntimeSettings, nodes: int | None = None) -> bool:
     """Whether the settings name a cluster this home does not run (then it is left alone);
     `nodes`: of the local cluster about to be made."""

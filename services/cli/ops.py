@@ -21,6 +21,7 @@ from services.cli.common import (
     local_cluster,
     local_kafka,
     redact,
+    with_local_environment,
 )
 from services.runtime.cluster import LocalCluster
 from services.runtime.observe import WorkerCounts
@@ -117,7 +118,7 @@ def cmd_topics(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport topics create"""
     from services.runtime.topics import create_topics
 
-    results = asyncio.run(create_topics(settings, args.partitions))
+    results = asyncio.run(create_topics(with_local_environment(settings), args.partitions))
     table = Table(
         "topic", "partitions", "replicas", "min in-sync", "cleanup", "retention (days)", "status"
     )
@@ -227,7 +228,7 @@ def start_stack(settings: RuntimeSettings) -> None:
         kafka = local_kafka(settings)
         kafka.start()
         console.print(f"broker: Apache Kafka (KRaft) on {kafka.bootstrap}")
-    asyncio.run(create_topics(settings))
+    asyncio.run(create_topics(with_local_environment(settings)))
     console.print("topics: created or present")
     db.upgrade(settings.resolved_database_url)
     console.print(f"database: {redact(settings.resolved_database_url)} migrated")

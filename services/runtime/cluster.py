@@ -8,10 +8,14 @@ Topics are replicated as deploy/kafka/environments.toml says for a cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from services.runtime.broker import BrokerError, BrokerStatus, LocalBroker, new_cluster_id
 from services.runtime.kafka_environments import environment_for
@@ -80,12 +84,44 @@ class LocalCluster:
         self.id_file.write_text(self.cluster_id)
         launched = [(node, node.launch()) for node in self.nodes]
         deadline = time.monotonic() + timeout
-        return [
+        started = [
             node.status()
             if process is None
             else node.wait_ready(process, max(deadline - time.monotonic(), 1.0))
             for node, process in launched
         ]
+        self.wait_registered(max(deadline - time.monotonic(), 1.0))
+        return started
+
+    def wait_registered(self, timeout: float) -> None:
+        """Wait until the cluster's metadata lists every running node as a broker. A node
+        logs that it started before the others learn of it: topics created in that gap are
+        sized for fewer brokers (`rapport topics create` picks the environment by the count)."""
+        running = {node.node_id for node in self.nodes if node.status().running}
+
+        async def registered(node: LocalBroker) -> set[int]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=node.bootstrap)
+            try:
+                await admin.start()
+                described = await admin.describe_cluster()
+                return {int(b["node_id"]) for b in described["brokers"]}
+            except KafkaError:
+                return set()
+            finally:
+                await admin.close()
+
+        deadline = time.monotonic() + timeout
+        seen: set[int] = set()
+        while time.monotonic() < deadline:
+            # Each node answers from its own copy of the metadata: all must have caught up.
+            views = [asyncio.run(registered(self.node(n))) for n in sorted(running)]
+            seen = set.intersection(*views) if views else set()
+            if running <= seen:
+                return
+            time.sleep(0.5)
+        raise BrokerError(
+            f"nodes {sorted(running - seen)} did not join the cluster within {timeout:.0f} s"
+        )
 
     def stop(self) -> int:
         """Stop every node (a clean shutdown each); how many were running."""

@@ -232,15 +232,21 @@ def run_pipeline(
     home = work / "home"
     home.mkdir(parents=True)
     with a_kafka(work, nodes) as broker:
-        asyncio.run(
+        created = asyncio.run(
             create_topics(
                 RuntimeSettings(
                     kafka_bootstrap_servers=broker.bootstrap,
                     home=home,
                     topic_partitions=partitions,
+                    # Named, as a deployment names it: counted from the brokers the cluster
+                    # lists, a node fenced for a moment under load would make it smaller.
+                    kafka_environment=broker.kafka_environment.name,
                 )
             )
         )
+        # A fault on a cluster proves something only if every partition has its copies.
+        copies = min(nodes, 3)
+        assert {t.replication_factor for t in created} == {copies}, created
         url = RuntimeSettings(home=home).resolved_database_url
         db.upgrade(url)
         truth = simulation.truth
