@@ -200,6 +200,28 @@ def evaluate_outputs(settings: RuntimeSettings, truth_path: Path, out: Path | No
     return write(evaluation, out or settings.home / "report")
 
 
+def _workbench_links(settings: RuntimeSettings) -> None:
+    """The workbench's address, and sign-in links for the development RM and team lead."""
+    from services.runtime.auth import API_KEYS, Principal, Role
+    from services.workbench.session import sign_in_link
+
+    base = f"http://{settings.api_host}:{settings.api_port('workbench')}"
+    console.rule("Workbench")
+    console.print(f"workbench: {base}  (stop everything with `rapport down`)")
+    key_file = supervisor.workbench_key_file(settings)
+    try:
+        grants = API_KEYS.validate_json(supervisor.development_keys_file(settings).read_bytes())
+        session_key = key_file.read_bytes().strip()
+    except (OSError, ValueError):
+        return  # authentication configured by the bank: sign in with its tokens
+    for role, who in ((Role.RM, "relationship manager"), (Role.OPS, "team lead")):
+        for credential, grant in grants.items():
+            if grant.roles == [role]:
+                principal = Principal(grant.subject, frozenset(grant.roles), grant.rm_id)
+                link = sign_in_link(base, session_key, principal, credential)
+                console.print(f"{who} {grant.rm_id or grant.subject}: {link}", soft_wrap=True)
+
+
 def _ops_headers(settings: RuntimeSettings) -> dict[str, str]:
     """The ops role's development key, when `rapport up` made the keys."""
     from services.runtime.auth import Role, key_for
@@ -312,6 +334,8 @@ def clean_slate(settings: RuntimeSettings) -> None:
         )
         return
     supervisor.stop(settings)
+    # Made afresh by `rapport up`: keys of an earlier version may lack what the demo needs.
+    supervisor.development_keys_file(settings).unlink(missing_ok=True)
     kafka = local_kafka(settings)
     kafka.stop()
     removed = []
@@ -360,12 +384,16 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         report = evaluate_outputs(settings, truth_path, None)
         console.print(f"full report: {report} (charts beside it)")
         ok = all(c.total >= expected.get(c.service, 0) for c in counts)
-    finally:
-        if not args.keep:
-            cmd_down(argparse.Namespace(keep_broker=False), settings)
+    except BaseException:
+        cmd_down(argparse.Namespace(keep_broker=False), settings)
+        raise
+    if args.stop:
+        cmd_down(argparse.Namespace(keep_broker=False), settings)
+    else:
+        # Idle workers cost the replay below little; the workbench shows what they concluded.
+        _workbench_links(settings)
     if args.held_out_customers > 0:
-        # The rules on populations they were not tuned on, without the stack (it is down, so
-        # the replay has both cores).
+        # The rules on populations they were not tuned on, replayed without Kafka.
         from services.simulator.heldout import (
             DEFAULT_DAYS,
             DEFAULT_WORKERS,

@@ -21,7 +21,7 @@ from services.cli.ops import (
     cmd_up,
     cmd_worker,
 )
-from services.runtime.settings import SERVICE_NAMES, get_settings
+from services.runtime.settings import API_NAMES, SERVICE_NAMES, get_settings
 
 T = TypeVar("T")
 
@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", choices=SERVICE_NAMES)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("api", help="run a service's HTTP API")
-    p.add_argument("service", choices=SERVICE_NAMES)
+    p = sub.add_parser("api", help="run a service's HTTP API, or the workbench's pages")
+    p.add_argument("service", choices=API_NAMES)
     p.add_argument("--port", type=int, default=None)
     p.set_defaults(func=cmd_api)
 
@@ -188,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--timeout", type=float, default=900.0)
-    p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    p.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the stack at the end (by default it stays up for the workbench)",
+    )
     p.add_argument(
         "--held-out-customers",
         type=int,

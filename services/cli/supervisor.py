@@ -16,6 +16,8 @@ import httpx
 from services.runtime.auth import Authenticator, AuthSettings, write_development_keys
 from services.runtime.osutil import pid_alive, port_open, read_pid
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
+from services.workbench.config import WorkbenchSettings
+from services.workbench.session import SessionCookie
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,10 @@ class Process:
 
 def all_processes() -> list[Process]:
     """Every worker and API of the stack."""
-    return [Process(role, s) for s in SERVICE_NAMES for role in ("worker", "api")]
+    return [
+        *(Process(role, s) for s in SERVICE_NAMES for role in ("worker", "api")),
+        Process("api", "workbench"),
+    ]
 
 
 def run_dir(settings: RuntimeSettings) -> Path:
@@ -54,6 +59,11 @@ def development_keys_file(settings: RuntimeSettings) -> Path:
     return run_dir(settings) / "api-keys.json"
 
 
+def workbench_key_file(settings: RuntimeSettings) -> Path:
+    """The workbench's session key `rapport up` makes when none is configured."""
+    return run_dir(settings) / "workbench-session.key"
+
+
 def _environment(settings: RuntimeSettings) -> dict[str, str]:
     """The children's environment. Without any authentication set up, the APIs take a fresh
     random key per role from an owner-only file (development only: docs/security.md)."""
@@ -62,6 +72,14 @@ def _environment(settings: RuntimeSettings) -> dict[str, str]:
         keys = development_keys_file(settings)
         write_development_keys(keys)
         env["RAPPORT_AUTH_API_KEYS_FILE"] = str(keys)
+        env.setdefault("RAPPORT_WORKBENCH_SIGN_IN_LINKS", "true")
+    if not WorkbenchSettings().session_key and not WorkbenchSettings().session_key_file:
+        # The workbench's sessions outlive its restarts (an owner-only file, like the keys).
+        session_key = workbench_key_file(settings)
+        if not session_key.exists():
+            session_key.touch(mode=0o600)
+            session_key.write_bytes(SessionCookie.new_key())
+        env["RAPPORT_WORKBENCH_SESSION_KEY_FILE"] = str(session_key)
     return env
 
 

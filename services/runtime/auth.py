@@ -83,6 +83,9 @@ class Principal:
     subject: str
     roles: frozenset[Role]
     rm_id: str | None = None
+    # When the credential stops being valid (a token's `exp`, seconds since the epoch); None
+    # for a static key. A session built on it (the workbench's) ends no later.
+    expires_at: float | None = None
 
     def has(self, *roles: Role) -> bool:
         return Role.ADMIN in self.roles or bool(self.roles & set(roles))
@@ -161,7 +164,9 @@ class Authenticator:
             roles = roles.split()
         known = frozenset(Role(r) for r in roles if r in Role.__members__.values())
         rm_id = claims.get(self.settings.rm_id_claim)
-        return Principal(str(claims["sub"]), known, str(rm_id) if rm_id else None)
+        return Principal(
+            str(claims["sub"]), known, str(rm_id) if rm_id else None, float(claims["exp"])
+        )
 
 
 def _unauthorised(why: str) -> HTTPException:
@@ -265,12 +270,20 @@ def assigned_rm(url: str) -> Callable[[str], Awaitable[str | None]]:
     return rm_of
 
 
+DEVELOPMENT_RM = "RM001"
+
+
 def development_keys() -> dict[str, dict[str, Any]]:
     """A fresh set of random API keys, one per role (for `rapport up` and the demo)."""
     import secrets
 
     return {
-        secrets.token_urlsafe(24): {"subject": f"dev-{role.value}", "roles": [role.value]}
+        secrets.token_urlsafe(24): {
+            "subject": f"dev-{role.value}",
+            "roles": [role.value],
+            # The simulator's first RM, so that the development RM has customers and tasks.
+            "rm_id": DEVELOPMENT_RM if role is Role.RM else None,
+        }
         for role in Role
     }
 

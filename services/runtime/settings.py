@@ -13,6 +13,9 @@ from schemas.account_events import InstitutionCodes
 from services.runtime.kafka_environments import environment as named_kafka_environment
 
 SERVICE_NAMES = ("lifecycle", "referral", "rewards", "notify")
+# Every HTTP app `rapport api` serves: the services' APIs and the workbench's pages (port base +
+# its position: the workbench on the base port itself, 8100 by default).
+API_NAMES = ("workbench", *SERVICE_NAMES)
 # Where a worker's tables live: in memory, or in RocksDB on local disk (runtime.app.create_app).
 TableStore = Literal["memory", "rocksdb"]
 
@@ -123,8 +126,8 @@ class RuntimeSettings(BaseSettings):
         return self.metrics_port_base + self.service_index(service)
 
     def api_port(self, service: str) -> int:
-        """Port of a service's HTTP API."""
-        return self.api_port_base + self.service_index(service)
+        """Port of a service's HTTP API (or of the workbench)."""
+        return self.api_port_base + API_NAMES.index(service)
 
 
 @lru_cache

@@ -1,0 +1,432 @@
+"""The workbench's pages: sign-in, an RM's tasks, a customer, the team, operations. Each page
+asks the services' APIs as the signed-in person (client.py) and renders a Jinja2 template;
+the forms post back here with the session's CSRF token and redirect (post/redirect/get)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from schemas.account_events import ID_PATTERN
+from services.runtime.auth import Authenticator, AuthSettings
+from services.runtime.observe import read_workers
+from services.runtime.settings import RuntimeSettings
+from services.workbench import timeline
+from services.workbench.client import ServiceError, Services
+from services.workbench.config import WorkbenchSettings
+from services.workbench.i18n import LOCALES, Formatter, negotiate, zone
+from services.workbench.session import COOKIE, Scheme, Session, SessionCookie
+
+HERE = Path(__file__).parent
+STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
+LANGUAGE_COOKIE = "rapport_lang"
+ZONE_COOKIE = "rapport_tz"
+OUTCOMES = ("contacted", "retained", "lost", "not_reachable")
+audit = logging.getLogger("rapport.workbench.audit")
+
+
+@dataclass
+class View:
+    """One request as a page sees it: who, in which language and zone."""
+
+    request: Request
+    session: Session
+    fmt: Formatter
+    fresh: bool  # the session is new: its cookie must be set
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a path of this site: "//evil.example" or "https://..." would leave it.
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return "/"
+
+
+def routers(settings: RuntimeSettings) -> list[APIRouter]:
+    config = WorkbenchSettings()
+    key = config.session_key.get_secret_value().encode() if config.session_key else None
+    if config.session_key_file is not None:
+        key = config.session_key_file.read_bytes().strip()
+    if key is None:
+        logging.getLogger(__name__).warning(
+            "RAPPORT_WORKBENCH_SESSION_KEY is not set: sessions end when this process does, "
+            "and another workbench process cannot read them (development only)"
+        )
+    cookies = SessionCookie(key or SessionCookie.new_key(), config.session_minutes * 60)
+    authenticator = Authenticator(AuthSettings())
+    services = Services(settings, config)
+    templates = Jinja2Templates(
+        env=Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=StrictUndefined,
+        )
+    )
+    router = APIRouter(include_in_schema=False)
+
+    def view_of(request: Request) -> View:
+        session = cookies.load(request.cookies.get(COOKIE))
+        if session is not None and session.purpose != "session":
+            session = None
+        locale = negotiate(
+            request.headers.get("accept-language"),
+            request.cookies.get(LANGUAGE_COOKIE),
+            config.default_locale,
+        )
+        fmt = Formatter(
+            locale,
+            zone(unquote(request.cookies.get(ZONE_COOKIE, "")), config.default_time_zone),
+            config.currency,
+        )
+        return View(request, session or Session(), fmt, fresh=session is None)
+
+    def with_cookie(view: View, response: Response) -> Response:
+        if view.fresh or view.session.signed_in:
+            response.set_cookie(
+                COOKIE,
+                cookies.dump(view.session),
+                max_age=config.session_minutes * 60,
+                httponly=True,
+                samesite="strict",
+                secure=view.request.url.scheme == "https",
+                path="/",
+            )
+        return response
+
+    def render(view: View, template: str, status: int = 200, **context: Any) -> Response:
+        response = templates.TemplateResponse(
+            view.request,
+            template,
+            {
+                "t": view.fmt.t,
+                "fmt": view.fmt,
+                "session": view.session,
+                "locale": view.fmt.locale,
+                "locales": LOCALES,
+                "path": view.request.url.path
+                + (f"?{view.request.url.query}" if view.request.url.query else ""),
+                **context,
+            },
+            status_code=status,
+        )
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["Cache-Control"] = "no-store"
+        return with_cookie(view, response)
+
+    def failure(view: View, status: int, message: str) -> Response:
+        return render(view, "error.html", status=status, message=message)
+
+    def service_failure(view: View, exc: ServiceError) -> Response:
+        if exc.status == 401:  # the credential expired or was revoked: sign in again
+            return to_sign_in(view)
+        if exc.status == 403:
+            return failure(view, 403, view.fmt.t("error.403", detail=exc.detail))
+        if exc.status == 404:
+            return failure(view, 404, view.fmt.t("error.404", detail=exc.detail))
+        status = 502 if exc.status >= 500 else exc.status
+        return failure(
+            view, status, view.fmt.t("error.service", service=exc.service, detail=exc.detail)
+        )
+
+    def to_sign_in(view: View) -> Response:
+        target = quote(view.request.url.path, safe="/")
+        response = RedirectResponse(f"/signin?next={target}", status_code=303)
+        view.session = Session()
+        view.fresh = True
+        return with_cookie(view, response)
+
+    async def form_of(view: View) -> dict[str, str] | None:
+        """The posted form, or None when its CSRF token is not this session's."""
+        body = (await view.request.body()).decode("utf-8", errors="replace")
+        fields = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+        given = fields.get("csrf", "")
+        if view.fresh or not hmac.compare_digest(given.encode(), view.session.csrf.encode()):
+            return None
+        return fields
+
+    Page = Callable[[View], Awaitable[Response]]
+
+    def page(*roles: str) -> Callable[[Page], Callable[[Request], Awaitable[Response]]]:
+        """A page for the signed-in holders of `roles` (admin holds every role)."""
+
+        def wrap(handler: Page) -> Callable[[Request], Awaitable[Response]]:
+            async def run(request: Request) -> Response:
+                view = view_of(request)
+                if not view.session.signed_in:
+                    return to_sign_in(view)
+                if roles and not view.session.has(*roles):
+                    needed = " / ".join(roles)
+                    return failure(view, 403, view.fmt.t("error.403", detail=needed))
+                try:
+                    return await handler(view)
+                except ServiceError as exc:
+                    return service_failure(view, exc)
+
+            return run
+
+        return wrap
+
+    # -- sign-in --------------------------------------------------------------------------
+
+    @router.get("/")
+    async def home(request: Request) -> Response:
+        view = view_of(request)
+        if not view.session.signed_in:
+            return to_sign_in(view)
+        target = "/tasks" if view.session.rm_id else "/team"
+        return with_cookie(view, RedirectResponse(target, status_code=303))
+
+    @router.get("/signin")
+    async def sign_in_form(request: Request) -> Response:
+        view = view_of(request)
+        return render(view, "signin.html", next=_safe_next(request.query_params.get("next")))
+
+    @router.post("/signin")
+    async def sign_in(request: Request) -> Response:
+        view = view_of(request)
+        fields = await form_of(view)
+        if fields is None:
+            return failure(view, 403, view.fmt.t("error.csrf"))
+        credential = fields.get("credential", "").strip()
+        target = _safe_next(fields.get("next"))
+        # A JWT is three base64url parts; anything else is taken for an API key.
+        scheme: Scheme = "bearer" if credential.count(".") == 2 else "key"
+        try:
+            if not authenticator.configured:
+                raise HTTPException(401, "no authentication is configured (docs/security.md)")
+            principal = (
+                authenticator.from_token(credential)
+                if scheme == "bearer"
+                else authenticator.from_api_key(credential)
+            )
+            until = min(
+                time.time() + config.session_minutes * 60, principal.expires_at or float("inf")
+            )
+        except HTTPException as exc:
+            return render(
+                view,
+                "signin.html",
+                status=401,
+                next=target,
+                refused=view.fmt.t("signin.refused", reason=exc.detail),
+            )
+        view.session = view.session.signed_in_as(principal, scheme, credential, until)
+        audit.info("signed in", extra={"subject": principal.subject})
+        return with_cookie(view, RedirectResponse(target, status_code=303))
+
+    @router.get("/signin/link")
+    async def sign_in_link(request: Request) -> Response:
+        view = view_of(request)
+        linked = cookies.load(request.query_params.get("token"))
+        if not config.sign_in_links or linked is None or linked.purpose != "link":
+            return failure(view, 403, view.fmt.t("signin.link_refused"))
+        view.session = replace(linked, purpose="session", csrf=Session().csrf)
+        audit.info("signed in by link", extra={"subject": linked.subject})
+        return with_cookie(view, RedirectResponse("/", status_code=303))
+
+    @router.post("/signout")
+    async def sign_out(request: Request) -> Response:
+        view = view_of(request)
+        if await form_of(view) is None:
+            return failure(view, 403, view.fmt.t("error.csrf"))
+        view.session, view.fresh = Session(), True
+        return with_cookie(view, RedirectResponse("/signin", status_code=303))
+
+    @router.get("/language/{locale}")
+    async def language(locale: str, request: Request) -> Response:
+        response = RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+        if locale in LOCALES:
+            response.set_cookie(
+                LANGUAGE_COOKIE, locale, max_age=365 * 86400, samesite="strict", path="/"
+            )
+        return response
+
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in STATIC:
+            return Response(status_code=404)
+        return FileResponse(STATIC[name], headers={"Cache-Control": "max-age=3600"})
+
+    # -- an RM's tasks ----------------------------------------------------------------------
+
+    async def stages_of(view: View, customers: set[str]) -> dict[str, dict[str, Any] | None]:
+        found = await asyncio.gather(
+            *(
+                services.maybe("lifecycle", f"/customers/{c}/lifecycle", view.session)
+                for c in customers
+            )
+        )
+        return dict(zip(customers, found, strict=True))
+
+    @router.get("/tasks")
+    @page("rm")
+    async def tasks(view: View) -> Response:
+        rm = view.request.query_params.get("rm") if view.session.has() else None
+        rm = rm or view.session.rm_id
+        if rm is None:
+            return render(view, "tasks.html", rm=None, tasks=[], saved=None)
+        found = await services.get("notify", f"/rm/{quote(rm, safe='')}/tasks", view.session)
+        open_tasks = [t for t in found if t["status"] == "open"]
+        profiles = await stages_of(view, {t["customer_id"] for t in open_tasks})
+        return render(
+            view,
+            "tasks.html",
+            rm=rm,
+            tasks=open_tasks,
+            queued=sum(t["status"] == "queued" for t in found),
+            profiles=profiles,
+            outcomes=OUTCOMES,
+            saved=view.request.query_params.get("saved"),
+        )
+
+    @router.post("/tasks/{task_id}/outcome")
+    async def outcome(task_id: str, request: Request) -> Response:
+        view = view_of(request)
+        if not view.session.signed_in:
+            return to_sign_in(view)
+        fields = await form_of(view)
+        if fields is None:
+            return failure(view, 403, view.fmt.t("error.csrf"))
+        chosen = fields.get("outcome", "")
+        if chosen not in OUTCOMES:
+            return failure(view, 422, f"outcome: one of {', '.join(OUTCOMES)}")
+        body = {"outcome": chosen, "note": fields.get("note", "").strip()[:500] or None}
+        try:
+            await services.call(
+                "notify",
+                "POST",
+                f"/tasks/{quote(task_id, safe='')}/outcome",
+                view.session,
+                body=body,
+            )
+        except ServiceError as exc:
+            return service_failure(view, exc)
+        audit.info(
+            "outcome recorded",
+            extra={"subject": view.session.subject, "task_id": task_id, "outcome": chosen},
+        )
+        back = _safe_next(fields.get("next") or "/tasks")
+        joiner = "&" if "?" in back else "?"
+        return with_cookie(view, RedirectResponse(f"{back}{joiner}saved={chosen}", 303))
+
+    # -- a customer -------------------------------------------------------------------------
+
+    @router.get("/customers/{customer_id}")
+    @page("rm", "ops")
+    async def customer(view: View) -> Response:
+        customer_id = view.request.path_params["customer_id"]
+        if not _matches_id(customer_id):
+            return failure(view, 404, view.fmt.t("error.404", detail=customer_id))
+        # The lifecycle API says first whether this person may see the customer (403).
+        profile = await services.maybe(
+            "lifecycle", f"/customers/{customer_id}/lifecycle", view.session
+        )
+        referrals, rewards, ledger, notifications = await asyncio.gather(
+            optional(
+                services.maybe("referral", f"/customers/{customer_id}/referrals", view.session)
+            ),
+            optional(services.maybe("rewards", f"/customers/{customer_id}/rewards", view.session)),
+            optional(
+                services.maybe(
+                    "rewards", f"/customers/{customer_id}/ledger", view.session, limit=200
+                )
+            ),
+            optional(
+                services.maybe(
+                    "notify", f"/customers/{customer_id}/notifications", view.session, limit=200
+                )
+            ),
+        )
+        rm = view.session.rm_id
+        own_tasks: list[dict[str, Any]] = []
+        if rm is not None:
+            own_tasks = [
+                t
+                for t in await services.get(
+                    "notify",
+                    f"/rm/{quote(rm, safe='')}/tasks",
+                    view.session,
+                    include_closed="true",
+                    all_leads="true",
+                )
+                if t["customer_id"] == customer_id
+            ]
+        return render(
+            view,
+            "customer.html",
+            customer_id=customer_id,
+            profile=profile,
+            referrals=referrals,
+            rewards=rewards,
+            notifications=notifications or [],
+            tasks=own_tasks,
+            outcomes=OUTCOMES,
+            events=timeline.of(
+                view.fmt,
+                profile,
+                (ledger or {}).get("entries", []),
+                notifications or [],
+                (referrals or {}).get("referrals", []),
+                own_tasks,
+            ),
+        )
+
+    # -- the team -----------------------------------------------------------------------------
+
+    @router.get("/team")
+    @page("ops")
+    async def team(view: View) -> Response:
+        summary, uplift, stages = await asyncio.gather(
+            services.get("notify", "/tasks/summary", view.session),
+            services.get("notify", "/interventions/uplift", view.session),
+            services.get("lifecycle", "/lifecycle/summary", view.session),
+        )
+        return render(view, "team.html", summary=summary, uplift=uplift, stages=stages)
+
+    # -- operations -----------------------------------------------------------------------------
+
+    @router.get("/ops")
+    @page("ops")
+    async def operations(view: View) -> Response:
+        workers = await asyncio.to_thread(read_workers, settings)
+        dead_letters = sorted(
+            (w.service, reason, int(count))
+            for w in workers
+            for reason, count in w.dead_lettered.items()
+        )
+        return render(view, "ops.html", workers=workers, dead_letters=dead_letters)
+
+    return [router]
+
+
+async def optional(call: Awaitable[Any]) -> Any:
+    """A section of a page that one service cannot give is left empty; the page still shows
+    what the others know. A refusal (403) is not swallowed: it is the page's answer."""
+    try:
+        return await call
+    except ServiceError as exc:
+        if exc.status in (401, 403):
+            raise
+        return None
+
+
+def _matches_id(value: str) -> bool:
+    return re.fullmatch(ID_PATTERN, value) is not None

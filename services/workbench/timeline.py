@@ -1,0 +1,102 @@
+"""A customer's story on one page: what each service knows of them, as dated lines, newest
+first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.workbench.i18n import Formatter
+
+
+@dataclass(frozen=True)
+class Line:
+    at: datetime
+    kind: str  # stage, signal, ledger, notification, referral, task: the line's style
+    what: str
+    detail: str
+
+
+def _at(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def of(
+    fmt: Formatter,
+    profile: dict[str, Any] | None,
+    ledger: list[dict[str, Any]],
+    notifications: list[dict[str, Any]],
+    referrals: list[dict[str, Any]],
+    tasks: list[dict[str, Any]],
+) -> list[Line]:
+    lines: list[Line] = []
+    language = "zh-CN" if fmt.locale == "zh-CN" else "en"
+    if profile and (since := _at(profile.get("since"))):
+        stage = fmt.term("stage", profile.get("stage"))
+        strategy = (profile.get("strategy") or {}).get("description", "")
+        lines.append(Line(since, "stage", fmt.t("event.stage", stage=stage), strategy))
+    for signal in (profile or {}).get("open_signals", []):
+        explanation = (signal.get("explanation") or {}).get(language) or ""
+        lines.append(
+            Line(
+                datetime.fromisoformat(signal["raised_at"]),
+                "signal",
+                fmt.t("event.signal", cause=fmt.term("cause", signal["cause"])),
+                explanation,
+            )
+        )
+    for entry in ledger:
+        amount = f"{entry['points']:+d}"
+        if entry.get("cash"):
+            amount += f" · {fmt.money(entry['cash'])}"
+        lines.append(
+            Line(
+                datetime.fromisoformat(entry["occurred_at"]),
+                "ledger",
+                fmt.t("event.ledger", rule=entry["rule"]),
+                f"{amount} — {entry['reason']}",
+            )
+        )
+    for note in notifications:
+        reason = note.get("reason_code") or ""
+        lines.append(
+            Line(
+                datetime.fromisoformat(note["occurred_at"]),
+                "notification",
+                fmt.t("event.notification", category=note["category"], status=note["status"]),
+                " ".join(filter(None, [note.get("channel"), reason])),
+            )
+        )
+    for referral in referrals:
+        explanation = (referral.get("explanation") or {}).get(language) or ""
+        lines.append(
+            Line(
+                datetime.fromisoformat(referral["updated_at"]),
+                "referral",
+                fmt.t("event.referral", referee=referral["referee"], status=referral["status"]),
+                explanation,
+            )
+        )
+    for task in tasks:
+        lines.append(
+            Line(
+                datetime.fromisoformat(task["occurred_at"]),
+                "task",
+                fmt.t(
+                    "event.task",
+                    kind=fmt.term("kind", task["kind"]),
+                    status=fmt.term("status", task["status"]),
+                ),
+                " ".join(
+                    filter(
+                        None,
+                        [
+                            fmt.term("outcome", task["outcome"]) if task.get("outcome") else None,
+                            task.get("note"),
+                        ],
+                    )
+                ),
+            )
+        )
+    return sorted(lines, key=lambda line: line.at, reverse=True)

@@ -1,0 +1,261 @@
+"""The workbench in a real browser (Debian's chromium, driven by Playwright) over the four
+services' real APIs and the real broker: an RM signs in, sees only their own tasks, opens a
+customer, records an outcome that is published on rapport.rm-tasks.v1 and counted on the
+team page; another RM's customer is refused; a form without its CSRF token is refused; the
+pages speak zh-CN and en, log no console error and pass axe-core's accessibility rules.
+
+Screenshots go to RAPPORT_SCREENSHOTS_DIR when it is set (docs/workbench/ was made so)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from babel.dates import format_datetime
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
+
+from schemas.lifecycle import Stage, Tier
+from schemas.topics import RM_TASKS
+from services.notify import service
+from services.notify.domain import NotifyRules
+from services.runtime import db
+from services.runtime.broker import LocalBroker
+from services.runtime.settings import API_NAMES
+from tests.credentials import API_KEYS_JSON, KEYS
+from tests.integration.stack import read_all
+from tests.integration.test_notify_store import profile_update, stage, treated
+
+PORT_BASE = int(os.environ.get("RAPPORT_TEST_WORKBENCH_PORT_BASE", "18400"))
+WORKBENCH = f"http://127.0.0.1:{PORT_BASE}"
+AXE = Path(__file__).parents[1] / "vendor" / "axe.min.js"
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+AT_RISK_AT = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+
+
+def key_of(subject: str) -> str:
+    return next(k for k, grant in KEYS.items() if grant["subject"] == subject)
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("Debian's chromium is needed for the browser tests (apt install chromium)")
+    return found
+
+
+@pytest.fixture
+def stack(topics: LocalBroker, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The four APIs and the workbench as processes, on a database holding two RMs' at-risk
+    customers and their retention tasks."""
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{home / 'rapport.db'}"
+    db.upgrade(url)
+    rules = NotifyRules()
+    mine, theirs = treated("M"), treated("T")
+    for customer, rm in ((mine, "RM001"), (theirs, "RM002")):
+        service.apply(url, profile_update(customer, rm_id=rm), rules, NOW)  # type: ignore[arg-type]
+        service.apply(url, stage(customer, Stage.AT_RISK, AT_RISK_AT, Tier.HNW), rules, NOW)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
+        "RAPPORT_HOME": str(home),
+        "RAPPORT_API_PORT_BASE": str(PORT_BASE),
+        "RAPPORT_AUTH_API_KEYS": API_KEYS_JSON,
+        "RAPPORT_WORKBENCH_SESSION_KEY": "9mK3q7b0cKQ3b0F3mYc8Yh7s0Qj2l4Wc6wGxq1sXo3A=",
+        "RAPPORT_LOG_LEVEL": "warning",
+    }
+    env.pop("DATABASE_URL", None)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "api", name],
+            env=env,
+            stdout=(tmp_path / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for name in API_NAMES
+    ]
+    try:
+        for n, name in enumerate(API_NAMES):
+            wait_healthy(f"http://127.0.0.1:{PORT_BASE + n}", tmp_path / f"{name}.log")
+        yield {"mine": mine, "theirs": theirs, "bootstrap": topics.bootstrap}
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def wait_healthy(base: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{base} did not answer: {log.read_text()[-2000:]}")
+
+
+class Console:
+    """Every console error and uncaught exception of the pages a context opened, but the
+    refusals the test asks for (the browser logs a page answered 403 as an error)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.refusals_expected: set[str] = set()
+
+    def watch(self, page: Page) -> Page:
+        def on_console(message: ConsoleMessage) -> None:
+            expected = page.url in self.refusals_expected and "status of 403" in message.text
+            if message.type == "error" and not expected:
+                self.errors.append(f"{page.url}: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: {exc}"))
+        return page
+
+
+def browser_context(browser: Browser, locale: str, **options: Any) -> BrowserContext:
+    context = browser.new_context(
+        locale=locale, timezone_id="Europe/London", base_url=WORKBENCH, **options
+    )
+    # The zone the page would report on its first visit (zone.js), so it does not reload.
+    context.add_cookies([{"name": "rapport_tz", "value": "Europe%2FLondon", "url": WORKBENCH}])
+    return context
+
+
+def sign_in(page: Page, subject: str) -> None:
+    page.goto("/signin")
+    page.fill("#credential", key_of(subject))
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+def screenshot(page: Page, name: str) -> None:
+    if target := os.environ.get("RAPPORT_SCREENSHOTS_DIR"):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+
+
+def accessibility_violations(browser: Browser, subject: str, paths: list[str]) -> list[str]:
+    """axe-core's violations on each page. axe is added to the page as a script, which the
+    pages' Content-Security-Policy forbids: this context alone bypasses it."""
+    context = browser_context(browser, "en-GB", bypass_csp=True)
+    page = context.new_page()
+    sign_in(page, subject)
+    found: list[str] = []
+    for path in paths:
+        page.goto(path)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => (await axe.run(document)).violations")
+        found += [
+            f"{path}: {v['id']} ({v['impact']}): {v['help']} — "
+            + "; ".join(n["target"][0] for n in v["nodes"][:3])
+            for v in result
+        ]
+    context.close()
+    return found
+
+
+def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
+    mine, theirs = stack["mine"], stack["theirs"]
+    console = Console()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        rm = browser_context(browser, "zh-CN")
+        page = console.watch(rm.new_page())
+
+        # Signed out, a page sends to the sign-in, in the browser's language.
+        page.goto("/tasks")
+        assert page.url.startswith(f"{WORKBENCH}/signin")
+        assert page.locator("h1").inner_text() == "登录"
+        screenshot(page, "signin-zh-CN")
+        sign_in(page, "rm-ray")
+        assert page.url == f"{WORKBENCH}/tasks"
+        assert page.locator("h1").inner_text() == "我的任务"
+        rows = page.locator("table.tasks tbody tr")
+        assert rows.count() == 1
+        row = rows.first
+        assert mine in row.inner_text() and theirs not in page.content()
+        assert "高净值客户" in row.inner_text() and "竞争对手吸引" in row.inner_text()
+        # The due time in the browser's zone (London), as Chinese readers write dates.
+        (task,) = httpx.get(
+            f"http://127.0.0.1:{PORT_BASE + API_NAMES.index('notify')}/rm/RM001/tasks",
+            headers={"X-API-Key": key_of("rm-ray")},
+        ).json()
+        due = datetime.fromisoformat(task["due_at"])
+        assert format_datetime(due, "medium", tzinfo="Europe/London", locale="zh_CN") in (
+            row.inner_text()
+        )
+        screenshot(page, "tasks-zh-CN")
+
+        # The language switch, kept for the next pages.
+        page.click("a[lang=en]")
+        assert page.locator("h1").inner_text() == "My tasks"
+        assert "high net worth" in page.locator("table.tasks").inner_text()
+        screenshot(page, "tasks-en")
+
+        page.click(f"a[href='/customers/{mine}']")
+        assert page.locator("h1").inner_text() == f"Customer {mine}"
+        assert "retention call" in page.locator("section", has_text="My tasks").inner_text()
+        screenshot(page, "customer-en")
+
+        # Another RM's customer, typed into the address bar.
+        console.refusals_expected |= {f"{WORKBENCH}/customers/{theirs}", f"{WORKBENCH}/team"}
+        refused = page.goto(f"/customers/{theirs}")
+        assert refused is not None and refused.status == 403
+        assert theirs in page.locator("p.error").inner_text()
+
+        # A form posted without its CSRF token (the session's cookie goes with it).
+        page.goto("/tasks")
+        task_id = (rows.first.get_attribute("id") or "").removeprefix("task-")
+        forged = rm.request.post(
+            f"/tasks/{task_id}/outcome", form={"outcome": "retained"}, max_redirects=0
+        )
+        assert forged.status == 403
+
+        # The outcome, recorded: the task leaves the list and is published closed.
+        page.select_option(f"#outcome-{task_id}", "retained")
+        page.fill(f"#note-{task_id}", "moved the savings back; rate matched")
+        page.click(f"#task-{task_id} button[type=submit]")
+        page.wait_for_load_state()
+        assert "Outcome recorded: retained." in page.locator("p.saved").inner_text()
+        assert page.locator("table.tasks").count() == 0
+
+        # The team lead sees it on the team page; the RM may not open that page.
+        assert page.goto("/team").status == 403  # type: ignore[union-attr]
+        lead = browser_context(browser, "en-GB")
+        team = console.watch(lead.new_page())
+        sign_in(team, "ops-olga")
+        assert team.url == f"{WORKBENCH}/team"
+        per_rm = team.locator("section", has_text="Tasks per RM")
+        assert "RM001" in per_rm.inner_text() and "retained: 1" in per_rm.inner_text()
+        screenshot(team, "team-en")
+        team.goto("/ops")
+        assert team.locator("h1").inner_text() == "Operations"
+        screenshot(team, "ops-en")
+
+        violations = accessibility_violations(
+            browser, "rm-ray", ["/signin", "/tasks", f"/customers/{mine}"]
+        ) + accessibility_violations(browser, "ops-olga", ["/team", "/ops"])
+        browser.close()
+    # Read after the browser is closed: Playwright's sync API runs an event loop meanwhile.
+    published = [
+        orjson.loads(r.value or b"{}") for r in read_all(stack["bootstrap"], RM_TASKS.name)
+    ]
+    closed = [e for e in published if e["task_id"] == task_id and e["status"] == "closed"]
+    assert closed and closed[-1]["outcome"] == "retained"
+    assert closed[-1]["note"] == "moved the savings back; rate matched"
+    assert not violations, "\n".join(violations)
+    assert not console.errors, "\n".join(console.errors)
