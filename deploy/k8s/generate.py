@@ -6,6 +6,7 @@ committed file is stale. Run with the project's Python: `.venv/bin/python deploy
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,10 @@ def documents() -> list[dict[str, Any]]:
                 "RAPPORT_AUTH_JWT_ISSUER": "https://idp.bank.example/CHANGE-ME",
                 "RAPPORT_AUTH_JWT_AUDIENCE": "rapport",
                 "RAPPORT_AUTH_JWT_JWKS": '{"keys": []}',
+                # The workbench asks the services' APIs through their Services.
+                "RAPPORT_WORKBENCH_SERVICE_URLS": json.dumps(
+                    {service: f"http://{service}-api" for service in SERVICES}
+                ),
             },
         },
         {
@@ -228,6 +233,8 @@ def documents() -> list[dict[str, Any]]:
                 "DATABASE_URL": "postgresql://rapport:CHANGE-ME@postgres.example:5432/rapport",
                 "RAPPORT_LIFECYCLE_PSEUDONYM_KEY": "CHANGE-ME",
                 "RAPPORT_REFERRAL_PSEUDONYM_KEY": "CHANGE-ME",
+                # The workbench's session cookie key (Fernet), the same for every replica.
+                "RAPPORT_WORKBENCH_SESSION_KEY": "CHANGE-ME",
             },
         },
         {
@@ -306,6 +313,34 @@ def documents() -> list[dict[str, Any]]:
             }
         )
         docs += [_pdb(worker), _pdb(api)]
+    docs.append(
+        _deployment(
+            "workbench",
+            "web",
+            2,
+            _container(
+                "workbench",
+                ["api", "workbench"],
+                8100,
+                {
+                    "livenessProbe": _http_probe("/healthz", 8100, 20),
+                    "readinessProbe": _http_probe("/readyz", 8100, 10),
+                },
+            ),
+        )
+    )
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta("workbench", "web"),
+            "spec": {
+                "selector": {"app.kubernetes.io/name": "workbench"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8100}],
+            },
+        }
+    )
+    docs.append(_pdb("workbench"))
     docs.append(_kafka_user())
     for spec in ALL_TOPICS:
         docs.append(_kafka_topic(spec))

@@ -209,12 +209,18 @@ def cmd_api(args: argparse.Namespace, settings: RuntimeSettings) -> int:
             "no authentication is configured (RAPPORT_AUTH_*): every request but /healthz, "
             "/readyz and /metrics will be refused; see docs/security.md"
         )
+    from services.runtime.logs import logging_config
+
+    # JSON lines like the workers' (the workbench's audit lines among them); uvicorn's own
+    # text format with RAPPORT_LOG_FORMAT=text.
+    log_config = logging_config(f"{args.service}-api", settings.log_level, settings.log_format)
     uvicorn.run(
         app,
         host=settings.api_host,
         port=args.port or settings.api_port(args.service),
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=log_config or uvicorn.config.LOGGING_CONFIG,
     )
     return 0
 

@@ -39,10 +39,10 @@ _RECORD_COUNTERS = ("rapport_events_consumed_total", "rapport_events_dead_letter
 _CONTRACT_TOPICS = frozenset(t.name for t in ALL_TOPICS)
 
 
-def read_worker(settings: RuntimeSettings, service: str) -> WorkerCounts:
-    """Scrape one worker's metrics."""
+def read_worker(settings: RuntimeSettings, service: str, url: str | None = None) -> WorkerCounts:
+    """Scrape one worker's metrics (at `url`, else on this machine's metrics port)."""
     counts = WorkerCounts(service)
-    url = f"http://{settings.metrics_host}:{settings.metrics_port(service)}/metrics"
+    url = url or f"http://{settings.metrics_host}:{settings.metrics_port(service)}/metrics"
     try:
         text = httpx.get(url, timeout=2.0).text
     except httpx.HTTPError:
@@ -71,9 +71,11 @@ def read_worker(settings: RuntimeSettings, service: str) -> WorkerCounts:
     return counts
 
 
-def read_workers(settings: RuntimeSettings) -> list[WorkerCounts]:
-    """Scrape every worker."""
-    return [read_worker(settings, service) for service in SERVICE_NAMES]
+def read_workers(
+    settings: RuntimeSettings, urls: dict[str, str] | None = None
+) -> list[WorkerCounts]:
+    """Scrape every worker (those named in `urls` at their URL)."""
+    return [read_worker(settings, s, (urls or {}).get(s)) for s in SERVICE_NAMES]
 
 
 def wait_until_drained(
@@ -109,15 +111,22 @@ def wait_until_quiet(settings: RuntimeSettings, timeout: float = 120.0, still: f
         last = now
 
 
-async def uncommitted(settings: RuntimeSettings) -> int:
-    """Records not yet committed by the workers' groups, over every topic each group reads."""
-    groups = [settings.app_id(service) for service in SERVICE_NAMES]
-    committed = await committed_offsets(settings.bootstrap_list, groups)
+async def lag_by_service(settings: RuntimeSettings) -> dict[str, int]:
+    """Records not yet committed by each worker's group, over every topic the group reads."""
+    groups = {settings.app_id(service): service for service in SERVICE_NAMES}
+    committed = await committed_offsets(settings.bootstrap_list, list(groups))
     topics = sorted({topic for by_topic in committed.values() for topic in by_topic})
     ends = await topic_ends(settings.bootstrap_list, topics)
-    return sum(
-        max(ends.get(topic, {}).get(partition, 0) - offset, 0)
-        for by_topic in committed.values()
-        for topic, offsets in by_topic.items()
-        for partition, offset in offsets.items()
-    )
+    return {
+        groups[group]: sum(
+            max(ends.get(topic, {}).get(partition, 0) - offset, 0)
+            for topic, offsets in by_topic.items()
+            for partition, offset in offsets.items()
+        )
+        for group, by_topic in committed.items()
+    }
+
+
+async def uncommitted(settings: RuntimeSettings) -> int:
+    """Records not yet committed by the workers' groups, over every topic each group reads."""
+    return sum((await lag_by_service(settings)).values())

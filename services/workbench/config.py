@@ -25,6 +25,9 @@ class WorkbenchSettings(BaseSettings):
     # The services' APIs, when not at RAPPORT_API_HOST on their default ports:
     # {"lifecycle": "http://lifecycle:8101", ...}.
     service_urls: dict[str, str] = {}
+    # The workers' /metrics, for the Operations page, when not on this machine's metrics ports:
+    # {"lifecycle": "http://lifecycle-worker:9101/metrics", ...}.
+    metrics_urls: dict[str, str] = {}
     # The language of a browser that asks for none the workbench has.
     default_locale: str = Field("zh-CN", pattern="|".join(LOCALES))
     # The zone dates are shown in until the browser has said its own.

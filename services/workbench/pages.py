@@ -22,9 +22,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from schemas.account_events import ID_PATTERN
 from services.runtime.auth import Authenticator, AuthSettings
-from services.runtime.observe import read_workers
 from services.runtime.settings import RuntimeSettings
-from services.workbench import timeline
+from services.workbench import operations, timeline
 from services.workbench.client import ServiceError, Services
 from services.workbench.config import WorkbenchSettings
 from services.workbench.i18n import LOCALES, Formatter, negotiate, zone
@@ -184,6 +183,31 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
         return wrap
 
+    Action = Callable[[View, dict[str, str]], Awaitable[Response]]
+
+    def action(*roles: str) -> Callable[[Action], Callable[[Request], Awaitable[Response]]]:
+        """A form's target, for the signed-in holders of `roles`, refused without the
+        session's CSRF token before anything is done."""
+
+        def wrap(handler: Action) -> Callable[[Request], Awaitable[Response]]:
+            async def run(request: Request) -> Response:
+                view = view_of(request)
+                if not view.session.signed_in:
+                    return to_sign_in(view)
+                fields = await form_of(view)
+                if fields is None:
+                    return failure(view, 403, view.fmt.t("error.csrf"))
+                if roles and not view.session.has(*roles):
+                    return failure(view, 403, view.fmt.t("error.403", detail=" / ".join(roles)))
+                try:
+                    return await handler(view, fields)
+                except ServiceError as exc:
+                    return service_failure(view, exc)
+
+            return run
+
+        return wrap
+
     # -- sign-in --------------------------------------------------------------------------
 
     @router.get("/")
@@ -229,7 +253,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 refused=view.fmt.t("signin.refused", reason=exc.detail),
             )
         view.session = view.session.signed_in_as(principal, scheme, credential, until)
-        audit.info("signed in", extra={"subject": principal.subject})
+        audit.info("%s signed in", principal.subject)
         return with_cookie(view, RedirectResponse(target, status_code=303))
 
     @router.get("/signin/link")
@@ -239,7 +263,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         if not config.sign_in_links or linked is None or linked.purpose != "link":
             return failure(view, 403, view.fmt.t("signin.link_refused"))
         view.session = replace(linked, purpose="session", csrf=Session().csrf)
-        audit.info("signed in by link", extra={"subject": linked.subject})
+        audit.info("%s signed in by a sign-in link", linked.subject)
         return with_cookie(view, RedirectResponse("/", status_code=303))
 
     @router.post("/signout")
@@ -279,7 +303,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     @router.get("/tasks")
     @page("rm")
     async def tasks(view: View) -> Response:
-        rm = view.request.query_params.get("rm") if view.session.has() else None
+        rm = view.request.query_params.get("rm") if view.session.has("admin") else None
         rm = rm or view.session.rm_id
         if rm is None:
             return render(view, "tasks.html", rm=None, tasks=[], saved=None)
@@ -298,31 +322,16 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         )
 
     @router.post("/tasks/{task_id}/outcome")
-    async def outcome(task_id: str, request: Request) -> Response:
-        view = view_of(request)
-        if not view.session.signed_in:
-            return to_sign_in(view)
-        fields = await form_of(view)
-        if fields is None:
-            return failure(view, 403, view.fmt.t("error.csrf"))
+    @action("rm")
+    async def outcome(view: View, fields: dict[str, str]) -> Response:
+        task_id = view.request.path_params["task_id"]
         chosen = fields.get("outcome", "")
         if chosen not in OUTCOMES:
             return failure(view, 422, f"outcome: one of {', '.join(OUTCOMES)}")
         body = {"outcome": chosen, "note": fields.get("note", "").strip()[:500] or None}
-        try:
-            await services.call(
-                "notify",
-                "POST",
-                f"/tasks/{quote(task_id, safe='')}/outcome",
-                view.session,
-                body=body,
-            )
-        except ServiceError as exc:
-            return service_failure(view, exc)
-        audit.info(
-            "outcome recorded",
-            extra={"subject": view.session.subject, "task_id": task_id, "outcome": chosen},
-        )
+        path = f"/tasks/{quote(task_id, safe='')}/outcome"
+        await services.call("notify", "POST", path, view.session, body=body)
+        audit.info("%s recorded %s on task %s", view.session.subject, chosen, task_id)
         back = _safe_next(fields.get("next") or "/tasks")
         joiner = "&" if "?" in back else "?"
         return with_cookie(view, RedirectResponse(f"{back}{joiner}saved={chosen}", 303))
@@ -379,6 +388,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             notifications=notifications or [],
             tasks=own_tasks,
             outcomes=OUTCOMES,
+            saved=view.request.query_params.get("saved"),
             events=timeline.of(
                 view.fmt,
                 profile,
@@ -405,14 +415,31 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
     @router.get("/ops")
     @page("ops")
-    async def operations(view: View) -> Response:
-        workers = await asyncio.to_thread(read_workers, settings)
-        dead_letters = sorted(
-            (w.service, reason, int(count))
-            for w in workers
-            for reason, count in w.dead_lettered.items()
+    async def ops_page(view: View) -> Response:
+        workers, dead_letters = await asyncio.gather(
+            operations.workers(settings, config.metrics_urls),
+            operations.dead_letter_groups(settings),
         )
-        return render(view, "ops.html", workers=workers, dead_letters=dead_letters)
+        return render(
+            view,
+            "ops.html",
+            workers=workers,
+            dead_letters=dead_letters,
+            replayed=view.request.query_params.get("replayed"),
+        )
+
+    @router.post("/ops/dead-letters/replay")
+    @action("admin")
+    async def replay(view: View, fields: dict[str, str]) -> Response:
+        group = (fields.get("topic", ""), fields.get("service", ""), fields.get("reason", ""))
+        sent = await operations.replay(settings, *group)
+        audit.info(
+            "%s replayed %d dead letters of %s (service %s, reason %s)",
+            view.session.subject,
+            sent,
+            *group,
+        )
+        return with_cookie(view, RedirectResponse(f"/ops?replayed={sent}", status_code=303))
 
     return [router]
 

@@ -23,6 +23,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas.topics import (
+    ACCOUNT_EVENTS,
+    DLQ_HEADER_ERROR,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_SERVICE,
+    DLQ_HEADER_SOURCE_OFFSET,
+    DLQ_HEADER_SOURCE_PARTITION,
+    DLQ_HEADER_SOURCE_TOPIC,
+)
 from services.runtime.broker import LocalBroker
 from services.runtime.cluster import LocalCluster
 from services.runtime.osutil import free_port
@@ -261,6 +270,22 @@ def produce_with_headers(
             await producer.stop()
 
     asyncio.run(send())
+
+
+def dead_letter_of_the_input(bootstrap: str, service: str, run: str) -> bytes:
+    """Put on the input's dead-letter topic a truncated event that `service` refused, with the
+    headers a worker writes; returns its value."""
+    value = f'{{"event_id": "{run}", "truncated'.encode()
+    headers = [
+        (DLQ_HEADER_ERROR, b"the value is not valid JSON"),
+        (DLQ_HEADER_REASON, b"malformed_json"),
+        (DLQ_HEADER_SOURCE_TOPIC, ACCOUNT_EVENTS.name.encode()),
+        (DLQ_HEADER_SOURCE_PARTITION, b"0"),
+        (DLQ_HEADER_SOURCE_OFFSET, b"7"),
+        (DLQ_HEADER_SERVICE, service.encode()),
+    ]
+    produce_with_headers(bootstrap, ACCOUNT_EVENTS.dlq, [(run.encode(), value, headers)])
+    return value
 
 
 def read_all(bootstrap: str, topic: str, timeout: float = 10) -> list[Consumed]:

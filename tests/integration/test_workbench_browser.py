@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,14 +26,23 @@ from babel.dates import format_datetime
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from schemas.lifecycle import Stage, Tier
-from schemas.topics import RM_TASKS
+from schemas.topics import (
+    ACCOUNT_EVENTS,
+    RM_TASKS,
+)
 from services.notify import service
 from services.notify.domain import NotifyRules
 from services.runtime import db
 from services.runtime.broker import LocalBroker
+from services.runtime.dlq import REPLAYED_FROM_HEADER
 from services.runtime.settings import API_NAMES
 from tests.credentials import API_KEYS_JSON, KEYS
-from tests.integration.stack import read_all
+from tests.integration.stack import (
+    dead_letter_of_the_input,
+    end_offsets,
+    read_all,
+    records_since,
+)
 from tests.integration.test_notify_store import profile_update, stage, treated
 
 PORT_BASE = int(os.environ.get("RAPPORT_TEST_WORKBENCH_PORT_BASE", "18400"))
@@ -73,7 +83,6 @@ def stack(topics: LocalBroker, tmp_path: Path) -> Iterator[dict[str, str]]:
         "RAPPORT_API_PORT_BASE": str(PORT_BASE),
         "RAPPORT_AUTH_API_KEYS": API_KEYS_JSON,
         "RAPPORT_WORKBENCH_SESSION_KEY": "9mK3q7b0cKQ3b0F3mYc8Yh7s0Qj2l4Wc6wGxq1sXo3A=",
-        "RAPPORT_LOG_LEVEL": "warning",
     }
     env.pop("DATABASE_URL", None)
     processes = [
@@ -88,7 +97,12 @@ def stack(topics: LocalBroker, tmp_path: Path) -> Iterator[dict[str, str]]:
     try:
         for n, name in enumerate(API_NAMES):
             wait_healthy(f"http://127.0.0.1:{PORT_BASE + n}", tmp_path / f"{name}.log")
-        yield {"mine": mine, "theirs": theirs, "bootstrap": topics.bootstrap}
+        yield {
+            "mine": mine,
+            "theirs": theirs,
+            "bootstrap": topics.bootstrap,
+            "audit": str(tmp_path / "workbench.log"),
+        }
     finally:
         for process in processes:
             process.terminate()
@@ -244,7 +258,6 @@ def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
         screenshot(team, "team-en")
         team.goto("/ops")
         assert team.locator("h1").inner_text() == "Operations"
-        screenshot(team, "ops-en")
 
         violations = accessibility_violations(
             browser, "rm-ray", ["/signin", "/tasks", f"/customers/{mine}"]
@@ -257,5 +270,42 @@ def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
     closed = [e for e in published if e["task_id"] == task_id and e["status"] == "closed"]
     assert closed and closed[-1]["outcome"] == "retained"
     assert closed[-1]["note"] == "moved the savings back; rate matched"
+    # Who did it, in the workbench's log.
+    assert f"rm-ray recorded retained on task {task_id}" in Path(stack["audit"]).read_text()
     assert not violations, "\n".join(violations)
     assert not console.errors, "\n".join(console.errors)
+
+
+def test_an_admin_replays_dead_letters_from_the_operations_page(stack: dict[str, str]) -> None:
+    run = uuid.uuid4().hex[:6]
+    service = f"svc-{run}"
+    value = dead_letter_of_the_input(stack["bootstrap"], service, run)
+    marks = end_offsets(stack["bootstrap"], ACCOUNT_EVENTS.name)
+    console = Console()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        # A team lead sees the dead letters, with a sample, but may not replay them.
+        lead = console.watch(browser_context(browser, "en-GB").new_page())
+        sign_in(lead, "ops-olga")
+        lead.goto("/ops")
+        group = lead.locator("#dead-letter-groups tr", has_text=service)
+        assert "malformed_json" in group.inner_text()
+        assert "the value is not valid JSON" in group.inner_text()
+        assert group.locator("button").count() == 0
+        assert lead.locator("#worker-table tbody tr").count() == 4
+        # An admin does, once, for that group only.
+        admin = console.watch(browser_context(browser, "zh-CN").new_page())
+        sign_in(admin, "admin-ann")
+        admin.goto("/ops")
+        admin.locator("#dead-letter-groups tr", has_text=service).locator("button").click()
+        admin.wait_for_load_state()
+        assert admin.locator("p.saved").inner_text() == "已将 1 条死信发回源主题。"
+        browser.close()
+    assert not console.errors, "\n".join(console.errors)
+    assert f"admin-ann replayed 1 dead letters of {ACCOUNT_EVENTS.dlq} (service {service}" in (
+        Path(stack["audit"]).read_text()
+    )
+    (back,) = [r for r in records_since(stack["bootstrap"], ACCOUNT_EVENTS.name, marks)]
+    assert back.value == value and back.headers[REPLAYED_FROM_HEADER].startswith(
+        ACCOUNT_EVENTS.dlq.encode()
+    )

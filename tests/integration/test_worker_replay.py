@@ -10,18 +10,12 @@ from pathlib import Path
 
 from schemas.topics import (
     ACCOUNT_EVENTS,
-    DLQ_HEADER_ERROR,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_SERVICE,
-    DLQ_HEADER_SOURCE_OFFSET,
-    DLQ_HEADER_SOURCE_PARTITION,
-    DLQ_HEADER_SOURCE_TOPIC,
 )
 from services.runtime.broker import LocalBroker
 from services.runtime.dlq import REPLAYED_FROM_HEADER
 from tests.integration.stack import (
+    dead_letter_of_the_input,
     end_offsets,
-    produce_with_headers,
     rapport,
     records_since,
     service_env,
@@ -33,16 +27,7 @@ def test_dead_letters_are_shown_and_replayed_to_their_source(
 ) -> None:
     run = uuid.uuid4().hex[:6]
     service = f"svc-{run}"
-    value = f'{{"event_id": "{run}", "truncated'.encode()
-    headers = [
-        (DLQ_HEADER_ERROR, b"the value is not valid JSON"),
-        (DLQ_HEADER_REASON, b"malformed_json"),
-        (DLQ_HEADER_SOURCE_TOPIC, ACCOUNT_EVENTS.name.encode()),
-        (DLQ_HEADER_SOURCE_PARTITION, b"0"),
-        (DLQ_HEADER_SOURCE_OFFSET, b"7"),
-        (DLQ_HEADER_SERVICE, service.encode()),
-    ]
-    produce_with_headers(topics.bootstrap, ACCOUNT_EVENTS.dlq, [(run.encode(), value, headers)])
+    value = dead_letter_of_the_input(topics.bootstrap, service, run)
     env = service_env(topics, rapport_home)
 
     shown = rapport(env, "dlq", "show", "--topic", ACCOUNT_EVENTS.dlq)
