@@ -15,6 +15,7 @@ from services.runtime.settings import RuntimeSettings
 from services.workbench.i18n import Formatter, negotiate, zone
 from services.workbench.session import Session, SessionCookie, sign_in_link
 from tests.credentials import KEYS
+from tests.unit.test_auth import AUDIENCE, ISSUER, SIGNING, STRANGER, jwks, token
 
 RM_KEY = next(k for k, grant in KEYS.items() if grant["subject"] == "rm-ray")
 
@@ -103,3 +104,24 @@ def test_sign_in_links_only_when_allowed_and_never_a_cookie(monkeypatch) -> None
     fresh = app_client(monkeypatch, key, links=True)
     fresh.cookies.set("rapport_session", link.partition("token=")[2])
     assert fresh.get("/tasks", follow_redirects=False).headers["location"].startswith("/signin")
+
+
+def test_a_bearer_token_signs_in_until_it_expires(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("RAPPORT_AUTH_JWT_ISSUER", ISSUER)
+    monkeypatch.setenv("RAPPORT_AUTH_JWT_AUDIENCE", AUDIENCE)
+    monkeypatch.setenv("RAPPORT_AUTH_JWT_JWKS", jwks(SIGNING, "k1"))
+    key = SessionCookie.new_key()
+    client = app_client(monkeypatch, key, links=False)
+    bearer = token(ttl=120, sub="rita", roles=["rm"], rm_id="RM002")
+    csrf = csrf_of(client.get("/signin").text)
+    signed = client.post(
+        "/signin", data={"csrf": csrf, "credential": bearer}, follow_redirects=False
+    )
+    assert signed.status_code == 303
+    session = SessionCookie(key, 60).load(client.cookies["rapport_session"])
+    assert session is not None and (session.subject, session.rm_id) == ("rita", "RM002")
+    assert session.credential_headers() == {"Authorization": f"Bearer {bearer}"}
+    assert session.expires_at <= time.time() + 121  # the token's expiry, not eight hours
+    forged = token(key=STRANGER, sub="mallory", roles=["admin"])
+    refused = client.post("/signin", data={"csrf": session.csrf, "credential": forged})
+    assert refused.status_code == 401 and "the bearer token is not valid" in refused.text
