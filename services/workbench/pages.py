@@ -146,7 +146,9 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         )
 
     def to_sign_in(view: View) -> Response:
-        target = quote(view.request.url.path, safe="/")
+        # Back to the page after signing in; a form's target answers POST only: home instead.
+        path = view.request.url.path if view.request.method == "GET" else "/"
+        target = quote(path, safe="/")
         response = RedirectResponse(f"/signin?next={target}", status_code=303)
         view.session = Session()
         view.fresh = True
