@@ -389,9 +389,6 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         raise
     if args.stop:
         cmd_down(argparse.Namespace(keep_broker=False), settings)
-    else:
-        # Idle workers cost the replay below little; the workbench shows what they concluded.
-        _workbench_links(settings)
     if args.held_out_customers > 0:
         # The rules on populations they were not tuned on, replayed without Kafka.
         from services.simulator.heldout import (
@@ -410,4 +407,8 @@ def cmd_demo(args: argparse.Namespace, settings: RuntimeSettings) -> int:
             DEFAULT_WORKERS,
             settings.home / "report" / "held-out",
         )
+    if not args.stop:
+        # Left running (idle workers cost the replay above little): the workbench shows what
+        # the workers concluded.
+        _workbench_links(settings)
     return 0 if ok else 1

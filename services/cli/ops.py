@@ -214,13 +214,19 @@ def cmd_api(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     # JSON lines like the workers' (the workbench's audit lines among them); uvicorn's own
     # text format with RAPPORT_LOG_FORMAT=text.
     log_config = logging_config(f"{args.service}-api", settings.log_level, settings.log_format)
+    if log_config is None:
+        # uvicorn's own text lines, and Rapport's (the workbench's audit) through its handler.
+        log_config = {
+            **uvicorn.config.LOGGING_CONFIG,
+            "root": {"handlers": ["default"], "level": settings.log_level.upper()},
+        }
     uvicorn.run(
         app,
         host=settings.api_host,
         port=args.port or settings.api_port(args.service),
         log_level=settings.log_level.lower(),
         access_log=False,
-        log_config=log_config or uvicorn.config.LOGGING_CONFIG,
+        log_config=log_config,
     )
     return 0
 

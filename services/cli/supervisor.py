@@ -73,7 +73,10 @@ def _environment(settings: RuntimeSettings) -> dict[str, str]:
         write_development_keys(keys)
         env["RAPPORT_AUTH_API_KEYS_FILE"] = str(keys)
         env.setdefault("RAPPORT_WORKBENCH_SIGN_IN_LINKS", "true")
-    if not WorkbenchSettings().session_key and not WorkbenchSettings().session_key_file:
+    # This machine's stack answers on plain http://127.0.0.1.
+    env.setdefault("RAPPORT_WORKBENCH_SECURE_COOKIE", "false")
+    workbench = WorkbenchSettings()
+    if workbench.session_key is None and workbench.session_key_file is None:
         # The workbench's sessions outlive its restarts (an owner-only file, like the keys).
         session_key = workbench_key_file(settings)
         if not session_key.exists():

@@ -33,7 +33,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         summary="A customer's stage, tier, open churn signals, score and key figures",
         responses={404: {"description": "The lifecycle service has not seen this customer"}},
         # The bank's view of a customer, for their RM (and administrators); not the channel's.
-        dependencies=[Depends(customer_reader(assigned_rm(url)))],
+        dependencies=[Depends(customer_reader(assigned_rm(url), Role.OPS))],
     )
     async def customer_lifecycle(
         customer_id: Annotated[str, Path(pattern=ID_PATTERN, description="Bank customer id")],

@@ -52,7 +52,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         intervention_samples(partial(read_model.uplift, url)),
     )
     router = APIRouter(tags=["notify"])
-    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL))
+    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL, Role.OPS))
 
     @router.put(
         "/customers/{customer_id}/preferences",

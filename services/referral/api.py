@@ -45,7 +45,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     url = settings.resolved_database_url
     config = ReferralSettings()
     router = APIRouter(tags=["referral"])
-    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL))
+    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL, Role.OPS))
 
     @router.post(
         "/customers/{customer_id}/referral-codes",

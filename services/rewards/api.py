@@ -71,7 +71,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     rules = config.rules()
     router = APIRouter(tags=["rewards"])
     admin = APIRouter(tags=["rewards administration"], dependencies=[Depends(require())])
-    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL))
+    for_customer = Depends(customer_reader(assigned_rm(url), Role.CHANNEL, Role.OPS))
 
     @router.get(
         "/customers/{customer_id}/rewards",

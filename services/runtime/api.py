@@ -28,12 +28,18 @@ async def broker_reachable(bootstrap: list[str]) -> str | None:
     return f"no Kafka bootstrap server answers ({', '.join(bootstrap)})"
 
 
-def create_api(service: str, settings: RuntimeSettings, routers: list[APIRouter]) -> FastAPI:
-    """A service's HTTP API: its routers plus /healthz, /readyz and /metrics."""
+def create_api(
+    service: str, settings: RuntimeSettings, routers: list[APIRouter], openapi: bool = True
+) -> FastAPI:
+    """A service's HTTP API: its routers plus /healthz, /readyz and /metrics (and its OpenAPI
+    document and pages, unless `openapi` is False)."""
     app = FastAPI(
         title=f"Rapport {service}",
         version="0.1.0",
         description=f"HTTP API of the Rapport {service} service.",
+        openapi_url="/openapi.json" if openapi else None,
+        docs_url="/docs" if openapi else None,
+        redoc_url="/redoc" if openapi else None,
     )
 
     @app.middleware("http")
@@ -93,4 +99,6 @@ def load_api(service: str, settings: RuntimeSettings) -> FastAPI:
         if exc.name != f"services.{service}.api":
             raise
         return create_api(service, settings, [])
-    return create_api(service, settings, list(module.routers(settings)))
+    return create_api(
+        service, settings, list(module.routers(settings)), getattr(module, "OPENAPI", True)
+    )

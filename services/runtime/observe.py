@@ -112,7 +112,8 @@ def wait_until_quiet(settings: RuntimeSettings, timeout: float = 120.0, still: f
 
 
 async def lag_by_service(settings: RuntimeSettings) -> dict[str, int]:
-    """Records not yet committed by each worker's group, over every topic the group reads."""
+    """Records not yet committed by each worker's group, over every topic the group reads; a
+    group that has committed nothing yet is left out (what it reads is not known then)."""
     groups = {settings.app_id(service): service for service in SERVICE_NAMES}
     committed = await committed_offsets(settings.bootstrap_list, list(groups))
     topics = sorted({topic for by_topic in committed.values() for topic in by_topic})
@@ -124,6 +125,7 @@ async def lag_by_service(settings: RuntimeSettings) -> dict[str, int]:
             for partition, offset in offsets.items()
         )
         for group, by_topic in committed.items()
+        if by_topic
     }
 
 

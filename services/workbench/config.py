@@ -22,6 +22,9 @@ class WorkbenchSettings(BaseSettings):
     # Accept the sign-in links `rapport demo` prints (development only: whoever holds a link
     # is signed in; `rapport up` turns this on when it made the development keys).
     sign_in_links: bool = False
+    # The session cookie is sent over HTTPS only. `rapport up` turns this off for its plain
+    # http://127.0.0.1; behind a proxy that ends TLS, keep it on.
+    secure_cookie: bool = True
     # The services' APIs, when not at RAPPORT_API_HOST on their default ports:
     # {"lifecycle": "http://lifecycle:8101", ...}.
     service_urls: dict[str, str] = {}

@@ -28,9 +28,11 @@ def negotiate(accept_language: str | None, chosen: str | None, default: str) -> 
                 quality = float(params.strip()[2:])
             except ValueError:
                 continue
-        ranked.append((quality, tag.strip().lower()))
+        if quality > 0:  # q=0: "not this one"
+            ranked.append((quality, tag.strip().lower()))
     for _, tag in sorted(ranked, key=lambda r: -r[0]):
-        if tag.startswith("zh") and tag not in ("zh-tw", "zh-hk", "zh-hant", "zh-mo"):
+        traditional = tag.startswith("zh-hant") or tag in ("zh-tw", "zh-hk", "zh-mo")
+        if tag.startswith("zh") and not traditional:
             return "zh-CN"
         if tag.startswith("en"):
             return "en"
@@ -40,7 +42,7 @@ def negotiate(accept_language: str | None, chosen: str | None, default: str) -> 
 def zone(name: str | None, default: str) -> ZoneInfo:
     try:
         return ZoneInfo(name or default)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory: OSError
         return ZoneInfo(default)
 
 
@@ -63,10 +65,10 @@ class Formatter:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
         return format_datetime(moment, "medium", tzinfo=self.time_zone, locale=self.babel)
 
-    def money(self, value: Decimal | str | float | None) -> str:
+    def money(self, value: Decimal | str | float | None, currency: str | None = None) -> str:
         if value is None:
             return "—"
-        return format_currency(Decimal(str(value)), self.currency, locale=self.babel)
+        return format_currency(Decimal(str(value)), currency or self.currency, locale=self.babel)
 
     def number(self, value: int | float | Decimal | None) -> str:
         return "—" if value is None else format_decimal(value, locale=self.babel)

@@ -28,7 +28,9 @@ class WorkerRow:
     accepted: int
     dead_lettered: int
     per_second: float | None
-    lag: int | None  # None: the broker did not answer
+    # None: the group has committed nothing yet, or Kafka did not answer (`kafka_answered`).
+    lag: int | None
+    kafka_answered: bool
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ async def workers(settings: RuntimeSettings, urls: dict[str, str]) -> list[Worke
             accepted=int(sum(after.consumed.values())),
             dead_lettered=int(sum(after.dead_lettered.values())),
             per_second=rate(before, after),
-            lag=None if lag is None else lag.get(after.service, 0),
+            lag=None if lag is None else lag.get(after.service),
+            kafka_answered=lag is not None,
         )
         for before, after in zip(first, second, strict=True)
     ]

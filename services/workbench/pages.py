@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from schemas.account_events import ID_PATTERN
-from services.runtime.auth import Authenticator, AuthSettings
+from services.runtime.auth import Authenticator, AuthSettings, Principal
 from services.runtime.settings import RuntimeSettings
 from services.workbench import operations, timeline
 from services.workbench.client import ServiceError, Services
@@ -76,10 +77,29 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     )
     router = APIRouter(include_in_schema=False)
 
+    def authenticate(scheme: Scheme | None, credential: str | None) -> Principal:
+        """The principal a credential stands for, as the APIs see it; 401 otherwise."""
+        if not authenticator.configured:
+            raise HTTPException(401, "no authentication is configured (docs/security.md)")
+        if scheme == "bearer":
+            return authenticator.from_token(credential or "")
+        return authenticator.from_api_key(credential or "")
+
     def view_of(request: Request) -> View:
         session = cookies.load(request.cookies.get(COOKIE))
         if session is not None and session.purpose != "session":
             session = None
+        if session is not None and session.signed_in:
+            # The credential checked again at every request, and the roles taken from it: a
+            # key withdrawn or a role taken away counts from the next page, not the next
+            # sign-in (the Operations page acts with the workbench's own access to Kafka).
+            try:
+                principal = authenticate(session.scheme, session.credential)
+            except HTTPException:
+                session = None
+            else:
+                roles = tuple(sorted(principal.roles))
+                session = replace(session, roles=roles, rm_id=principal.rm_id)
         locale = negotiate(
             request.headers.get("accept-language"),
             request.cookies.get(LANGUAGE_COOKIE),
@@ -100,7 +120,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 max_age=config.session_minutes * 60,
                 httponly=True,
                 samesite="strict",
-                secure=view.request.url.scheme == "https",
+                secure=config.secure_cookie,
                 path="/",
             )
         return response
@@ -217,7 +237,13 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         view = view_of(request)
         if not view.session.signed_in:
             return to_sign_in(view)
-        target = "/tasks" if view.session.rm_id else "/team"
+        target = (
+            "/tasks"
+            if view.session.has("rm")
+            else "/team"
+            if view.session.has("ops")
+            else "/signin"
+        )
         return with_cookie(view, RedirectResponse(target, status_code=303))
 
     @router.get("/signin")
@@ -236,17 +262,12 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         # A JWT is three base64url parts; anything else is taken for an API key.
         scheme: Scheme = "bearer" if credential.count(".") == 2 else "key"
         try:
-            if not authenticator.configured:
-                raise HTTPException(401, "no authentication is configured (docs/security.md)")
-            principal = (
-                authenticator.from_token(credential)
-                if scheme == "bearer"
-                else authenticator.from_api_key(credential)
-            )
+            principal = authenticate(scheme, credential)
             until = min(
                 time.time() + config.session_minutes * 60, principal.expires_at or float("inf")
             )
         except HTTPException as exc:
+            audit.info("sign-in refused: %s", exc.detail)
             return render(
                 view,
                 "signin.html",
@@ -262,9 +283,19 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     async def sign_in_link(request: Request) -> Response:
         view = view_of(request)
         linked = cookies.load(request.query_params.get("token"))
-        if not config.sign_in_links or linked is None or linked.purpose != "link":
+        if (
+            not config.sign_in_links
+            or linked is None
+            or linked.purpose != "link"
+            or not linked.signed_in
+        ):
             return failure(view, 403, view.fmt.t("signin.link_refused"))
-        view.session = replace(linked, purpose="session", csrf=Session().csrf)
+        view.session = replace(
+            linked,
+            purpose="session",
+            csrf=Session().csrf,
+            expires_at=time.time() + config.session_minutes * 60,
+        )
         audit.info("%s signed in by a sign-in link", linked.subject)
         return with_cookie(view, RedirectResponse("/", status_code=303))
 
@@ -273,6 +304,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         view = view_of(request)
         if await form_of(view) is None:
             return failure(view, 403, view.fmt.t("error.csrf"))
+        audit.info("%s signed out", view.session.subject)
         view.session, view.fresh = Session(), True
         return with_cookie(view, RedirectResponse("/signin", status_code=303))
 
@@ -294,12 +326,19 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     # -- an RM's tasks ----------------------------------------------------------------------
 
     async def stages_of(view: View, customers: set[str]) -> dict[str, dict[str, Any] | None]:
-        found = await asyncio.gather(
-            *(
-                services.maybe("lifecycle", f"/customers/{c}/lifecycle", view.session)
-                for c in customers
-            )
-        )
+        """Each customer's lifecycle profile, or None: a row without its stage is better than
+        no list (a customer moved to another RM since the task came, the API down)."""
+
+        async def one(customer: str) -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] | None = await services.maybe(
+                    "lifecycle", f"/customers/{customer}/lifecycle", view.session
+                )
+            except ServiceError:
+                return None
+            return found
+
+        found = await asyncio.gather(*(one(c) for c in customers))
         return dict(zip(customers, found, strict=True))
 
     @router.get("/tasks")
@@ -320,7 +359,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             queued=sum(t["status"] == "queued" for t in found),
             profiles=profiles,
             outcomes=OUTCOMES,
-            saved=view.request.query_params.get("saved"),
+            saved=saved_outcome(view),
         )
 
     @router.post("/tasks/{task_id}/outcome")
@@ -347,8 +386,8 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         if not _matches_id(customer_id):
             return failure(view, 404, view.fmt.t("error.404", detail=customer_id))
         # The lifecycle API says first whether this person may see the customer (403).
-        profile = await services.maybe(
-            "lifecycle", f"/customers/{customer_id}/lifecycle", view.session
+        profile = await optional(
+            services.maybe("lifecycle", f"/customers/{customer_id}/lifecycle", view.session)
         )
         referrals, rewards, ledger, notifications = await asyncio.gather(
             optional(
@@ -369,17 +408,16 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         rm = view.session.rm_id
         own_tasks: list[dict[str, Any]] = []
         if rm is not None:
-            own_tasks = [
-                t
-                for t in await services.get(
+            every_task = await optional(
+                services.get(
                     "notify",
                     f"/rm/{quote(rm, safe='')}/tasks",
                     view.session,
                     include_closed="true",
                     all_leads="true",
                 )
-                if t["customer_id"] == customer_id
-            ]
+            )
+            own_tasks = [t for t in every_task or [] if t["customer_id"] == customer_id]
         return render(
             view,
             "customer.html",
@@ -390,7 +428,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             notifications=notifications or [],
             tasks=own_tasks,
             outcomes=OUTCOMES,
-            saved=view.request.query_params.get("saved"),
+            saved=saved_outcome(view),
             events=timeline.of(
                 view.fmt,
                 profile,
@@ -427,14 +465,19 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             "ops.html",
             workers=workers,
             dead_letters=dead_letters,
-            replayed=view.request.query_params.get("replayed"),
+            replayed=int(n)
+            if (n := view.request.query_params.get("replayed", "")).isdigit()
+            else None,
         )
 
     @router.post("/ops/dead-letters/replay")
     @action("admin")
     async def replay(view: View, fields: dict[str, str]) -> Response:
         group = (fields.get("topic", ""), fields.get("service", ""), fields.get("reason", ""))
-        sent = await operations.replay(settings, *group)
+        try:
+            sent = await operations.replay(settings, *group)
+        except (KafkaError, TimeoutError, OSError):
+            return failure(view, 503, view.fmt.t("ops.broker_down"))
         audit.info(
             "%s replayed %d dead letters of %s (service %s, reason %s)",
             view.session.subject,
@@ -444,6 +487,13 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         return with_cookie(view, RedirectResponse(f"/ops?replayed={sent}", status_code=303))
 
     return [router]
+
+
+def saved_outcome(view: View) -> str | None:
+    """The outcome just recorded, named in the address the form redirected to; only a known
+    one is shown (the banner would otherwise repeat whatever the address says)."""
+    saved = view.request.query_params.get("saved")
+    return saved if saved in OUTCOMES else None
 
 
 async def optional(call: Awaitable[Any]) -> Any:

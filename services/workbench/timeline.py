@@ -22,6 +22,12 @@ def _at(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def explained(item: dict[str, Any], language: str) -> str:
+    """The item's explanation in the viewer's language, else in English."""
+    sentences = item.get("explanation") or {}
+    return str(sentences.get(language) or sentences.get("en") or "")
+
+
 def of(
     fmt: Formatter,
     profile: dict[str, Any] | None,
@@ -37,7 +43,7 @@ def of(
         strategy = (profile.get("strategy") or {}).get("description", "")
         lines.append(Line(since, "stage", fmt.t("event.stage", stage=stage), strategy))
     for signal in (profile or {}).get("open_signals", []):
-        explanation = (signal.get("explanation") or {}).get(language) or ""
+        explanation = explained(signal, language)
         lines.append(
             Line(
                 datetime.fromisoformat(signal["raised_at"]),
@@ -49,7 +55,7 @@ def of(
     for entry in ledger:
         amount = f"{entry['points']:+d}"
         if entry.get("cash"):
-            amount += f" · {fmt.money(entry['cash'])}"
+            amount += f" · {fmt.money(entry['cash'], entry.get('currency'))}"
         lines.append(
             Line(
                 datetime.fromisoformat(entry["occurred_at"]),
@@ -69,7 +75,7 @@ def of(
             )
         )
     for referral in referrals:
-        explanation = (referral.get("explanation") or {}).get(language) or ""
+        explanation = explained(referral, language)
         lines.append(
             Line(
                 datetime.fromisoformat(referral["updated_at"]),

@@ -82,6 +82,7 @@ def stack(topics: LocalBroker, tmp_path: Path) -> Iterator[dict[str, str]]:
         "RAPPORT_API_PORT_BASE": str(PORT_BASE),
         "RAPPORT_AUTH_API_KEYS": API_KEYS_JSON,
         "RAPPORT_WORKBENCH_SESSION_KEY": "9mK3q7b0cKQ3b0F3mYc8Yh7s0Qj2l4Wc6wGxq1sXo3A=",
+        "RAPPORT_WORKBENCH_SECURE_COOKIE": "false",  # plain http on 127.0.0.1
     }
     env.pop("DATABASE_URL", None)
     processes = [
@@ -257,6 +258,9 @@ def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
         per_rm = team.locator("section", has_text="Tasks per RM")
         assert "RM001" in per_rm.inner_text() and "retained: 1" in per_rm.inner_text()
         screenshot(team, "team-en")
+        # A team lead opens any customer of the team.
+        team.goto(f"/customers/{mine}")
+        assert team.locator("h1").inner_text() == f"Customer {mine}"
         team.goto("/ops")
         assert team.locator("h1").inner_text() == "Operations"
 

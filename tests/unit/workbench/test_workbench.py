@@ -24,6 +24,8 @@ def test_the_language_is_the_chosen_one_else_the_browsers_else_the_default() -> 
     assert negotiate("en-GB,en;q=0.9", "zh-CN", "zh-CN") == "zh-CN"
     assert negotiate("fr-FR, en;q=0.5, zh;q=0.8", None, "en") == "zh-CN"
     assert negotiate("zh-TW, en;q=0.4", None, "zh-CN") == "en"
+    assert negotiate("zh-Hant-HK, en;q=0.4", None, "zh-CN") == "en"
+    assert negotiate("zh;q=0, en-US", None, "zh-CN") == "en"
     assert negotiate("fr", None, "zh-CN") == "zh-CN"
     assert negotiate(None, "klingon", "en") == "en"
 
@@ -54,9 +56,11 @@ def test_a_cookie_altered_made_with_another_key_or_too_old_is_no_session() -> No
     assert not replace(session, expires_at=time.time() - 1).signed_in
 
 
-def app_client(monkeypatch, key: bytes, links: bool) -> TestClient:  # type: ignore[no-untyped-def]
+def app_client(monkeypatch, key: bytes, links: bool, secure: bool = False) -> TestClient:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("RAPPORT_WORKBENCH_SESSION_KEY", key.decode())
     monkeypatch.setenv("RAPPORT_WORKBENCH_SIGN_IN_LINKS", "true" if links else "false")
+    # The test client speaks plain http, which a Secure cookie never travels on.
+    monkeypatch.setenv("RAPPORT_WORKBENCH_SECURE_COOKIE", "true" if secure else "false")
     # No service answers on these ports: the pages tested here need none.
     return TestClient(load_api("workbench", RuntimeSettings(api_port_base=18990)))
 
@@ -68,11 +72,18 @@ def csrf_of(page: str) -> str:
 
 
 def test_sign_in_needs_the_forms_token_and_a_known_credential(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    secure = app_client(monkeypatch, SessionCookie.new_key(), links=False, secure=True)
+    cookie = secure.get("/tasks", follow_redirects=False).headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" in cookie
     client = app_client(monkeypatch, SessionCookie.new_key(), links=False)
     to_sign_in = client.get("/tasks", follow_redirects=False)
     assert to_sign_in.headers["location"] == "/signin?next=/tasks"
-    assert "HttpOnly" in to_sign_in.headers["set-cookie"]
-    assert "SameSite=strict" in to_sign_in.headers["set-cookie"]
+    # A time zone cookie naming no zone is the default zone, not a broken page.
+    client.cookies.set("rapport_tz", "America")
+    assert client.get("/signin").status_code == 200
+    # Pages, not an API: no OpenAPI document or Swagger UI (it would load from a CDN).
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").status_code == 404
     token = csrf_of(client.get("/signin").text)
     refused = client.post("/signin", data={"credential": RM_KEY}, follow_redirects=False)
     assert refused.status_code == 403
@@ -95,6 +106,11 @@ def test_sign_in_links_only_when_allowed_and_never_a_cookie(monkeypatch) -> None
     link = sign_in_link("http://testserver", key, principal, RM_KEY)
     path = link.removeprefix("http://testserver")
     assert app_client(monkeypatch, key, links=False).get(path).status_code == 403
+    expired = sign_in_link("http://testserver", key, principal, RM_KEY, minutes=-1)
+    refused = app_client(monkeypatch, key, links=True).get(
+        expired.removeprefix("http://testserver")
+    )
+    assert refused.status_code == 403
     client = app_client(monkeypatch, key, links=True)
     answer = client.get(path, follow_redirects=False)
     assert answer.status_code == 303
