@@ -272,19 +272,25 @@ def produce_with_headers(
     asyncio.run(send())
 
 
-def dead_letter_of_the_input(bootstrap: str, service: str, run: str) -> bytes:
-    """Put on the input's dead-letter topic a truncated event that `service` refused, with the
-    headers a worker writes; returns its value."""
+def dead_letter_of_the_input(
+    bootstrap: str,
+    service: str,
+    run: str,
+    dlq: str = ACCOUNT_EVENTS.dlq,
+    source: str = ACCOUNT_EVENTS.name,
+) -> bytes:
+    """Put on a dead-letter topic (the input's) a truncated event of `source` that `service`
+    refused, with the headers a worker writes; returns its value."""
     value = f'{{"event_id": "{run}", "truncated'.encode()
     headers = [
         (DLQ_HEADER_ERROR, b"the value is not valid JSON"),
         (DLQ_HEADER_REASON, b"malformed_json"),
-        (DLQ_HEADER_SOURCE_TOPIC, ACCOUNT_EVENTS.name.encode()),
+        (DLQ_HEADER_SOURCE_TOPIC, source.encode()),
         (DLQ_HEADER_SOURCE_PARTITION, b"0"),
         (DLQ_HEADER_SOURCE_OFFSET, b"7"),
         (DLQ_HEADER_SERVICE, service.encode()),
     ]
-    produce_with_headers(bootstrap, ACCOUNT_EVENTS.dlq, [(run.encode(), value, headers)])
+    produce_with_headers(bootstrap, dlq, [(run.encode(), value, headers)])
     return value
 
 
