@@ -32,9 +32,6 @@ class Services:
         }
         self.http = httpx.AsyncClient(timeout=settings.service_timeout_seconds)
 
-    async def close(self) -> None:
-        await self.http.aclose()
-
     async def call(
         self,
         service: str,

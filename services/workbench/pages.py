@@ -331,10 +331,10 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
         async def one(customer: str) -> dict[str, Any] | None:
             try:
-                found: dict[str, Any] | None = await services.maybe(
+                found: dict[str, Any] = await services.get(
                     "lifecycle", f"/customers/{customer}/lifecycle", view.session
                 )
-            except ServiceError:
+            except ServiceError:  # unknown (404), refused, or the API down alike
                 return None
             return found
 
