@@ -67,7 +67,8 @@ STAGE_CHANGED = TopicSpec(
     key="customer id (UTF-8)",
     payload="stage-changed.v1.json",
     producers=("lifecycle",),
-    consumers=("rewards", "notify"),
+    # lifecycle: its history of stages and signals (services/lifecycle/history.py).
+    consumers=("lifecycle", "rewards", "notify"),
     defined_by="issue 3 (lifecycle service)",
 )
 CHURN_SIGNALS = TopicSpec(
@@ -76,7 +77,7 @@ CHURN_SIGNALS = TopicSpec(
     key="customer id (UTF-8)",
     payload="churn-signal.v1.json",
     producers=("lifecycle",),
-    consumers=("notify",),
+    consumers=("lifecycle", "notify"),
     defined_by="issue 3 (lifecycle service)",
 )
 MILESTONES = TopicSpec(

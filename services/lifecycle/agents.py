@@ -1,5 +1,6 @@
 """Faust adapter of the lifecycle service: the partition store as a changelogged table, outputs
-to the stage and churn topics, and the read model written in batches beside the stream."""
+to the stage and churn topics, the read model written in batches beside the stream, and the
+history of stages and signals projected from those outputs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ from itertools import islice
 from typing import Any
 
 import faust
+from pydantic import TypeAdapter
 
 from schemas.account_events import AccountEvent
-from schemas.lifecycle import CustomerBirthday, StageChanged, TenureAnniversary
-from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, MILESTONES, STAGE_CHANGED
-from services.lifecycle import metrics, read_model
+from schemas.lifecycle import (
+    ChurnSignalChanged,
+    CustomerBirthday,
+    StageChanged,
+    TenureAnniversary,
+)
+from schemas.topics import ACCOUNT_EVENTS, CHURN_SIGNALS, MILESTONES, STAGE_CHANGED, TopicSpec
+from services.lifecycle import history, metrics, read_model
 from services.lifecycle.config import LifecycleSettings
 from services.lifecycle.domain import Output
 from services.lifecycle.service import LifecycleService
@@ -28,7 +35,7 @@ from services.runtime.app import (
     staging_of,
     table_options,
 )
-from services.runtime.codec import decode_account_event, encode
+from services.runtime.codec import decode_account_event, encode, model_decoder
 from services.runtime.idle import IdlePartitions, watch_idle
 from services.runtime.settings import RuntimeSettings
 
@@ -185,6 +192,13 @@ class Lifecycle:
         metrics.READ_MODEL_ROWS.inc(len(rows))
         return True
 
+    async def record_history(self, taken: list[tuple[Any, Any]]) -> list[Exception | None]:
+        """The worker's own stage changes and churn signals, into the history table before
+        their offsets are committed (a database outage holds these topics, not the input)."""
+        rows = [history.history_row(event) for event, _ in taken]
+        await asyncio.to_thread(history.write, self.database_url, rows)
+        return [None] * len(taken)
+
 
 def build_app(settings: RuntimeSettings) -> faust.App:
     """The lifecycle worker's faust app."""
@@ -201,6 +215,20 @@ def build_app(settings: RuntimeSettings) -> faust.App:
         label=lambda e: str(e.event_type),
         batched=True,
     )
+
+    outputs: list[tuple[TopicSpec, TypeAdapter[Any]]] = [
+        (STAGE_CHANGED, TypeAdapter(StageChanged)),
+        (CHURN_SIGNALS, TypeAdapter(ChurnSignalChanged)),
+    ]
+    for spec, adapter in outputs:
+        consume(
+            app,
+            SERVICE,
+            spec,
+            model_decoder(adapter),
+            handle_batch=lifecycle.record_history,
+            label=lambda e: str(e.type),
+        )
 
     async def resync(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         lifecycle.resync()

@@ -182,3 +182,15 @@ def upsert(
     )
     with engine.begin() as connection:
         connection.execute(statement, rows)
+
+
+def insert_missing(url: str, table: Any, rows: list[dict[str, Any]], key: str) -> None:
+    """Insert the rows whose `key` is not in the table yet, in one transaction: a projection
+    of a topic taken at least once stores each record once."""
+    if not rows:
+        return
+    engine = get_engine(url)
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+    with engine.begin() as connection:
+        connection.execute(statement, rows)

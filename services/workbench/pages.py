@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from schemas.account_events import ID_PATTERN
 from services.runtime.auth import Authenticator, AuthSettings, Principal
 from services.runtime.settings import RuntimeSettings
-from services.workbench import operations, timeline
+from services.workbench import charts, operations, timeline
 from services.workbench.client import ServiceError, Services
 from services.workbench.config import WorkbenchSettings
 from services.workbench.i18n import LOCALES, Formatter, negotiate, zone
@@ -389,7 +389,12 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         profile = await optional(
             services.maybe("lifecycle", f"/customers/{customer_id}/lifecycle", view.session)
         )
-        referrals, rewards, ledger, notifications = await asyncio.gather(
+        history, referrals, rewards, ledger, notifications = await asyncio.gather(
+            optional(
+                services.maybe(
+                    "lifecycle", f"/customers/{customer_id}/lifecycle/history", view.session
+                )
+            ),
             optional(
                 services.maybe("referral", f"/customers/{customer_id}/referrals", view.session)
             ),
@@ -432,6 +437,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             events=timeline.of(
                 view.fmt,
                 profile,
+                history or [],
                 (ledger or {}).get("entries", []),
                 notifications or [],
                 (referrals or {}).get("referrals", []),
@@ -444,12 +450,21 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
     @router.get("/team")
     @page("ops")
     async def team(view: View) -> Response:
-        summary, uplift, stages = await asyncio.gather(
+        summary, uplift, stages, monthly = await asyncio.gather(
             services.get("notify", "/tasks/summary", view.session),
             services.get("notify", "/interventions/uplift", view.session),
             services.get("lifecycle", "/lifecycle/summary", view.session),
+            optional(services.get("lifecycle", "/lifecycle/summary/monthly", view.session)),
         )
-        return render(view, "team.html", summary=summary, uplift=uplift, stages=stages)
+        return render(
+            view,
+            "team.html",
+            summary=summary,
+            uplift=uplift,
+            stages=stages,
+            charts=[(tier, charts.stage_columns(monthly or [], tier)) for tier in charts.TIERS],
+            chart=charts,
+        )
 
     # -- operations -----------------------------------------------------------------------------
 

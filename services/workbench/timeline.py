@@ -28,21 +28,46 @@ def explained(item: dict[str, Any], language: str) -> str:
     return str(sentences.get(language) or sentences.get("en") or "")
 
 
+def _lifecycle_line(fmt: Formatter, entry: dict[str, Any], language: str) -> Line:
+    """A stage or tier change, or a churn signal raised, escalated or resolved."""
+    at = datetime.fromisoformat(entry["occurred_at"])
+    why = explained(entry, language) or entry.get("reason") or ""
+    kind = entry["type"]
+    if kind == "stage.changed":
+        stage = fmt.term("stage", entry["stage"])
+        if entry.get("previous_stage") is None:
+            return Line(at, "stage", fmt.t("event.stage_first", stage=stage), why)
+        previous = fmt.term("stage", entry["previous_stage"])
+        return Line(at, "stage", fmt.t("event.stage_changed", previous=previous, stage=stage), why)
+    if kind == "tier.changed":
+        what = fmt.t(
+            "event.tier_changed",
+            previous=fmt.term("tier", entry.get("previous_tier")),
+            tier=fmt.term("tier", entry["tier"]),
+        )
+        return Line(at, "stage", what, why)
+    action = kind.removeprefix("churn_signal.")
+    what = fmt.t(f"event.signal.{action}", cause=fmt.term("cause", entry.get("cause")))
+    return Line(at, "signal", what, why)
+
+
 def of(
     fmt: Formatter,
     profile: dict[str, Any] | None,
+    history: list[dict[str, Any]],
     ledger: list[dict[str, Any]],
     notifications: list[dict[str, Any]],
     referrals: list[dict[str, Any]],
     tasks: list[dict[str, Any]],
 ) -> list[Line]:
-    lines: list[Line] = []
     language = "zh-CN" if fmt.locale == "zh-CN" else "en"
-    if profile and (since := _at(profile.get("since"))):
+    lines = [_lifecycle_line(fmt, entry, language) for entry in history]
+    if not history and profile and (since := _at(profile.get("since"))):
+        # A lifecycle service without its history yet: where the customer stands now.
         stage = fmt.term("stage", profile.get("stage"))
         strategy = (profile.get("strategy") or {}).get("description", "")
         lines.append(Line(since, "stage", fmt.t("event.stage", stage=stage), strategy))
-    for signal in (profile or {}).get("open_signals", []):
+    for signal in [] if history else (profile or {}).get("open_signals", []):
         explanation = explained(signal, language)
         lines.append(
             Line(

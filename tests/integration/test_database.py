@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import inspect, text
 
+from schemas.lifecycle import (
+    ChurnCause,
+    ChurnSignalChanged,
+    SignalKind,
+    Stage,
+    StageChanged,
+    Strategy,
+    Tier,
+)
 from schemas.notify import Priority, RmTaskChanged
+from services.lifecycle import history
 from services.notify import read_model, service
 from services.runtime import db
 from services.runtime.auth import assigned_rm
@@ -114,3 +125,73 @@ def test_tasks_stored_before_their_kind_was_get_it_and_filter_by_it(database_url
         "T-retain",
         "T-lead",
     }
+
+
+def _stage_changed(customer: str, n: int, at: str, stage: Stage, tier: Tier) -> StageChanged:
+    return StageChanged(
+        event_id=f"{customer}-{n}",
+        type="stage.changed",
+        occurred_at=datetime.fromisoformat(at),
+        customer_id=customer,
+        stage=stage,
+        tier=tier,
+        reason="test",
+        churn_score=0.0,
+        strategy=Strategy.for_stage(stage),
+        balance_avg_30d=Decimal("100.00"),
+    )
+
+
+def test_lifecycle_history_stores_each_event_once_and_counts_stages_by_month(
+    database_url: str,
+) -> None:
+    db.upgrade(database_url)
+    events: list[StageChanged | ChurnSignalChanged] = [
+        _stage_changed("C1", 1, "2026-01-10T09:00:00+00:00", Stage.ACQUISITION, Tier.MASS),
+        _stage_changed("C1", 2, "2026-02-03T09:00:00+00:00", Stage.GROWTH, Tier.MASS),
+        _stage_changed("C2", 1, "2026-02-20T09:00:00+00:00", Stage.ACQUISITION, Tier.AFFLUENT),
+        ChurnSignalChanged(
+            event_id="C1-3",
+            type="churn_signal.raised",
+            occurred_at=datetime(2026, 3, 31, 23, 0, tzinfo=UTC),
+            customer_id="C1",
+            signal=SignalKind.INACTIVITY,
+            cause=ChurnCause.DISENGAGEMENT,
+            signal_weight=0.5,
+            churn_score=0.5,
+            stage=Stage.GROWTH,
+            tier=Tier.MASS,
+            evidence={"days_quiet": 46},
+            explanation={"en": "no own transaction for 46 days"},
+        ),
+        _stage_changed("C1", 4, "2026-04-01T00:00:00+00:00", Stage.AT_RISK, Tier.MASS),
+    ]
+    rows = [history.history_row(e) for e in events]
+    history.write(database_url, rows)
+    history.write(database_url, rows[1:])  # taken again after a crash: nothing doubles
+
+    entries = history.of_customer(database_url, "C1")
+    assert [e.event_id for e in entries] == ["C1-4", "C1-3", "C1-2", "C1-1"]
+    assert entries[1].evidence == {"days_quiet": 46}
+    assert entries[1].explanation == {"en": "no own transaction for 46 days"}
+    assert entries[0].occurred_at == datetime(2026, 4, 1, tzinfo=UTC)
+    assert history.of_customer(database_url, "C1", limit=1)[0].stage is Stage.AT_RISK
+
+    months = history.monthly(database_url, 4)
+    assert [m.month for m in months] == ["2026-01", "2026-02", "2026-03", "2026-04"]
+    cells = [
+        {
+            (s.value, t.value): n
+            for s, row in m.by_stage_and_tier.items()
+            for t, n in row.items()
+            if n
+        }
+        for m in months
+    ]
+    assert cells == [
+        {("acquisition", "mass"): 1},
+        {("growth", "mass"): 1, ("acquisition", "affluent"): 1},
+        {("growth", "mass"): 1, ("acquisition", "affluent"): 1},  # a signal is not a change
+        {("at_risk", "mass"): 1, ("acquisition", "affluent"): 1},
+    ]
+    assert [m.customers for m in months] == [1, 2, 2, 2]

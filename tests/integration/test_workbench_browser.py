@@ -27,11 +27,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from babel.dates import format_datetime
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
-from schemas.lifecycle import Stage, Tier
+from schemas.lifecycle import ChurnCause, ChurnSignalChanged, SignalKind, Stage, Tier
 from schemas.topics import (
     CHURN_SIGNALS,
     RM_TASKS,
 )
+from services.lifecycle import history
 from services.notify import service
 from services.notify.domain import NotifyRules
 from services.runtime import db
@@ -51,6 +52,36 @@ WORKBENCH = f"http://127.0.0.1:{PORT_BASE}"
 AXE = Path(__file__).parents[1] / "vendor" / "axe.min.js"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 AT_RISK_AT = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+
+
+def lifecycle_story(customer: str, at_risk: Any) -> list[Any]:
+    """What the lifecycle service published of the customer before their retention task: new
+    in May, growing from June, a competitor's offer drawing their savings in November."""
+    signal = ChurnSignalChanged(
+        event_id=f"sig-{customer}",
+        type="churn_signal.raised",
+        occurred_at=datetime(2026, 11, 18, 9, 0, tzinfo=UTC),
+        customer_id=customer,
+        signal=SignalKind.COMPETITOR_TRANSFER,
+        cause=ChurnCause.COMPETITOR_ATTRACTION,
+        signal_weight=0.6,
+        churn_score=0.6,
+        stage=Stage.GROWTH,
+        tier=Tier.HNW,
+        evidence={"share_of_balance": 0.45},
+        explanation={
+            "en": "45 % of the balance sent to another bank",
+            "zh-CN": "余额的45%转至他行",
+        },
+    )
+    return [
+        stage(customer, Stage.ACQUISITION, datetime(2026, 5, 4, tzinfo=UTC), Tier.HNW),
+        stage(customer, Stage.GROWTH, datetime(2026, 6, 10, tzinfo=UTC), Tier.HNW).model_copy(
+            update={"previous_stage": Stage.ACQUISITION}
+        ),
+        signal,
+        at_risk.model_copy(update={"previous_stage": Stage.GROWTH}),
+    ]
 
 
 def key_of(subject: str) -> str:
@@ -76,7 +107,9 @@ def stack(topics: LocalBroker, tmp_path: Path) -> Iterator[dict[str, str]]:
     mine, theirs = treated("M"), treated("T")
     for customer, rm in ((mine, "RM001"), (theirs, "RM002")):
         service.apply(url, profile_update(customer, rm_id=rm), rules, NOW)  # type: ignore[arg-type]
-        service.apply(url, stage(customer, Stage.AT_RISK, AT_RISK_AT, Tier.HNW), rules, NOW)
+        at_risk = stage(customer, Stage.AT_RISK, AT_RISK_AT, Tier.HNW)
+        service.apply(url, at_risk, rules, NOW)  # type: ignore[arg-type]
+        history.write(url, [history.history_row(e) for e in lifecycle_story(customer, at_risk)])
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
@@ -227,6 +260,12 @@ def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
         page.click(f"a[href='/customers/{mine}']")
         assert page.locator("h1").inner_text() == f"Customer {mine}"
         assert "retention call" in page.locator("section", has_text="My tasks").inner_text()
+        # The story the lifecycle service published, newest first, each with its why.
+        story = page.locator("table.timeline tbody tr")
+        assert "Stage: growth → at risk" in story.first.inner_text()
+        raised = page.locator("table.timeline tr", has_text="Churn signal raised")
+        assert "45 % of the balance sent to another bank" in raised.inner_text()
+        assert page.locator("table.timeline tr", has_text="Stage: acquisition → growth").count()
         screenshot(page, "customer-en")
 
         # Another RM's customer, typed into the address bar.
@@ -259,6 +298,11 @@ def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
         assert team.url == f"{WORKBENCH}/team"
         per_rm = team.locator("section", has_text="Tasks per RM")
         assert "RM001" in per_rm.inner_text() and "retained: 1" in per_rm.inner_text()
+        # Customers by stage at each month's end, a chart per tier: the two at risk in November.
+        assert team.locator("figure.stage-chart").count() == 3
+        hnw = team.locator("figure.stage-chart", has_text="high net worth")
+        assert hnw.locator("rect.seg-at_risk title").last.text_content() == "2026-11 · at risk: 2"
+        assert hnw.locator("rect.seg-growth title").first.text_content() == "2026-06 · growth: 2"
         screenshot(team, "team-en")
         # A team lead opens any customer of the team.
         team.goto(f"/customers/{mine}")

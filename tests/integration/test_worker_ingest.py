@@ -119,7 +119,8 @@ def lifecycle_worker(
     env = service_env(topics, rapport_home)
     with worker("lifecycle", env, tmp_path_factory.mktemp("logs")) as running:
         expected = len(before) + len(after) + len(scenario_records())
-        running.wait_for("rapport_events_consumed_total", expected)
+        # Its own stage changes and signals, which it takes into its history, not counted.
+        running.wait_for("rapport_events_consumed_total", expected, topic=ACCOUNT_EVENTS.name)
         running.wait_for("rapport_events_dead_lettered_total", len(INVALID))
         yield running
 
@@ -246,6 +247,34 @@ def test_the_api_serves_the_read_model_the_worker_keeps(
     assert figures["total_balance"] == "600.00"
     assert figures["open_accounts"] == 1
     assert figures["last_activity_at"].startswith("2026-04-07")
+
+    # The history: every stage change and signal it published, newest first, with the why.
+    deadline = time.monotonic() + 60
+    while len(entries := client.get(f"{path}/history").json()) < 5:
+        assert time.monotonic() < deadline, f"history never showed L's changes: {entries}"
+        time.sleep(0.5)
+    stages = [(e["stage"], e["occurred_at"][:10]) for e in entries if e["type"] == "stage.changed"]
+    assert stages == [
+        ("dormant", "2026-10-04"),
+        ("at_risk", "2026-05-22"),
+        ("growth", "2026-04-04"),
+        ("acquisition", "2026-04-01"),
+    ]
+    raised = next(e for e in entries if e["type"] == "churn_signal.raised")
+    assert (raised["signal"], raised["cause"]) == ("inactivity", "disengagement")
+    assert raised["evidence"]["last_activity_at"].startswith("2026-04-07")
+    assert raised["explanation"]["zh-CN"]
+    at_risk = next(e for e in entries if e["stage"] == "at_risk")
+    assert at_risk["previous_stage"] == "growth"
+    assert at_risk["probable_cause"] == "disengagement"
+    assert client.get("/customers/NOBODY/lifecycle/history").json() == []
+    # Other modules' workers write the same database: its months are theirs too.
+    monthly = client.get("/lifecycle/summary/monthly").json()
+    assert len(monthly) == 12
+    assert [m["month"] for m in monthly] == sorted(m["month"] for m in monthly)
+    for month in monthly:
+        cells = month["by_stage_and_tier"].values()
+        assert sum(n for tiers in cells for n in tiers.values()) == month["customers"]
 
     missing = client.get("/customers/NOBODY/lifecycle")
     assert missing.status_code == 404
