@@ -83,6 +83,31 @@ def test_the_compose_stack_has_every_service_with_a_health_check() -> None:
                 assert (DEPLOY / "compose" / source).exists(), source
 
 
+def test_the_debian_stand_ins_replace_images_of_the_stack_and_up_starts_all_but_grafana() -> None:
+    """deploy/compose/debian/ runs the stack where no registry is reachable: its override only
+    swaps images of services the stack has, each built by a Containerfile of the directory,
+    and up.sh starts every service but Grafana, which Debian does not package."""
+    debian = DEPLOY / "compose" / "debian"
+    stack = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())["services"]
+    override = yaml.safe_load((debian / "compose.debian.yaml").read_text())["services"]
+    script = (debian / "up.sh").read_text()
+    built = {
+        line.split(" -t ")[1].split()[0]
+        for line in script.splitlines()
+        if line.startswith("podman build") and " -t " in line
+    }
+    for name, entry in override.items():
+        assert set(entry) == {"image"} and name in stack, name
+        assert entry["image"] in built, entry["image"]
+    for line in script.splitlines():
+        if line.startswith("podman build") and "Containerfile" in line:
+            containerfile = line.split('"$here/')[1].split('"')[0]
+            assert (debian / containerfile).exists(), containerfile
+    started = set(override) | {"setup"}
+    started |= set(script.split("services=(")[1].split(")")[0].split())
+    assert set(stack) - started == {"grafana"}
+
+
 def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
     """The schema is the Compose Specification's, as docker-compose 1.29.2 ships it
     (tests/fixtures/compose_spec.json, Apache-2.0): no container engine is needed to check the
