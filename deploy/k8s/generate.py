@@ -136,7 +136,7 @@ def _pdb(name: str) -> dict[str, Any]:
 def _kafka_topic(spec: TopicSpec) -> dict[str, Any]:
     config: dict[str, Any] = dict(spec.config())
     return {
-        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "apiVersion": "kafka.strimzi.io/v1",
         "kind": "KafkaTopic",
         "metadata": {
             "name": spec.name.replace(".", "-").replace("_", "-"),
@@ -165,7 +165,7 @@ def _kafka_user() -> dict[str, Any]:
     cluster = {"resource": {"type": "cluster"}, "operations": ["IdempotentWrite", "Describe"]}
 
     return {
-        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "apiVersion": "kafka.strimzi.io/v1",
         "kind": "KafkaUser",
         "metadata": {
             "name": KAFKA_USER,

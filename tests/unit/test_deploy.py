@@ -54,6 +54,55 @@ def test_every_topic_and_dead_letter_topic_has_a_strimzi_resource() -> None:
     assert topics[compacted.name]["config"]["cleanup.policy"] == "compact"
 
 
+def strict(schema: Any) -> Any:
+    """A CRD's schema in which a field it does not name is an error: the API server would prune
+    it without a word, and the setting it carried would be lost."""
+    if isinstance(schema, dict):
+        schema = {k: strict(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [strict(v) for v in schema]
+    return schema
+
+
+def strimzi_schemas() -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> the schema of each version Strimzi's CRDs serve (tests/fixtures/
+    strimzi/: Strimzi 1.2.0's, Apache-2.0)."""
+    found = {}
+    for path in (Path(__file__).parents[1] / "fixtures" / "strimzi").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())["spec"]
+        for version in crd["versions"]:
+            if version["served"]:
+                api = f"{crd['group']}/{version['name']}"
+                found[(api, crd["names"]["kind"])] = strict(version["schema"]["openAPIV3Schema"])
+    return found
+
+
+def test_the_strimzi_resources_are_valid_against_strimzis_crds() -> None:
+    schemas = strimzi_schemas()
+    checked = 0
+    for doc in manifests():
+        if doc["apiVersion"].startswith("kafka.strimzi.io/"):
+            schema = schemas[(doc["apiVersion"], doc["kind"])]
+            errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
+            assert not errors, (doc["metadata"]["name"], errors)
+            checked += 1
+    assert checked == 2 * len(ALL_TOPICS) + 1  # the topics, their dead-letter topics, the user
+    # A field Strimzi does not know, and a value it does not allow, are caught.
+    user = next(d for d in manifests() if d["kind"] == "KafkaUser")
+    user["spec"]["authorization"]["acls"][0]["operation"] = "Read"  # v1beta1's name
+    user["spec"]["authentication"]["type"] = "scram-sha-1"
+    errors = list(
+        jsonschema.Draft7Validator(schemas[(user["apiVersion"], "KafkaUser")]).iter_errors(user)
+    )
+    assert len(errors) == 2
+
+
 def test_every_service_runs_a_worker_and_an_api_with_probes_and_a_disruption_budget() -> None:
     docs = manifests()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
