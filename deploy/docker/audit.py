@@ -99,10 +99,12 @@ def affects(record: dict[str, Any], version: Version) -> bool:
     return True
 
 
-def pinned(lock: Path) -> dict[str, str]:
-    """The lock file's exact pins and every distribution installed here (the dev tools too)."""
+def pinned(lock: Path, here: bool = True) -> dict[str, str]:
+    """The lock file's exact pins and, with `here`, every distribution installed here (the dev
+    tools too)."""
     pins: dict[str, str] = {
-        canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()
+        canonicalize_name(d.metadata["Name"]): d.version
+        for d in (metadata.distributions() if here else [])
     }
     for line in lock.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
@@ -119,10 +121,15 @@ def main() -> int:
     parser.add_argument(
         "--cache", type=Path, default=Path.home() / ".cache" / "rapport" / "advisories"
     )
+    parser.add_argument(
+        "--lock-only",
+        action="store_true",
+        help="check the lock's pins alone, not this environment (e.g. an image's list)",
+    )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     by_name, meta = advisories(fetch(args.cache))
-    pins = pinned(args.lock)
+    pins = pinned(args.lock, here=not args.lock_only)
     # One advisory can come as several ranges; the fixed version is named by one of them.
     found: dict[tuple[str, str, str], tuple[str, str]] = {}
     for name, version in pins.items():

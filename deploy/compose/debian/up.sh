@@ -42,6 +42,16 @@ podman build -q -f "$here/prometheus.Containerfile" -t localhost/rapport-prometh
 podman build -q --build-arg BASE=localhost/rapport-base:bookworm -f "$root/deploy/docker/Dockerfile" \
   -t localhost/rapport:latest "$root"
 
+say "the image's Python distributions against the advisories (deploy/docker/audit.py)"
+pins=$(mktemp)
+trap 'rm -f "$pins"' EXIT
+podman run --rm --entrypoint /opt/rapport/bin/python localhost/rapport:latest -c '
+from importlib import metadata
+for d in metadata.distributions():
+    if d.metadata["Name"] != "rapport":
+        print(d.metadata["Name"] + "==" + d.version)' > "$pins"
+"$root/.venv/bin/python" "$root/deploy/docker/audit.py" --lock "$pins" --lock-only
+
 healthy() {  # podman 4.3 runs no health check on its own without systemd, nor waits on one
   local name=rapport_$1_1 deadline=$((SECONDS + ${2:-180}))
   until podman healthcheck run "$name" >/dev/null 2>&1; do
