@@ -171,16 +171,35 @@ class ReferralView(BaseModel):
         return self
 
 
+class LeadView(BaseModel):
+    """A lead naming the customer as its suggested referrer: a counterparty (by its pseudonym,
+    the lead id) who does not bank here yet."""
+
+    lead_id: str
+    lead_type: str
+    transactions: int
+    customers: int
+    detected_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+
+
+# The leads a customer's page lists at most, the latest first.
+MAX_LEADS = 50
+
+
 class CustomerReferrals(BaseModel):
     customer_id: str
     codes: list[str]
     referrals: list[ReferralView]
     leads_suggested: int
+    # Added 2026-12-07: the latest of those leads (at most MAX_LEADS).
+    leads: list[LeadView] = []
 
 
 def customer_referrals(url: str, customer_id: str) -> CustomerReferrals:
-    """The customer's codes, the referrals they made (latest stage of each), and how many leads
-    name them as the suggested referrer."""
+    """The customer's codes, the referrals they made (latest stage of each), and the leads that
+    name them as the suggested referrer (how many, and the latest)."""
     codes_table = ReferralCodeRow.__table__  # type: ignore[attr-defined]
     referrals_table = ReferralRow.__table__  # type: ignore[attr-defined]
     leads_table = LeadRow.__table__  # type: ignore[attr-defined]
@@ -196,14 +215,29 @@ def customer_referrals(url: str, customer_id: str) -> CustomerReferrals:
         referrals = [
             ReferralView(**{**row, "updated_at": db.as_utc(row["updated_at"])}) for row in rows
         ]
-        leads = connection.execute(
-            select(func.count()).where(leads_table.c.suggested_referrer == customer_id)
-        ).scalar_one()
+        theirs = leads_table.c.suggested_referrer == customer_id
+        count = connection.execute(select(func.count()).where(theirs)).scalar_one()
+        latest = connection.execute(
+            select(leads_table)
+            .where(theirs)
+            .order_by(leads_table.c.updated_at.desc(), leads_table.c.lead_id)
+            .limit(MAX_LEADS)
+        ).mappings()
+        leads = [
+            LeadView(
+                **{
+                    **row,
+                    **{k: db.as_utc(row[k]) for k in ("detected_at", "updated_at", "expires_at")},
+                }
+            )
+            for row in latest
+        ]
         return CustomerReferrals(
             customer_id=customer_id,
             codes=sorted(codes),
             referrals=referrals,
-            leads_suggested=int(leads),
+            leads_suggested=int(count),
+            leads=leads,
         )
 
 

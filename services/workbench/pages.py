@@ -150,6 +150,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 (ledger or {}).get("entries", []),
                 notifications or [],
                 (referrals or {}).get("referrals", []),
+                (referrals or {}).get("leads", []),
                 own_tasks,
             ),
         )

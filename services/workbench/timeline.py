@@ -58,6 +58,7 @@ def of(
     ledger: list[dict[str, Any]],
     notifications: list[dict[str, Any]],
     referrals: list[dict[str, Any]],
+    leads: list[dict[str, Any]],
     tasks: list[dict[str, Any]],
 ) -> list[Line]:
     language = "zh-CN" if fmt.locale == "zh-CN" else "en"
@@ -107,6 +108,20 @@ def of(
                 "referral",
                 fmt.t("event.referral", referee=referral["referee"], status=referral["status"]),
                 explanation,
+            )
+        )
+    for lead in leads:
+        lines.append(
+            Line(
+                datetime.fromisoformat(lead["detected_at"]),
+                "referral",
+                fmt.t("event.lead", kind=fmt.term("lead", lead["lead_type"])),
+                fmt.t(
+                    "event.lead_detail",
+                    counterparty=lead["lead_id"],
+                    transactions=fmt.number(lead["transactions"]),
+                    customers=fmt.number(lead["customers"]),
+                ),
             )
         )
     for task in tasks:

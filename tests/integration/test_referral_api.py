@@ -101,6 +101,10 @@ def test_codes_referrals_and_funnel(client: TestClient) -> None:
         "r3": "held",
     }
     assert mine["leads_suggested"] == 1
+    (listed,) = mine["leads"]  # the lead, at its latest update
+    assert listed["lead_id"] == "L1"
+    assert listed["detected_at"].startswith("2025-05-01")
+    assert listed["updated_at"].startswith("2025-05-04")
 
     assert client.get("/referrals/funnel").status_code == 403  # not the channel's business
     retail = client.get("/referrals/funnel", headers=OPS).json()["by_lead_type"]["retail"]

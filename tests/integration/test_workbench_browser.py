@@ -28,6 +28,7 @@ from babel.dates import format_datetime
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from schemas.lifecycle import ChurnCause, ChurnSignalChanged, SignalKind, Stage, Tier
+from schemas.referral import LeadChanged, LeadStrength, LeadType
 from schemas.topics import (
     CHURN_SIGNALS,
     RM_TASKS,
@@ -35,6 +36,7 @@ from schemas.topics import (
 from services.lifecycle import history
 from services.notify import service
 from services.notify.domain import NotifyRules
+from services.referral import read_model as referrals
 from services.runtime import db
 from services.runtime.broker import LocalBroker
 from services.runtime.dlq import REPLAYED_FROM_HEADER
@@ -84,6 +86,25 @@ def lifecycle_story(customer: str, at_risk: Any) -> list[Any]:
     ]
 
 
+def lead_of(customer: str) -> LeadChanged:
+    """A landlord the customer pays every month, who banks elsewhere: a lead for them."""
+    at = datetime(2026, 10, 2, tzinfo=UTC)
+    return LeadChanged(
+        event_id=f"lead-{customer}",
+        type="lead.detected",
+        occurred_at=at,
+        lead_id="cp-7f3a9c",
+        counterparty_key="7f3a9c",
+        lead_type=LeadType.RETAIL,
+        suggested_referrer=customer,
+        strength=LeadStrength(
+            transactions=6, customers=1, amount="18000", direction="paid_to", window_days=180
+        ),
+        last_transaction_at=at,
+        expires_at=datetime(2027, 1, 2, tzinfo=UTC),
+    )
+
+
 def key_of(subject: str) -> str:
     return next(k for k, grant in KEYS.items() if grant["subject"] == subject)
 
@@ -110,6 +131,7 @@ def stack(topics: LocalBroker, tmp_path: Path) -> Iterator[dict[str, str]]:
         at_risk = stage(customer, Stage.AT_RISK, AT_RISK_AT, Tier.HNW)
         service.apply(url, at_risk, rules, NOW)  # type: ignore[arg-type]
         history.write(url, [history.history_row(e) for e in lifecycle_story(customer, at_risk)])
+    referrals.write(url, [lead_of(mine)])
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
@@ -266,6 +288,8 @@ def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
         raised = page.locator("table.timeline tr", has_text="Churn signal raised")
         assert "45 % of the balance sent to another bank" in raised.inner_text()
         assert page.locator("table.timeline tr", has_text="Stage: acquisition → growth").count()
+        lead = page.locator("table.timeline tr", has_text="Referral lead suggested: a person")
+        assert "cp-7f3a9c: payments 6, customers tied 1" in lead.inner_text()
         screenshot(page, "customer-en")
 
         # Another RM's customer, typed into the address bar.
