@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import JSON, Column, DateTime, Index, func, select
 from sqlmodel import Field, SQLModel
 
-from schemas.lifecycle import ChurnCause, SignalKind, Stage, StageChanged, Tier
+from schemas.lifecycle import ChurnCause, ChurnSignalChanged, SignalKind, Stage, StageChanged, Tier
 from services.runtime import db
 from services.runtime.db import as_utc, get_engine
 
@@ -83,29 +83,9 @@ class MonthCounts(BaseModel):
 # -- projection ------------------------------------------------------------------------------
 
 
-def history_row(event: Any) -> dict[str, Any]:
-    """The row of a `StageChanged` or `ChurnSignalChanged`."""
-    if isinstance(event, StageChanged):
-        details: dict[str, Any] = {"reason": event.reason}
-        if event.probable_cause is not None:
-            details["probable_cause"] = event.probable_cause.value
-        if event.explanation:
-            details["explanation"] = event.explanation
-        return dict(
-            event_id=event.event_id,
-            customer_id=event.customer_id,
-            type=event.type,
-            occurred_at=event.occurred_at,
-            stage=event.stage.value,
-            tier=event.tier.value,
-            previous_stage=event.previous_stage.value if event.previous_stage else None,
-            previous_tier=event.previous_tier.value if event.previous_tier else None,
-            signal=None,
-            cause=None,
-            churn_score=event.churn_score,
-            details=details,
-        )
-    return dict(
+def history_row(event: StageChanged | ChurnSignalChanged) -> dict[str, Any]:
+    """The row of a stage or tier change, or of a churn signal's change."""
+    row: dict[str, Any] = dict(
         event_id=event.event_id,
         customer_id=event.customer_id,
         type=event.type,
@@ -114,15 +94,22 @@ def history_row(event: Any) -> dict[str, Any]:
         tier=event.tier.value,
         previous_stage=None,
         previous_tier=None,
-        signal=event.signal.value,
-        cause=event.cause.value,
+        signal=None,
+        cause=None,
         churn_score=event.churn_score,
-        details={
-            "evidence": event.evidence,
-            "weight": event.signal_weight,
-            **({"explanation": event.explanation} if event.explanation else {}),
-        },
     )
+    if isinstance(event, StageChanged):
+        row["previous_stage"] = event.previous_stage.value if event.previous_stage else None
+        row["previous_tier"] = event.previous_tier.value if event.previous_tier else None
+        details: dict[str, Any] = {"reason": event.reason}
+        if event.probable_cause is not None:
+            details["probable_cause"] = event.probable_cause.value
+    else:
+        row["signal"], row["cause"] = event.signal.value, event.cause.value
+        details = {"evidence": event.evidence, "weight": event.signal_weight}
+    if event.explanation:
+        details["explanation"] = event.explanation
+    return row | {"details": details}
 
 
 def write(url: str, rows: list[dict[str, Any]]) -> None:
