@@ -288,8 +288,8 @@ def test_an_rm_works_their_tasks_in_the_browser(stack: dict[str, str]) -> None:
         raised = page.locator("table.timeline tr", has_text="Churn signal raised")
         assert "45 % of the balance sent to another bank" in raised.inner_text()
         assert page.locator("table.timeline tr", has_text="Stage: acquisition → growth").count()
-        lead = page.locator("table.timeline tr", has_text="Referral lead suggested: a person")
-        assert "cp-7f3a9c: payments 6, customers tied 1" in lead.inner_text()
+        suggested = page.locator("table.timeline tr", has_text="Referral lead suggested: a person")
+        assert "cp-7f3a9c: payments 6, customers tied 1" in suggested.inner_text()
         screenshot(page, "customer-en")
 
         # Another RM's customer, typed into the address bar.
