@@ -185,11 +185,19 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
             operations.workers(settings, config.metrics_urls),
             operations.dead_letter_groups(settings),
         )
+        campaigns = manual = None
+        if view.session.has("admin"):  # the rewards service's own administrators' views
+            campaigns, manual = await asyncio.gather(
+                optional(services.get("rewards", "/campaigns", view.session)),
+                optional(services.get("rewards", "/audit", view.session, limit=20)),
+            )
         return site.render(
             view,
             "ops.html",
             workers=workers,
             dead_letters=dead_letters,
+            campaigns=campaigns,
+            manual=manual,
             replayed=int(n)
             if (n := view.request.query_params.get("replayed", "")).isdigit()
             else None,

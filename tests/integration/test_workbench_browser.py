@@ -370,6 +370,21 @@ def test_an_admin_replays_dead_letters_from_the_operations_page(stack: dict[str,
         stack["bootstrap"], service, run, dlq=CHURN_SIGNALS.dlq, source=source
     )
     marks = end_offsets(stack["bootstrap"], source)
+    # A campaign an administrator started through the rewards API.
+    rewards = f"http://127.0.0.1:{PORT_BASE + API_NAMES.index('rewards')}"
+    started = httpx.post(
+        f"{rewards}/campaigns",
+        headers={"X-API-Key": key_of("admin-ann")},
+        json={
+            "campaign_id": f"spring-{run}",
+            "name": "Spring referrals",
+            "rule": "referral.referrer",
+            "multiplier": "2",
+            "starts_at": "2026-03-01T00:00:00Z",
+            "ends_at": "2026-06-01T00:00:00Z",
+        },
+    )
+    assert started.status_code in (200, 201), started.text
     console = Console()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
@@ -382,14 +397,21 @@ def test_an_admin_replays_dead_letters_from_the_operations_page(stack: dict[str,
         assert "the value is not valid JSON" in group.inner_text()
         assert group.locator("button").count() == 0
         assert lead.locator("#worker-table tbody tr").count() == 4
+        assert lead.locator("#campaign-table").count() == 0  # the administrators' business
         # An admin does, once, for that group only.
         admin = console.watch(browser_context(browser, "zh-CN").new_page())
         sign_in(admin, "admin-ann")
         admin.goto("/ops")
+        # The campaigns, and who started them, in the rewards service's own audit trail.
+        assert "Spring referrals" in admin.locator("#campaign-table").inner_text()
+        assert "进行中" in admin.locator("#campaign-table tr", has_text=run).inner_text()
+        assert f"spring-{run}" in admin.locator("#manual-table").inner_text()
         admin.locator("#dead-letter-groups tr", has_text=service).locator("button").click()
         admin.wait_for_load_state()
         assert admin.locator("p.saved").inner_text() == "已将 1 条死信发回源主题。"
+        violations = accessibility_violations(browser, "admin-ann", ["/ops"])
         browser.close()
+    assert not violations, "\n".join(violations)
     assert not console.errors, "\n".join(console.errors)
     assert f"admin-ann replayed 1 dead letters of {CHURN_SIGNALS.dlq} (service {service}" in (
         Path(stack["audit"]).read_text()
