@@ -154,6 +154,12 @@ def check_ready(url: str) -> str | None:
     return None
 
 
+def _insert(engine: Engine, table: Any) -> Any:
+    """An INSERT that can say what to do on a conflict, in the engine's dialect."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
 def upsert(
     url: str,
     table: Any,
@@ -169,8 +175,7 @@ def upsert(
     if not rows:
         return
     engine = get_engine(url)
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
+    statement = _insert(engine, table)
     statement = statement.on_conflict_do_update(
         index_elements=[key],
         set_={
@@ -190,7 +195,6 @@ def insert_missing(url: str, table: Any, rows: list[dict[str, Any]], key: str) -
     if not rows:
         return
     engine = get_engine(url)
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+    statement = _insert(engine, table).on_conflict_do_nothing(index_elements=[key])
     with engine.begin() as connection:
         connection.execute(statement, rows)
