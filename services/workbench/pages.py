@@ -23,6 +23,9 @@ from services.workbench.config import WorkbenchSettings
 from services.workbench.site import Site, View, audit, safe_next
 
 OUTCOMES = ("contacted", "retained", "lost", "not_reachable")
+# A customer's page shows their latest 200 ledger entries, of their first 5,000 at most.
+LEDGER_LINES = 200
+LEDGER_PAGES = 10
 
 
 def routers(settings: RuntimeSettings) -> list[APIRouter]:
@@ -88,6 +91,21 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
 
     # -- a customer -------------------------------------------------------------------------
 
+    async def latest_ledger(view: View, customer_id: str) -> list[dict[str, Any]] | None:
+        """The customer's latest ledger entries: the API pages them oldest first."""
+        path = f"/customers/{customer_id}/ledger"
+        entries: list[dict[str, Any]] = []
+        after = 0
+        for _ in range(LEDGER_PAGES):
+            page = await services.maybe("rewards", path, view.session, after=after, limit=500)
+            if page is None:
+                return None
+            entries = (entries + page["entries"])[-LEDGER_LINES:]
+            if page["next_after"] is None:
+                break
+            after = page["next_after"]
+        return entries
+
     @router.get("/customers/{customer_id}")
     @site.guard("rm", "ops")
     async def customer(view: View) -> Response:
@@ -108,11 +126,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 services.maybe("referral", f"/customers/{customer_id}/referrals", view.session)
             ),
             optional(services.maybe("rewards", f"/customers/{customer_id}/rewards", view.session)),
-            optional(
-                services.maybe(
-                    "rewards", f"/customers/{customer_id}/ledger", view.session, limit=200
-                )
-            ),
+            optional(latest_ledger(view, customer_id)),
             optional(
                 services.maybe(
                     "notify", f"/customers/{customer_id}/notifications", view.session, limit=200
@@ -147,7 +161,7 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
                 view.fmt,
                 profile,
                 history or [],
-                (ledger or {}).get("entries", []),
+                ledger or [],
                 notifications or [],
                 (referrals or {}).get("referrals", []),
                 (referrals or {}).get("leads", []),
