@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 import time
@@ -153,7 +154,14 @@ def cmd_dlq(args: argparse.Namespace, settings: RuntimeSettings) -> int:
             console.print(f"{d.topic}[{d.partition}]@{d.offset} from {d.source}: {d.error}")
         return 0
     chosen = asyncio.run(
-        dlq.replay(settings.bootstrap_list, letters, args.reason, args.service, args.dry_run)
+        dlq.replay(
+            settings.bootstrap_list,
+            letters,
+            args.reason,
+            args.service,
+            args.dry_run,
+            replayed_by=getpass.getuser(),
+        )
     )
     verb = "would replay" if args.dry_run else "replayed"
     console.print(f"{verb} {len(chosen)} of {len(letters)} dead letters to their source topics")

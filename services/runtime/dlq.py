@@ -23,6 +23,9 @@ from services.runtime.produce import send_and_confirm
 from services.runtime.readback import Consumed, read_topics
 
 REPLAYED_FROM_HEADER = "rapport-replayed-from"
+# Who sent it back (the workbench's signed-in person, or the operating-system user of `rapport
+# dlq replay`): the record itself tells an auditor, wherever it is read.
+REPLAYED_BY_HEADER = "rapport-replayed-by"
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,10 @@ async def replay(
     reason: str | None = None,
     service: str | None = None,
     dry_run: bool = False,
+    replayed_by: str = "",
 ) -> list[DeadLetter]:
-    """Send the dead letters that match back to their source topics; returns those chosen."""
+    """Send the dead letters that match back to their source topics, each marked with where it
+    came from and who sent it; returns those chosen."""
     chosen = [
         d
         for d in letters
@@ -98,7 +103,10 @@ async def replay(
                 d.source_topic,
                 d.key,
                 d.value,
-                [(REPLAYED_FROM_HEADER, f"{d.topic}[{d.partition}]@{d.offset}".encode())],
+                [
+                    (REPLAYED_FROM_HEADER, f"{d.topic}[{d.partition}]@{d.offset}".encode()),
+                    (REPLAYED_BY_HEADER, replayed_by.encode()),
+                ],
             )
             for d in chosen
         ],

@@ -101,8 +101,12 @@ async def dead_letter_groups(settings: RuntimeSettings) -> list[DeadLetterGroup]
     ]
 
 
-async def replay(settings: RuntimeSettings, topic: str, service: str, reason: str) -> int:
+async def replay(
+    settings: RuntimeSettings, topic: str, service: str, reason: str, replayed_by: str
+) -> int:
     """Send the dead letters of one group back to their source topics; how many went."""
     letters = [d for d in await _letters(settings) if d.topic == topic]
-    chosen = await dlq.replay(settings.bootstrap_list, letters, reason, service)
+    chosen = await dlq.replay(
+        settings.bootstrap_list, letters, reason, service, replayed_by=replayed_by
+    )
     return len(chosen)

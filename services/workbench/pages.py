@@ -223,7 +223,8 @@ def routers(settings: RuntimeSettings) -> list[APIRouter]:
         fields = view.form
         group = (fields.get("topic", ""), fields.get("service", ""), fields.get("reason", ""))
         try:
-            sent = await operations.replay(settings, *group)
+            # A guarded page has a signed-in person.
+            sent = await operations.replay(settings, *group, view.session.subject or "")
         except (KafkaError, TimeoutError, OSError):
             return site.failure(view, 503, view.fmt.t("ops.broker_down"))
         audit.info(

@@ -39,7 +39,7 @@ from services.notify.domain import NotifyRules
 from services.referral import read_model as referrals
 from services.runtime import db
 from services.runtime.broker import LocalBroker
-from services.runtime.dlq import REPLAYED_FROM_HEADER
+from services.runtime.dlq import REPLAYED_BY_HEADER, REPLAYED_FROM_HEADER
 from services.runtime.settings import API_NAMES
 from tests.credentials import API_KEYS_JSON, KEYS
 from tests.integration.stack import (
@@ -420,6 +420,7 @@ def test_an_admin_replays_dead_letters_from_the_operations_page(stack: dict[str,
     assert back.value == value and back.headers[REPLAYED_FROM_HEADER].startswith(
         CHURN_SIGNALS.dlq.encode()
     )
+    assert back.headers[REPLAYED_BY_HEADER] == b"admin-ann"  # who did it, on the record itself
 
 
 async def create_source_topic(bootstrap: str, name: str) -> None:

@@ -5,6 +5,7 @@ It adds a record to the input topic, so it runs after test_worker_ingest (alphab
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from schemas.topics import (
     ACCOUNT_EVENTS,
 )
 from services.runtime.broker import LocalBroker
-from services.runtime.dlq import REPLAYED_FROM_HEADER
+from services.runtime.dlq import REPLAYED_BY_HEADER, REPLAYED_FROM_HEADER
 from tests.integration.stack import (
     dead_letter_of_the_input,
     end_offsets,
@@ -46,3 +47,4 @@ def test_dead_letters_are_shown_and_replayed_to_their_source(
     (back,) = records_since(topics.bootstrap, ACCOUNT_EVENTS.name, marks)
     assert (back.key, back.value) == (run.encode(), value)
     assert back.headers[REPLAYED_FROM_HEADER].startswith(ACCOUNT_EVENTS.dlq.encode())
+    assert back.headers[REPLAYED_BY_HEADER] == getpass.getuser().encode()  # who did it
