@@ -402,6 +402,7 @@ def test_an_admin_replays_dead_letters_from_the_operations_page(stack: dict[str,
         admin = console.watch(browser_context(browser, "zh-CN").new_page())
         sign_in(admin, "admin-ann")
         admin.goto("/ops")
+        assert admin.title() == "运维 · Rapport"
         # The campaigns, and who started them, in the rewards service's own audit trail.
         assert "Spring referrals" in admin.locator("#campaign-table").inner_text()
         assert "进行中" in admin.locator("#campaign-table tr", has_text=run).inner_text()
