@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import inspect, text
@@ -15,7 +14,6 @@ from schemas.lifecycle import (
     SignalKind,
     Stage,
     StageChanged,
-    Strategy,
     Tier,
 )
 from schemas.notify import Priority, RmTaskChanged
@@ -24,6 +22,7 @@ from services.notify import read_model, service
 from services.runtime import db
 from services.runtime.auth import assigned_rm
 from services.runtime.codec import encode
+from tests.integration.test_notify_store import stage
 
 
 def test_fresh_database_is_not_ready_until_migrated(database_url: str) -> None:
@@ -127,29 +126,14 @@ def test_tasks_stored_before_their_kind_was_get_it_and_filter_by_it(database_url
     }
 
 
-def _stage_changed(customer: str, n: int, at: str, stage: Stage, tier: Tier) -> StageChanged:
-    return StageChanged(
-        event_id=f"{customer}-{n}",
-        type="stage.changed",
-        occurred_at=datetime.fromisoformat(at),
-        customer_id=customer,
-        stage=stage,
-        tier=tier,
-        reason="test",
-        churn_score=0.0,
-        strategy=Strategy.for_stage(stage),
-        balance_avg_30d=Decimal("100.00"),
-    )
-
-
 def test_lifecycle_history_stores_each_event_once_and_counts_stages_by_month(
     database_url: str,
 ) -> None:
     db.upgrade(database_url)
     events: list[StageChanged | ChurnSignalChanged] = [
-        _stage_changed("C1", 1, "2026-01-10T09:00:00+00:00", Stage.ACQUISITION, Tier.MASS),
-        _stage_changed("C1", 2, "2026-02-03T09:00:00+00:00", Stage.GROWTH, Tier.MASS),
-        _stage_changed("C2", 1, "2026-02-20T09:00:00+00:00", Stage.ACQUISITION, Tier.AFFLUENT),
+        stage("C1", Stage.ACQUISITION, datetime(2026, 1, 10, 9, tzinfo=UTC)),
+        stage("C1", Stage.GROWTH, datetime(2026, 2, 3, 9, tzinfo=UTC)),
+        stage("C2", Stage.ACQUISITION, datetime(2026, 2, 20, 9, tzinfo=UTC), Tier.AFFLUENT),
         ChurnSignalChanged(
             event_id="C1-3",
             type="churn_signal.raised",
@@ -164,14 +148,17 @@ def test_lifecycle_history_stores_each_event_once_and_counts_stages_by_month(
             evidence={"days_quiet": 46},
             explanation={"en": "no own transaction for 46 days"},
         ),
-        _stage_changed("C1", 4, "2026-04-01T00:00:00+00:00", Stage.AT_RISK, Tier.MASS),
+        stage("C1", Stage.AT_RISK, datetime(2026, 4, 1, tzinfo=UTC)),
     ]
     rows = [history.history_row(e) for e in events]
     history.write(database_url, rows)
     history.write(database_url, rows[1:])  # taken again after a crash: nothing doubles
 
     entries = history.of_customer(database_url, "C1")
-    assert [e.event_id for e in entries] == ["C1-4", "C1-3", "C1-2", "C1-1"]
+    # C1's events, newest first.
+    assert [e.event_id for e in entries] == [
+        e.event_id for e in reversed(events) if e.customer_id == "C1"
+    ]
     assert entries[1].evidence == {"days_quiet": 46}
     assert entries[1].explanation == {"en": "no own transaction for 46 days"}
     assert entries[0].occurred_at == datetime(2026, 4, 1, tzinfo=UTC)
