@@ -7,8 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-STAGES = ("acquisition", "growth", "maturity", "at_risk", "dormant", "churned")
-TIERS = ("mass", "affluent", "hnw")
+from schemas.lifecycle import Stage, Tier
+
+# In the contract's order: acquisition at the bottom of a column, mass the first chart.
+STAGES = tuple(stage.value for stage in Stage)
+TIERS = tuple(tier.value for tier in Tier)
 HEIGHT = 120.0  # the tallest column, in the SVG's units
 COLUMN = 28.0  # a month's width, its gap included
 

@@ -51,6 +51,25 @@ def _lifecycle_line(fmt: Formatter, entry: dict[str, Any], language: str) -> Lin
     return Line(at, "signal", what, why)
 
 
+def _standing(fmt: Formatter, profile: dict[str, Any], language: str) -> list[Line]:
+    """The current stage since when, and the open signals, from the customer's lifecycle."""
+    lines = []
+    if since := _at(profile.get("since")):
+        stage = fmt.term("stage", profile.get("stage"))
+        strategy = (profile.get("strategy") or {}).get("description", "")
+        lines.append(Line(since, "stage", fmt.t("event.stage", stage=stage), strategy))
+    for signal in profile.get("open_signals", []):
+        lines.append(
+            Line(
+                datetime.fromisoformat(signal["raised_at"]),
+                "signal",
+                fmt.t("event.signal", cause=fmt.term("cause", signal["cause"])),
+                explained(signal, language),
+            )
+        )
+    return lines
+
+
 def of(
     fmt: Formatter,
     profile: dict[str, Any] | None,
@@ -63,21 +82,9 @@ def of(
 ) -> list[Line]:
     language = "zh-CN" if fmt.locale == "zh-CN" else "en"
     lines = [_lifecycle_line(fmt, entry, language) for entry in history]
-    if not history and profile and (since := _at(profile.get("since"))):
+    if not history and profile:
         # A lifecycle service without its history yet: where the customer stands now.
-        stage = fmt.term("stage", profile.get("stage"))
-        strategy = (profile.get("strategy") or {}).get("description", "")
-        lines.append(Line(since, "stage", fmt.t("event.stage", stage=stage), strategy))
-    for signal in [] if history else (profile or {}).get("open_signals", []):
-        explanation = explained(signal, language)
-        lines.append(
-            Line(
-                datetime.fromisoformat(signal["raised_at"]),
-                "signal",
-                fmt.t("event.signal", cause=fmt.term("cause", signal["cause"])),
-                explanation,
-            )
-        )
+        lines += _standing(fmt, profile, language)
     for entry in ledger:
         amount = f"{entry['points']:+d}"
         if entry.get("cash"):

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from services.runtime.api import load_api
 from services.runtime.auth import Principal, Role
 from services.runtime.settings import RuntimeSettings
+from services.workbench import timeline
 from services.workbench.i18n import Formatter, negotiate, zone
 from services.workbench.session import Session, SessionCookie, sign_in_link
 from tests.credentials import KEYS
@@ -141,3 +142,53 @@ def test_a_bearer_token_signs_in_until_it_expires(monkeypatch) -> None:  # type:
     forged = token(key=STRANGER, sub="mallory", roles=["admin"])
     refused = client.post("/signin", data={"csrf": session.csrf, "credential": forged})
     assert refused.status_code == 401 and "the bearer token is not valid" in refused.text
+
+
+def test_the_timeline_tells_the_history_else_where_the_customer_stands() -> None:
+    fmt = Formatter("en", zone("UTC", "UTC"), "CNY")
+    profile = {
+        "stage": "at_risk",
+        "since": "2026-05-22T09:00:00+00:00",
+        "strategy": {"description": "retention call"},
+        "open_signals": [
+            {
+                "raised_at": "2026-05-22T09:00:00+00:00",
+                "cause": "disengagement",
+                "explanation": {"en": "quiet for 45 days"},
+            }
+        ],
+    }
+    history = [
+        {
+            "type": "stage.changed",
+            "occurred_at": "2026-05-22T09:00:00+00:00",
+            "stage": "at_risk",
+            "previous_stage": "growth",
+            "explanation": {"en": "churn score 0.60", "zh-CN": "流失评分0.60"},
+        },
+        {
+            "type": "churn_signal.raised",
+            "occurred_at": "2026-05-22T09:00:00+00:00",
+            "cause": "disengagement",
+            "explanation": {"en": "quiet for 45 days"},
+        },
+        {
+            "type": "stage.changed",
+            "occurred_at": "2026-04-01T09:00:00+00:00",
+            "stage": "acquisition",
+            "previous_stage": None,
+            "reason": "account opened",
+        },
+    ]
+    told = timeline.of(fmt, profile, history, [], [], [], [], [])
+    assert [(line.what, line.detail) for line in told] == [
+        ("Stage: growth → at risk", "churn score 0.60"),
+        ("Churn signal raised: disengagement", "quiet for 45 days"),
+        ("Stage: acquisition (first)", "account opened"),
+    ]
+    # Without a history yet: the stage since when, and the open signals.
+    standing = timeline.of(fmt, profile, [], [], [], [], [], [])
+    assert [(line.kind, line.detail) for line in standing] == [
+        ("stage", "retention call"),
+        ("signal", "quiet for 45 days"),
+    ]
