@@ -85,8 +85,11 @@ def decode_head(raw: bytes) -> tuple[int, int | None] | None:
     return int(head[0]), int(head[1]) or None
 
 
-def _body(raw: bytes) -> bytes:
-    return raw if raw[:1] == b"{" else raw[raw.index(b"|") + 1 :]
+def decode_state(raw: bytes) -> CustomerState:
+    """A stored state (`encode_state`'s bytes, or a state stored before its head) as a
+    `CustomerState`."""
+    body = raw if raw[:1] == b"{" else raw[raw.index(b"|") + 1 :]
+    return CustomerState.model_validate_json(body)
 
 
 class Calendar:
@@ -198,7 +201,7 @@ class LifecycleService:
     def load(self, customer_id: str) -> CustomerState | None:
         """A customer's state, or None for a customer never seen."""
         raw = self.store.get(customer_id)
-        return None if raw is None else CustomerState.model_validate_json(_body(raw))
+        return None if raw is None else decode_state(raw)
 
     def customer_ids(self) -> Iterator[str]:
         """Every customer in the store."""

@@ -112,6 +112,7 @@ class ProfileClock:
             at = getattr(event, "occurred_at", None)
             if at is not None and at > self.taken_until.get(message.tp, _EPOCH):
                 self.taken_until[message.tp] = at
+        self.handled.wake()
 
     def _partitions(self, topic: str) -> int | None:
         """The topic's partition count, once known (kept: it does not change under keyed
@@ -214,7 +215,13 @@ class ProfileClock:
                 return
             if pending:
                 self._stop_if_rebalancing()
-                await asyncio.sleep(0.05 if pending.keys() <= assigned else 0.5)
+                if pending.keys() <= assigned:
+                    # This worker moves them: woken by its progress (a 50 ms poll had been
+                    # a large part of a quiet feed's time to a notification).
+                    await self.handled.progress(_LIFECYCLE_POLL_SECONDS if made else 0.5)
+                else:
+                    # Another worker's group, asked of the broker: not at every record.
+                    await asyncio.sleep(0.5)
         metrics.PROFILE_WAITS.labels("taken").inc()
 
 

@@ -104,12 +104,15 @@ def create_app(
 
 
 # Per partition store: RocksDB's defaults (64 MiB write buffers, three of them, and a 2 GiB
-# block cache, each per store) would let a worker of six partitions grow past 4 GiB; these keep
-# it near 100 MiB whatever the number of customers, the rest of the state staying on disk.
+# block cache, each per store) would let a worker of six partitions grow past 4 GiB. These cap
+# it at 3 MiB a partition, the rest of the state staying on disk: with 4 MiB buffers and an
+# 8 MiB cache, a worker of 100,000 customers grew by 2,761 bytes a customer, with these by 2,183
+# (docs/benchmarks.md, 2026-12-07, afternoon). A customer's state is read once per batch it
+# is in, mostly from the memtables or the OS page cache: the block cache is not what keeps it fast.
 _ROCKSDB_OPTIONS = {
-    "write_buffer_size": 4 * 2**20,
+    "write_buffer_size": 1 * 2**20,
     "max_write_buffer_number": 2,
-    "block_cache_size": 8 * 2**20,
+    "block_cache_size": 1 * 2**20,
     "block_cache_compressed_size": 0,
     "driver": "rocksdict",
 }

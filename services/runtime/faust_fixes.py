@@ -47,6 +47,7 @@ and could be lost under a fetch that completed at the same time.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -84,6 +85,7 @@ class HandledOffsets:
         self._seeks: dict[Any, tuple[int, float]] = {}
         self._arrived: dict[Any, float] = {}  # when a record of the partition last came
         self._came: dict[Any, float] = {}  # the same, for records only (not seeks)
+        self._waiting: list[asyncio.Future[None]] = []  # `progress` calls, woken by `handled`
 
     async def turn(self, tp: Any, offset: int) -> Turn:
         self._arrived[tp] = self._came[tp] = time.monotonic()
@@ -108,6 +110,29 @@ class HandledOffsets:
         """The agent is done with the due record (processed or dead-lettered)."""
         self.next[tp] = max(self.next.get(tp, 0), offset + 1)
         self.done[tp] = offset + 1
+        self.wake()
+
+    def wake(self) -> None:
+        """Progress: every `progress` call under way returns."""
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiting.clear()
+
+    async def progress(self, most: float) -> None:
+        """Until the next record is reported handled (or `wake` is called), or `most` seconds:
+        a wait on this worker's own progress (notify's, for profile facts) wakes at once
+        instead of polling. Each call waits on a future of its own, so that concurrent waits
+        never miss a wake."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, most)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
 
     def arrived(self, tp: Any) -> float | None:
         """When (monotonic) a record of the partition last came to the agent; None if none

@@ -3,6 +3,7 @@ and seeks back once when a record arrives from past a hole."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -204,3 +205,21 @@ async def test_a_partition_not_fetched_yet_is_judged_once_it_is(monkeypatch: Any
     clock[0] += 1
     await offsets.check_stalled()
     assert consumer.seeks == [(tp, 40)]
+
+
+async def test_progress_wakes_every_waiter_at_the_next_record_handled() -> None:
+    """notify's wait for profile facts sleeps on `progress`: it wakes when a record is
+    reported handled, two concurrent waits alike, and otherwise only after its most."""
+    handled, _ = handled_offsets({})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await handled.progress(0.05)
+    assert loop.time() - started >= 0.05  # nothing handled: the whole wait
+
+    waits = [asyncio.create_task(handled.progress(30)) for _ in range(2)]
+    await asyncio.sleep(0)  # both are waiting
+    started = loop.time()
+    handled.handled(TP("t", 0), 4)
+    await asyncio.wait_for(asyncio.gather(*waits), 5)
+    assert loop.time() - started < 1
+    assert not handled._waiting

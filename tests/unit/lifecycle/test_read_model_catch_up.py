@@ -22,7 +22,10 @@ async def test_after_a_rebalance_the_read_model_catches_up_a_batch_at_a_time(
     written: list[list[str]] = []
     monkeypatch.setattr(agents, "_READ_MODEL_BATCH", 2000)
     monkeypatch.setattr(lifecycle.service, "customer_ids", lambda: iter(held))
-    monkeypatch.setattr(lifecycle.service, "load", lambda customer_id: customer_id)
+    # States stored as their customer's id, read back as it.
+    stored = {customer_id: customer_id.encode() for customer_id in [*held, "NEW-1"]}
+    monkeypatch.setattr(lifecycle.service, "store", stored)
+    monkeypatch.setattr(agents, "decode_state", bytes.decode)
     monkeypatch.setattr(read_model, "profile_row", lambda customer_id: customer_id)
     monkeypatch.setattr(read_model, "write", lambda url, rows: written.append(list(rows)))
 

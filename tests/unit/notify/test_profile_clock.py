@@ -18,6 +18,7 @@ from schemas.referral import LeadType
 from schemas.topics import ACCOUNT_EVENTS, STAGE_CHANGED
 from services.notify.agents import ProfileClock, partition_of
 from services.runtime.app import BatchAbandoned
+from services.runtime.faust_fixes import HandledOffsets
 from tests.unit.notify.test_rules import lead
 
 PARTITIONS = 6
@@ -67,8 +68,9 @@ def clock(
     async def start_of(tp: TP) -> int:
         return 0  # nothing committed: the facts are not in
 
-    handled = SimpleNamespace(done={}, start_of=start_of)
-    app = SimpleNamespace(consumer=consumer, rapport_handled=handled, rebalancing=rebalancing)
+    app = SimpleNamespace(consumer=consumer, rebalancing=rebalancing)
+    app.rapport_handled = handled = HandledOffsets(app)
+    handled.start_of = start_of  # type: ignore[method-assign]
     committed = (lifecycle or Lifecycle()).committed
     return ProfileClock(app, wait_seconds=5, lifecycle_committed=committed)  # type: ignore[arg-type]
 
