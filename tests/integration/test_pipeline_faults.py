@@ -64,8 +64,9 @@ FEED_SECONDS = 40.0
 # Once a worker has taken every record, its input partitions turn idle after this long and
 # release what waits for them (referral's last days of links and lapsed leads, lifecycle's
 # time rules): outputs every run makes, so a run is drained only once they are out. Far
-# longer than any pause of the feed (2 s, or a broker restart), so that no partition turns
-# idle mid-stream.
+# longer than the feed's pauses (2 s), so that no partition turns idle mid-stream. A broker
+# restart pauses the feed for longer (13 s or more), but the workers do not count a quiet
+# period while they cannot see the broker (services/runtime/idle.py).
 IDLE_SECONDS = 10.0
 # A run is drained when nothing was uncommitted and no output grew for this long.
 SETTLED_SECONDS = IDLE_SECONDS + 12.0

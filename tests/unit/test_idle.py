@@ -33,6 +33,9 @@ class Broker:
         self.committed_offsets: dict[TP, int] = {}
         self.down = False
         self.asked = 0
+        # Seconds an answer takes (one that comes back after an outage is slow).
+        self.answer_after = 0.0
+        self.clock: Clock | None = None
 
     def _ensure_consumer(self) -> Broker:
         return self
@@ -44,6 +47,8 @@ class Broker:
         self.asked += 1
         if self.down:
             raise KafkaTimeoutError()
+        if self.clock is not None:
+            self.clock.now += self.answer_after
         return {tp: self.ends.get(tp, 0) for tp in tps}
 
     async def committed(self, tp: TP) -> int | None:
@@ -94,7 +99,7 @@ async def test_a_partition_taken_to_its_end_and_quiet_for_the_interval_is_idle(
         await worker.take(0, offset)
     clock.now += 29
     assert await worker.idle.refresh() == []
-    assert worker.broker.asked == 0  # nothing is asked of the broker before the interval
+    assert worker.broker.asked == 1  # watched through the quiet period
     clock.now += 2
     # Partition 1 never had a record: it counts from when the worker first saw it held.
     assert await worker.idle.refresh() == [0, 1]
@@ -183,3 +188,39 @@ async def test_a_partition_taken_away_is_not_idle(clock: Clock) -> None:
     worker.held.discard(TP(TOPIC, 1))
     assert worker.idle.partitions() == {0}
     assert worker.idle.assigned().keys() == {0}
+
+
+async def test_records_coming_are_not_asked_about(clock: Clock) -> None:
+    worker = Worker(partitions=1)
+    await worker.idle.refresh()
+    for offset in range(5):
+        clock.now += 0.2
+        await worker.take(0, offset)
+        assert await worker.idle.refresh() == []
+    assert worker.broker.asked == 0
+
+
+async def test_a_broker_restart_in_the_quiet_period_starts_the_count_again(clock: Clock) -> None:
+    """The feed pauses while the broker is down; the worker must not take that for quiet."""
+    worker = Worker(partitions=1)
+    worker.broker.clock = clock
+    await worker.idle.refresh()
+    await worker.take(0, 0)
+    clock.now += 5
+    worker.broker.down = True  # a check in the middle of the quiet period is refused
+    assert await worker.idle.refresh() == []
+    worker.broker.down = False
+    clock.now += 26
+    assert await worker.idle.refresh() == []  # 31 s since the record, 26 s since it saw
+    clock.now += 4
+    assert await worker.idle.refresh() == [0]
+    # An answer that came only after an outage (aiokafka retried meanwhile) counts as blind.
+    await worker.take(0, 1)
+    clock.now += 31
+    worker.broker.answer_after = 4.0
+    assert await worker.idle.refresh() == []
+    worker.broker.answer_after = 0.0
+    clock.now += 29
+    assert await worker.idle.refresh() == []
+    clock.now += 2
+    assert await worker.idle.refresh() == [0]
