@@ -115,7 +115,7 @@ def apply_all(
     results: list[list[Output] | Exception] = []
     with db.serialised_session(url, LOCK) as session:
         known = known_outputs(session, events)
-        reads = Facts(session, since, _customers_read(events))
+        reads = Facts(session, since, _customers_read(events), each_written_once=False)
         for event in events:
             taken_before = event.event_id in known
             try:
@@ -129,7 +129,7 @@ def apply_all(
                 if not taken_before:
                     known.pop(event.event_id, None)
                 # What the event wrote was rolled back with it: read afresh.
-                reads = Facts(session, since)
+                reads = Facts(session, since, each_written_once=False)
     return results
 
 

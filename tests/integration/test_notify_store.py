@@ -262,6 +262,33 @@ def test_a_batch_decides_as_one_event_at_a_time_and_undoes_only_a_failed_event(
     assert isinstance(again[1], list) and len(read_model.notifications(url, "B1", 10)) == 1
 
 
+def test_a_batch_taken_again_event_by_event_keeps_changes_to_rows_an_earlier_event_wrote(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken again with a savepoint per event, each event's rows are written before the next
+    is decided: a resolution that cancels a message an earlier event of the batch made must
+    still reach the stored row (plain rows inserted once would lose it)."""
+    customer = treated("K")
+    service.apply(url, profile_update(customer, locale="en", time_zone="Asia/Shanghai"), RULES, NOW)  # type: ignore[arg-type]
+    events = [
+        stage(customer, Stage.AT_RISK, NIGHT),
+        resolution_of(customer, NIGHT + timedelta(hours=2)),
+        stage("FAILS", Stage.GROWTH, NIGHT + timedelta(hours=3)),
+    ]
+    decide = service._decide
+
+    def failing(profiles: object, event: object, rules: NotifyRules) -> object:
+        if getattr(event, "customer_id", None) == "FAILS":
+            raise ValueError("a rule failed")
+        return decide(profiles, event, rules)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "_decide", failing)
+    results = service.apply_all(url, events, RULES, NOW)  # type: ignore[arg-type]
+    assert isinstance(results[2], ValueError)
+    assert [o.type for o in results[1]] == ["notification.cancelled"]  # type: ignore[union-attr]
+    assert [n.status for n in read_model.notifications(url, customer, 10)] == ["cancelled"]
+
+
 def test_a_batch_decides_with_the_profile_changes_made_before_in_it(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
