@@ -204,7 +204,7 @@ class Facts:
                 ProfileChangeRow.effective_at,
                 ProfileChangeRow.event_id,
                 ProfileChangeRow.fields,
-            ).where(col(ProfileChangeRow.customer_id).in_(among))
+            ).where(db.among(self.session, ProfileChangeRow.customer_id, among))
         ):
             self.changes[customer_id].append(
                 ProfileChange(db.as_utc(effective_at), event_id, dict(fields))
@@ -212,7 +212,7 @@ class Facts:
         # Still to go out: within the caps' window, or with a cause a resolution may cancel.
         for row in self.session.exec(
             select(NotificationRow).where(
-                col(NotificationRow.customer_id).in_(among),
+                db.among(self.session, NotificationRow.customer_id, among),
                 col(NotificationRow.status).in_(WAITING),
                 or_(
                     col(NotificationRow.send_at) >= self.since,
@@ -222,11 +222,13 @@ class Facts:
         ):
             self.notifications[row.customer_id].append(row)
         for resolution in self.session.exec(
-            select(ResolutionRow).where(col(ResolutionRow.customer_id).in_(among))
+            select(ResolutionRow).where(db.among(self.session, ResolutionRow.customer_id, among))
         ):
             self.resolutions[resolution.customer_id].append(resolution)
         for intervention in self.session.exec(
-            select(InterventionRow).where(col(InterventionRow.customer_id).in_(among))
+            select(InterventionRow).where(
+                db.among(self.session, InterventionRow.customer_id, among)
+            )
         ):
             self.interventions[intervention.customer_id].append(intervention)
 
@@ -363,7 +365,9 @@ def _columns(model: type[SQLModel]) -> list[str]:
 
 def known_outputs(session: Session, events: list[NotifyInput]) -> dict[str, bytes]:
     ids = list({event.event_id for event in events})
-    rows = session.exec(select(NotifySourceRow).where(col(NotifySourceRow.event_id).in_(ids)))
+    rows = session.exec(
+        select(NotifySourceRow).where(db.among(session, NotifySourceRow.event_id, ids))
+    )
     return {row.event_id: row.outputs for row in rows}
 
 

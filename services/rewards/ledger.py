@@ -241,13 +241,13 @@ def read_facts(session: Session, events: Sequence[SourceEvent]) -> Facts:
     maturing = sorted({e.customer_id for e in events if isinstance(e, StageChanged)})
     taken = session.exec(
         select(SourceEventRow.event_id).where(
-            col(SourceEventRow.event_id).in_(sorted({e.event_id for e in events}))
+            db.among(session, SourceEventRow.event_id, sorted({e.event_id for e in events}))
         )
     ).all()
     matured = (
         session.exec(
             select(LedgerEntryRow.customer_id).where(
-                col(LedgerEntryRow.customer_id).in_(maturing),
+                db.among(session, LedgerEntryRow.customer_id, maturing),
                 LedgerEntryRow.rule == Rule.LOYALTY_MATURITY.value,
             )
         ).all()
@@ -265,7 +265,7 @@ def read_facts(session: Session, events: Sequence[SourceEvent]) -> Facts:
                 col(LedgerEntryRow.occurred_at),
             )
             .where(
-                col(LedgerEntryRow.customer_id).in_(referrers),
+                db.among(session, LedgerEntryRow.customer_id, referrers),
                 col(LedgerEntryRow.rule) == Rule.REFERRAL_REFERRER.value,
             )
             .order_by(col(LedgerEntryRow.id))
@@ -282,7 +282,7 @@ def read_facts(session: Session, events: Sequence[SourceEvent]) -> Facts:
                 LedgerEntryRow.rule,
                 LedgerEntryRow.points,
             )
-            .where(col(LedgerEntryRow.referral_id).in_(reversed_ids))
+            .where(db.among(session, LedgerEntryRow.referral_id, reversed_ids))
             .order_by(col(LedgerEntryRow.id))
         ).all():
             entries[str(referral_id)].append((customer, rule, points))
@@ -293,7 +293,7 @@ def read_facts(session: Session, events: Sequence[SourceEvent]) -> Facts:
         for row in (
             session.exec(
                 select(ReferralRewardRow).where(
-                    col(ReferralRewardRow.referral_id).in_(referral_ids)
+                    db.among(session, ReferralRewardRow.referral_id, referral_ids)
                 )
             ).all()
             if referral_ids
@@ -315,7 +315,9 @@ def read_accounts(session: Session, customers: set[str]) -> dict[str, Account]:
     accounts = {c: Account(c) for c in customers}
     if customers:
         for row in session.exec(
-            select(RewardAccountRow).where(col(RewardAccountRow.customer_id).in_(sorted(customers)))
+            select(RewardAccountRow).where(
+                db.among(session, RewardAccountRow.customer_id, sorted(customers))
+            )
         ).all():
             accounts[row.customer_id] = Account(
                 row.customer_id, row.points, row.flagged, row.flag_reason, stored=True

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from schemas.lifecycle import (
     ChurnCause,
@@ -51,6 +51,30 @@ def test_session_commits_at_the_boundary_and_rolls_back_on_error(database_url: s
     with db.session_scope(database_url) as session:
         keys = set(session.execute(text("SELECT key FROM rapport_installation")).scalars())
     assert "kept" in keys and "rolled-back" not in keys
+
+
+def test_among_selects_as_an_in_list_does(database_url: str) -> None:
+    """`db.among` (one array parameter on PostgreSQL, an IN list elsewhere) picks the same
+    rows as `IN`, with no value, one, and more than a batch has."""
+    db.upgrade(database_url)
+    table = history.LifecycleHistoryRow.__table__  # type: ignore[attr-defined]
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        {"event_id": f"e{n}", "customer_id": f"C{n:04d}", "type": "stage.changed"}
+        | {"occurred_at": at, "stage": "growth", "tier": "mass", "churn_score": 0.0}
+        for n in range(10)
+    ]
+    many = [f"C{n:04d}" for n in range(1200)]
+    with db.session_scope(database_url) as session:
+        session.execute(table.insert(), rows)
+        for values in ([], ["C0001"], many, ["C0001", "nobody", "C0007"]):
+            among = session.execute(
+                select(table.c.customer_id).where(db.among(session, table.c.customer_id, values))
+            ).scalars()
+            listed = session.execute(
+                select(table.c.customer_id).where(table.c.customer_id.in_(values))
+            ).scalars()
+            assert sorted(among) == sorted(listed)
 
 
 def test_unreachable_database_is_reported_not_raised() -> None:
