@@ -18,7 +18,7 @@ from schemas.lifecycle import (
 )
 from schemas.notify import Priority, RmTaskChanged
 from services.lifecycle import history
-from services.notify import read_model, service
+from services.notify import read_model, service, store
 from services.runtime import db
 from services.runtime.auth import assigned_rm
 from services.runtime.codec import encode
@@ -75,6 +75,43 @@ def test_among_selects_as_an_in_list_does(database_url: str) -> None:
                 select(table.c.customer_id).where(table.c.customer_id.in_(values))
             ).scalars()
             assert sorted(among) == sorted(listed)
+
+
+def test_insert_rows_stores_every_kind_of_value_as_an_insert_does(database_url: str) -> None:
+    """`db.insert_rows` (COPY on PostgreSQL): text, times with their zone, bytes, JSON,
+    booleans and nulls read back as they were given."""
+    db.upgrade(database_url)
+    at = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    changes = [
+        {"event_id": "p1", "customer_id": "C1", "effective_at": at, "fields": {"locale": "en"}},
+        {"event_id": "p2", "customer_id": "C1", "effective_at": at, "fields": {"consent": {}}},
+    ]
+    sources = [{"event_id": "s1", "outputs": b'["\\x00\t\n"]', "processed_at": at}]
+    interventions = [
+        {"customer_id": "C1", "at": at, "tier": "mass", "cause": "fees", "treated": True}
+        | {"outcome": None, "outcome_at": None},
+        {"customer_id": "C2", "at": at, "tier": "hnw", "cause": "fees", "treated": False}
+        | {"outcome": "lost", "outcome_at": at + timedelta(days=3)},
+    ]
+    tables = [
+        (store.ProfileChangeRow, changes),
+        (store.NotifySourceRow, sources),
+        (store.InterventionRow, interventions),
+    ]
+    with db.session_scope(database_url) as session:
+        for model, rows in tables:
+            db.insert_rows(session, model.__table__, [dict(row) for row in rows])  # type: ignore[attr-defined]
+    with db.session_scope(database_url) as session:
+        for model, rows in tables:
+            table = model.__table__  # type: ignore[attr-defined]
+            stored = [dict(r._mapping) for r in session.execute(select(table)).all()]
+            for row in stored:
+                for name, value in row.items():
+                    if isinstance(value, datetime):
+                        row[name] = db.as_utc(value)
+            expected = [{c.name: row.get(c.name) for c in table.columns} for row in rows]
+            key = next(iter(expected[0]))
+            assert sorted(stored, key=lambda r: r[key]) == sorted(expected, key=lambda r: r[key])
 
 
 def test_unreachable_database_is_reported_not_raised() -> None:
