@@ -191,23 +191,19 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
     if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(table), rows)
         return
-    columns = [column for column in table.columns if column.name in rows[0]]
-    as_json = [isinstance(column.type, JSON) for column in columns]
+    # (name, is JSON) of the columns given, in the table's order.
+    fields = [(c.name, isinstance(c.type, JSON)) for c in table.columns if c.name in rows[0]]
     quote = session.get_bind().dialect.identifier_preparer.quote
-    names = ", ".join(quote(column.name) for column in columns)
+    names = ", ".join(quote(name) for name, _ in fields)
     connection = session.connection().connection.driver_connection
     with (
         connection.cursor() as cursor,  # type: ignore[union-attr]
         cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy,
     ):
         for row in rows:
+            values = [(row[name], json) for name, json in fields]
             copy.write_row(
-                [
-                    orjson.dumps(value).decode() if json and value is not None else value
-                    for value, json in zip(
-                        (row[column.name] for column in columns), as_json, strict=True
-                    )
-                ]
+                [orjson.dumps(v).decode() if json and v is not None else v for v, json in values]
             )
 
 
