@@ -3,6 +3,7 @@ points the service layer calls (`apply_event`, `advance`, `next_deadline`)."""
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 
 from schemas.account_events import (
@@ -57,6 +58,7 @@ from services.lifecycle.domain.state import (
     Cancellation,
     CustomerState,
     Mandate,
+    MandateKind,
     Outcome,
     Outflow,
     Output,
@@ -205,7 +207,9 @@ def _note_one_off(state: CustomerState, event: TransferOut, rules: LifecycleRule
 
 def _mandate(state: CustomerState, event: Mandates, rules: LifecycleRules) -> list[Output]:
     t = event.occurred_at
-    kind = "standing_order" if event.event_type.startswith("standing_order") else "direct_debit"
+    kind: MandateKind = (
+        "standing_order" if event.event_type.startswith("standing_order") else "direct_debit"
+    )
     if isinstance(event, StandingOrderCreated | DirectDebitCreated):
         if event.mandate_id not in state.mandates:
             state.mandates[event.mandate_id] = Mandate(kind=kind, created_at=t)
@@ -246,7 +250,7 @@ def apply_event(
     if state is None:
         state = CustomerState(customer_id=event.customer_id)
     elif not owned:
-        state = state.model_copy(deep=True)
+        state = copy.deepcopy(state)
     if not _remember(state, event, position):
         return Outcome(state, duplicate=True)
     if state.relationship_start is not None and state.anniversaries_passed is None:
