@@ -33,6 +33,7 @@ from sqlalchemy import MetaData, make_url
 
 from schemas.topics import ACCOUNT_EVENTS, ALL_TOPICS, NOTIFICATIONS, STAGE_CHANGED
 from services.runtime import db, tracing
+from services.runtime.allocator import with_jemalloc
 from services.runtime.broker import LocalBroker
 from services.runtime.kafka_security import client_options
 from services.runtime.produce import produce_records, records_from_lines, send_and_confirm
@@ -486,16 +487,19 @@ class Bench:
                 for n in range(count):
                     base = self.settings.metrics_port_base + 10 * n + 40 * len(processes)
                     port = base + SERVICE_NAMES.index(service) + 1
-                    env = {
-                        **os.environ,
-                        "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap_servers,
-                        "RAPPORT_HOME": str(self.home),
-                        "DATABASE_URL": self.settings.resolved_database_url,
-                        "RAPPORT_INSTANCE": instance,
-                        "RAPPORT_METRICS_PORT_BASE": str(base),
-                        "RAPPORT_LOG_LEVEL": "warn",
-                        **(extra or {}),
-                    }
+                    # Preloaded as `rapport up` and the image do (services/runtime/allocator.py).
+                    env = with_jemalloc(
+                        {
+                            **os.environ,
+                            "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap_servers,
+                            "RAPPORT_HOME": str(self.home),
+                            "DATABASE_URL": self.settings.resolved_database_url,
+                            "RAPPORT_INSTANCE": instance,
+                            "RAPPORT_METRICS_PORT_BASE": str(base),
+                            "RAPPORT_LOG_LEVEL": "warn",
+                            **(extra or {}),
+                        }
+                    )
                     log = (logs / f"{service}-{instance}-{n}.log").open("ab")
                     command = ["services.cli", "worker", service]
                     if probe is not None and service == "lifecycle":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from services.runtime.allocator import with_jemalloc
 from services.runtime.auth import Authenticator, AuthSettings, write_development_keys
 from services.runtime.osutil import pid_alive, port_open, read_pid
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
@@ -66,8 +67,9 @@ def workbench_key_file(settings: RuntimeSettings) -> Path:
 
 def _environment(settings: RuntimeSettings) -> dict[str, str]:
     """The children's environment. Without any authentication set up, the APIs take a fresh
-    random key per role from an owner-only file (development only: docs/security.md)."""
-    env = dict(os.environ)
+    random key per role from an owner-only file (development only: docs/security.md), and
+    jemalloc preloaded where the host has it (services/runtime/allocator.py)."""
+    env = with_jemalloc(os.environ)
     if not Authenticator(AuthSettings()).configured:
         keys = development_keys_file(settings)
         write_development_keys(keys)

@@ -15,7 +15,7 @@ from pathlib import Path
 import faust
 
 from schemas.topics import TopicSpec
-from services.runtime import db
+from services.runtime import allocator, db
 from services.runtime.logs import logging_config
 from services.runtime.metrics import serve_metrics
 from services.runtime.settings import SERVICE_NAMES, RuntimeSettings
@@ -104,7 +104,14 @@ def run_worker(service: str, settings: RuntimeSettings, app: faust.App | None = 
     app.task(_dump_on_sigquit)
     clean_stop, kept = keep_local_state(Path(app.conf.datadir), Path(app.conf.tabledir))
 
-    async def say_what_was_kept() -> None:  # as a task: once logging is set up
+    async def say_how_it_started() -> None:  # as a task: once logging is set up
+        if allocator.in_use() == "jemalloc":
+            log.info("memory allocator: jemalloc")
+        else:
+            log.warning(
+                "memory allocator: glibc malloc; with jemalloc preloaded (libjemalloc2) the "
+                "worker's memory grows far less (docs/operations.md)"
+            )
         if kept:
             log.info("local table stores kept: the last stop was clean")
         elif kept is False:
@@ -113,7 +120,7 @@ def run_worker(service: str, settings: RuntimeSettings, app: faust.App | None = 
                 "stop was not clean"
             )
 
-    app.task(say_what_was_kept)
+    app.task(say_how_it_started)
     try:
         worker.execute_from_commandline()
     except SystemExit as stop:
