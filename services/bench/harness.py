@@ -250,7 +250,7 @@ class Bench:
             started = self.first_record(processes)
             if probe is not None:
                 # Nothing to wait for after the last record: not even the next commit, which
-                # may come up to faust's commit interval (2.8 s) later.
+                # may come up to the commit interval (`RAPPORT_COMMIT_INTERVAL_SECONDS`) later.
                 return self.wait_counted(processes, self.preloaded) - started
             return self.wait_committed(instance, list(services), processes) - started
 

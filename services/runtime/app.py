@@ -81,6 +81,7 @@ def create_app(
         "topic_disable_leader": True,
         "producer_acks": -1,
         "producer_linger": settings.producer_linger_ms / 1000,
+        "broker_commit_interval": settings.commit_interval_seconds,
         "broker_session_timeout": settings.consumer_session_timeout_seconds,
         "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout_seconds / 3),
         "broker_credentials": kafka_security().faust_credentials(),

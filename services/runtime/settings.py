@@ -83,6 +83,11 @@ class RuntimeSettings(BaseSettings):
     # sent one by one (a batch's changelog writes) then share requests instead of each making
     # its own. Adds at most this much to an output's latency.
     producer_linger_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    # How often a worker commits the offsets it has handled. faust's default is 2.8 s: a
+    # worker's group then lagged its work by 1.4 s on average, which notify waits out before
+    # it reads a lead's tier (the lifecycle group's commits), and a crash redid that much.
+    # A commit is one request, after a flush of the producer (docs/architecture.md).
+    commit_interval_seconds: float = Field(0.5, gt=0.0, le=60.0)
     # An input partition that its worker has taken to its end and that brought no record for
     # this long (wall clock) is idle: it stops holding back the decisions that wait for every
     # partition's event time (referral's leads and referrals, lifecycle's time rules) until

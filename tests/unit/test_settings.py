@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.runtime.app import create_app
 from services.runtime.db import normalise_url
 from services.runtime.settings import RuntimeSettings
 
@@ -25,6 +26,13 @@ def test_sqlite_file_under_home_is_the_default(monkeypatch: pytest.MonkeyPatch) 
 def test_instance_suffix_separates_consumer_groups() -> None:
     assert RuntimeSettings(instance="blue").app_id("lifecycle") == "rapport-lifecycle-blue"
     assert RuntimeSettings().app_id("notify") == "rapport-notify"
+
+
+def test_workers_commit_at_the_configured_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # faust's own 2.8 s had made every group lag its work by 1.4 s on average.
+    assert create_app("rewards", RuntimeSettings()).conf.broker_commit_interval == 0.5
+    monkeypatch.setenv("RAPPORT_COMMIT_INTERVAL_SECONDS", "2")
+    assert create_app("rewards", RuntimeSettings()).conf.broker_commit_interval == 2.0
 
 
 def test_each_service_has_its_own_ports() -> None:
