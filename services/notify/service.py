@@ -75,6 +75,9 @@ def _customers_read(events: list[NotifyInput]) -> set[str]:
     for event in events:
         if isinstance(event, CustomerUpdated):
             found.add(event.customer_id)
+        elif isinstance(event, ChurnSignalChanged):
+            # Reads no profile, but its customer's messages and resolutions.
+            found.add(event.customer_id)
         elif isinstance(event, DERIVED):
             found |= {customer_id for customer_id, _ in profiles_read(event)}
     return found
@@ -210,7 +213,8 @@ def _record(
         profile = reads.profile(message.customer_id, message.at)
         history = reads.sent_around(message.customer_id, message.at)
         out = schedule(message, profile, history, rules, source_event_id)
-        row = NotificationRow(
+        row = reads.made(
+            NotificationRow,
             notification_id=out.notification_id,
             customer_id=out.customer_id,
             category=out.category.value,
@@ -233,7 +237,8 @@ def _record(
         created = task_created(task, assigned_today, rules, source_event_id)
         reads.add_task(
             day,
-            TaskRow(
+            reads.made(
+                TaskRow,
                 task_id=created.task_id,
                 kind=created.kind,
                 assignee=created.assignee,
@@ -250,7 +255,8 @@ def _record(
         i = decision.intervention
         if not reads.has_intervention(i.customer_id, i.at):
             reads.add_intervention(
-                InterventionRow(
+                reads.made(
+                    InterventionRow,
                     customer_id=i.customer_id,
                     at=i.at,
                     tier=i.tier,
@@ -264,7 +270,8 @@ def _record(
 def _cancel(reads: Facts, event: ChurnSignalChanged, causes: list[str]) -> list[Output]:
     outputs: list[Output] = []
     for cause in causes:
-        resolution = ResolutionRow(
+        resolution = reads.made(
+            ResolutionRow,
             event_id=event.event_id,
             cause=cause,
             customer_id=event.customer_id,

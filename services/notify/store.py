@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, LargeBinary, Table, func, or_
 from sqlmodel import Column, Field, Session, SQLModel, col, select
@@ -34,6 +35,7 @@ from services.runtime import db
 
 log = logging.getLogger(__name__)
 _TIME = DateTime(timezone=True)
+Row = TypeVar("Row", bound=SQLModel)
 LOCK = "rapport-notify"
 # Caps and de-duplication count the messages scheduled this long either side of a message.
 HISTORY_WINDOW = timedelta(days=2)
@@ -270,6 +272,19 @@ class Facts:
             db.insert_rows(self.session, _table(model), values)
             values.clear()
 
+    def made(self, model: type[Row], **fields: Any) -> Row:
+        """A new row of `model`, for the add_* methods below. `write` reads its attributes as
+        they stand then, so it is built as the ORM builds a row it loads: SQLModel's
+        constructor assigns every field through pydantic and the ORM's events, 44 µs a
+        notification and a sixth of a batch's transaction, against 2.3 µs. A transaction that
+        adds its rows to the session (`each_written_once=False`) gets them made as usual."""
+        if not self.each_written_once:
+            return model(**fields)
+        row: Row = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+        row.__dict__.update(_defaults(model))
+        row.__dict__.update(fields)
+        return row
+
     def _made(self, row: SQLModel) -> None:
         if self.each_written_once:
             self.new_rows.setdefault(type(row), []).append(row)
@@ -352,6 +367,18 @@ class Facts:
         if row.status == "open":
             counts[row.assignee] = counts.get(row.assignee, 0) + 1
         self._made(row)
+
+
+@cache
+def _defaults(model: type[SQLModel]) -> dict[str, Any]:
+    """The values of `model`'s fields that have a default."""
+    found: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.default_factory is not None:
+            raise TypeError(f"{model.__name__}.{name}: a default factory Facts.made cannot share")
+        if not info.is_required():
+            found[name] = info.default
+    return found
 
 
 def _table(model: type[SQLModel]) -> Table:
