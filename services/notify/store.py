@@ -374,8 +374,9 @@ def _defaults(model: type[SQLModel]) -> dict[str, Any]:
     """The values of `model`'s fields that have a default."""
     found: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        if info.default_factory is not None:
-            raise TypeError(f"{model.__name__}.{name}: a default factory Facts.made cannot share")
+        if info.default_factory is not None or isinstance(info.default, list | dict | set):
+            # Every row made would share the one value.
+            raise TypeError(f"{model.__name__}.{name}: a mutable default Facts.made cannot share")
         if not info.is_required():
             found[name] = info.default
     return found
