@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import faust
@@ -17,7 +17,14 @@ from sqlalchemy.exc import OperationalError
 from schemas.account_events import AccountEvent
 from schemas.envelope import RapportEvent
 from schemas.topics import ACCOUNT_EVENTS, TopicSpec
-from services.runtime import faust_fetch, faust_fixes, faust_flow, faust_idempotence, tracing
+from services.runtime import (
+    faust_fetch,
+    faust_fixes,
+    faust_flow,
+    faust_idempotence,
+    faust_startup,
+    tracing,
+)
 from services.runtime.codec import (
     Rejection,
     RejectReason,
@@ -93,6 +100,8 @@ def create_app(
     faust_fetch.install()
     # A producer that writes a batch once, even when a leader fails between write and answer.
     faust_idempotence.install()
+    # Workers that join their group without a fixed second's wait for their tables.
+    faust_startup.install()
     app = faust.App(settings.app_id(service), **options)
     faust_fixes.install(app)
     WORKER_PROGRESS.watch(service, app)
@@ -202,10 +211,16 @@ def consume(
 
     async def batch_agent(stream: Any) -> None:
         # Events in batches: outputs are acknowledged and tables written once per batch
-        # (services/runtime/staging.py); offsets are reported handled only after that.
+        # (services/runtime/staging.py); offsets are reported handled only after that. A
+        # batch settles while the next is taken (see `_settled`).
         staging = staging_of(app)
         BATCHING.set(staging)
+        settling: asyncio.Task[None] | None = None
         async for events in stream.take_events(BATCH_SIZE, within=batch_within):
+            if settling is not None:
+                # At most one batch settles while the next is handled.
+                await settling
+                settling = None
             await _tables_recovered(app)
             done = []
             taken: list[tuple[T, Any]] = []
@@ -243,9 +258,33 @@ def consume(
                         await after_batch(partition)
                     finally:
                         _current_event.reset(token)
+            # The batch's events stay unacked in faust until settled (a reference each, taken
+            # before faust's own ack when the next batch is asked for): a rebalance or a stop
+            # waits for them (`Consumer.wait_empty`), as for a batch settled in the loop.
+            for event in events:
+                event.message.incref()
+            settling = asyncio.ensure_future(_settled(staging, events, done))
+
+    async def _settled(staging: Staging, events: Sequence[Any], done: list[Any]) -> None:
+        """Settle a batch, then report its records handled and acknowledge them to faust. Run
+        as a task while the agent takes its next batch: the broker's acknowledgement of the
+        batch's outputs (a round trip, and the broker's own time on this host's shared CPUs)
+        is then no longer time the worker takes nothing in."""
+        try:
             await staging.settle()
             for message in done:
                 handled.handled(message.tp, message.offset)
+        except Exception:
+            # Raised again where the agent waits for this settle, at its next batch.
+            log.exception("settling a batch of %d records failed", len(events))
+            raise
+        finally:
+            # Also when the settle failed: faust must not wait for them forever; unreported
+            # as handled, they are not committed and come again.
+            for event in events:
+                message = event.message
+                if event.ack():
+                    app.sensors.on_message_out(message.tp, message.offset, message)
 
     async def _decode(message: Any, current: tracing.Handling) -> T | None:
         result = decode(message.key, message.value)
