@@ -8,8 +8,9 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import faust
@@ -75,10 +76,11 @@ class Lifecycle:
             config.pseudonym_key.encode(),
         )
         self.database_url = database_url
+        self.store_kind = config.store
         self.read_model_share = config.read_model_share
         self.read_model_due = 0.0
         # Customers a rebalance queued for the read model, written a batch at a time.
-        self.read_model_backlog: set[str] = set()
+        self.read_model_backlog: Iterator[str] = iter(())
 
     async def _publish(self, outputs: list[Output]) -> None:
         await send_all(
@@ -143,9 +145,12 @@ class Lifecycle:
     def resync(self) -> None:
         """After a rebalance: the calendar built again from the partitions now held, and every
         customer queued for the read model (it may miss changes made before a crash), behind
-        the customers that change from now on."""
+        the customers that change from now on. A RocksDB store's customers are read from it a
+        batch at a time, as they are written: listed at once, 100,000 customers' keys held a
+        restarted worker's first event for about a second. A memory store's are listed at once
+        (quickly)."""
         self.service.forget_calendar()
-        self.read_model_backlog = set(self.service.customer_ids())
+        self.read_model_backlog = self.service.customer_ids(live=self.store_kind == "rocksdb")
 
     async def write_read_model(self) -> None:
         """Write the customers changed since the last call, in batches, in a thread; after a
@@ -163,19 +168,29 @@ class Lifecycle:
         """Every customer changed since the last call, then one batch of the backlog a
         rebalance left. A worker that takes over 100,000 customers writes them over the next
         minute or so, its event loop free for the events meanwhile: written all at once, they
-        held a restarted worker's first event for 23 s (docs/benchmarks.md, 2026-12-06)."""
+        held a restarted worker's first event for 23 s (docs/benchmarks.md, 2026-12-06). A
+        customer who changed meanwhile may be written again when the backlog reaches him."""
         changed = self.service.changed
         while changed:
-            if not await self._write(changed):
+            batch = list(islice(changed, _READ_MODEL_BATCH))
+            changed.difference_update(batch)
+            if not await self._write(batch):
+                changed.update(batch)
                 return
-        if self.read_model_backlog:
-            await self._write(self.read_model_backlog)
+        try:
+            batch = list(islice(self.read_model_backlog, _READ_MODEL_BATCH))
+        except RuntimeError as exc:
+            # A rebalance changed the store's partitions under the iterator; its resync
+            # queues the customers now held.
+            log.info("read model catch-up ended by a rebalance (%s)", exc)
+            self.read_model_backlog = iter(())
+            return
+        if batch and not await self._write(batch):
+            self.read_model_backlog = chain(batch, self.read_model_backlog)
 
-    async def _write(self, queue: set[str]) -> bool:
-        """One batch of `queue` to the read model; False when the database refused it."""
-        batch = list(islice(queue, _READ_MODEL_BATCH))
-        queue.difference_update(batch)
-        self.read_model_backlog.difference_update(batch)
+    async def _write(self, batch: list[str]) -> bool:
+        """These customers' rows to the read model; False when the database refused them (they
+        are taken again next time: the read model lags, the stream does not stop)."""
         # The states' bytes are read here, where the store lives; they are decoded and made
         # rows in the thread that writes them. On the event loop that took about 56 µs a
         # customer (a year-old state): a second's thousand changed customers held the events
@@ -184,8 +199,6 @@ class Lifecycle:
         try:
             written = await asyncio.to_thread(_write_rows, self.database_url, stored)
         except Exception as exc:
-            # Taken again next time: the read model lags, the stream does not stop.
-            queue.update(batch)
             metrics.READ_MODEL_FAILURES.inc()
             log.warning("read model write failed (%s); will retry", exc)
             return False

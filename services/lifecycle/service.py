@@ -215,9 +215,13 @@ class LifecycleService:
         raw = self.store.get(customer_id)
         return None if raw is None else decode_state(raw)
 
-    def customer_ids(self) -> Iterator[str]:
-        """Every customer in the store."""
-        return (key for key in list(self.store) if is_customer_key(key))
+    def customer_ids(self, live: bool = False) -> Iterator[str]:
+        """Every customer in the store: from a list of its keys made now, or (`live`) read from
+        the store as the iterator is taken, for a store that writes meanwhile do not disturb
+        (RocksDB's iterators read a snapshot; a dict's fail at the next write). A rebalance
+        meanwhile may end a live iterator with a RuntimeError."""
+        keys = iter(self.store) if live else list(self.store)
+        return (key for key in keys if is_customer_key(key))
 
     def _save(self, state: CustomerState, partition: int, scanned: int) -> None:
         state.version += 1
