@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable, Collection
 from typing import TypeVar
 
-from services.cli.demo import cmd_demo, cmd_evaluate, cmd_simulate
-from services.cli.ops import (
-    cmd_api,
-    cmd_bench,
-    cmd_broker,
-    cmd_db,
-    cmd_dlq,
-    cmd_down,
-    cmd_produce,
-    cmd_schemas,
-    cmd_status,
-    cmd_topics,
-    cmd_up,
-    cmd_worker,
-)
-from services.runtime.settings import API_NAMES, SERVICE_NAMES, get_settings
+from services.runtime.settings import API_NAMES, SERVICE_NAMES, RuntimeSettings, get_settings
 
 T = TypeVar("T")
 
@@ -66,6 +52,24 @@ def _bench_stores() -> Collection[str]:
     return STORES
 
 
+Command = Callable[[argparse.Namespace, RuntimeSettings], int]
+
+
+def _command(module: str, name: str) -> Command:
+    """A command whose module (`services.cli.<module>`) is imported only when it runs. Every
+    worker's start is a `rapport worker` command: the local stack's and the demo's modules (the
+    supervisor, the workbench's sessions, the APIs' authentication) had been a quarter of a
+    second of each start."""
+
+    def run(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+        command: Command = getattr(importlib.import_module(f"services.cli.{module}"), name)
+        return command(args, settings)
+
+    # What it runs, for the test that every command names a function its module has.
+    run.__name__ = f"{module}.{name}"
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
@@ -82,12 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--node", type=int, default=None, help="a cluster's node to start or stop")
     p.add_argument("--kill", action="store_true", help="stop: SIGKILL, no clean shutdown")
-    p.set_defaults(func=cmd_broker)
+    p.set_defaults(func=_command("ops", "cmd_broker"))
 
     p = sub.add_parser("topics", help="create every topic, dead-letter topics included")
     p.add_argument("action", choices=["create"])
     p.add_argument("--partitions", type=int, default=None)
-    p.set_defaults(func=cmd_topics)
+    p.set_defaults(func=_command("ops", "cmd_topics"))
 
     p = sub.add_parser("dlq", help="show dead letters, or replay them once the cause is fixed")
     p.add_argument("action", choices=["show", "replay"])
@@ -96,37 +100,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", help="replay only what this service refused")
     p.add_argument("--last", type=int, default=10, help="show: the newest N, with their errors")
     p.add_argument("--dry-run", action="store_true", help="replay: count, send nothing")
-    p.set_defaults(func=cmd_dlq)
+    p.set_defaults(func=_command("ops", "cmd_dlq"))
 
     p = sub.add_parser("db", help="database schema (Alembic)")
     p.add_argument("action", choices=["upgrade", "current"])
-    p.set_defaults(func=cmd_db)
+    p.set_defaults(func=_command("ops", "cmd_db"))
 
     p = sub.add_parser("schemas", help="export JSON Schema and AsyncAPI files")
     p.add_argument("action", choices=["export"])
     p.add_argument("--check", action="store_true", help="fail if the files are out of date")
-    p.set_defaults(func=cmd_schemas)
+    p.set_defaults(func=_command("ops", "cmd_schemas"))
 
     p = sub.add_parser("worker", help="run a service's faust worker")
     p.add_argument("service", choices=SERVICE_NAMES)
-    p.set_defaults(func=cmd_worker)
+    p.set_defaults(func=_command("ops", "cmd_worker"))
 
     p = sub.add_parser("api", help="run a service's HTTP API, or the workbench's pages")
     p.add_argument("service", choices=API_NAMES)
     p.add_argument("--port", type=int, default=None)
-    p.set_defaults(func=cmd_api)
+    p.set_defaults(func=_command("ops", "cmd_api"))
 
     p = sub.add_parser("up", help="broker, topics, database and all services in the background")
-    p.set_defaults(func=cmd_up)
+    p.set_defaults(func=_command("ops", "cmd_up"))
 
     p = sub.add_parser("down", help="stop what `rapport up` started")
     p.add_argument("--keep-broker", action="store_true")
-    p.set_defaults(func=cmd_down)
+    p.set_defaults(func=_command("ops", "cmd_down"))
 
     p = sub.add_parser("produce", help="load JSON-lines events into bank.account-events.v1")
     p.add_argument("file")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
-    p.set_defaults(func=cmd_produce)
+    p.set_defaults(func=_command("ops", "cmd_produce"))
 
     p = sub.add_parser("simulate", help="a population with ground truth, to the input or a file")
     p.add_argument("--customers", type=int, default=1000)
@@ -141,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write JSON lines here instead of producing to the broker")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     p.add_argument("--truth", help="where to write the truth (JSON)")
-    p.set_defaults(func=cmd_simulate)
+    p.set_defaults(func=_command("demo", "cmd_simulate"))
 
     p = sub.add_parser("evaluate", help="score the services' outputs against a simulation's truth")
     p.add_argument("--truth", default=None, help="the truth file (default: the last simulation's)")
@@ -173,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--days", type=int, default=365, help="--replay: days per run")
     p.add_argument("--workers", type=int, default=2, help="--replay: runs at a time")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=_command("demo", "cmd_evaluate"))
 
     p = sub.add_parser("status", help="what each running worker accepted and dead-lettered")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=_command("ops", "cmd_status"))
 
     p = sub.add_parser(
         "demo", help="run everything on the local broker with a simulated population"
@@ -199,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=400,
         help="customers per run of the held-out evaluation after the live one (0: skip it)",
     )
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=_command("demo", "cmd_demo"))
 
     p = sub.add_parser(
         "bench", help="throughput, memory and recovery against a bare consumer (own broker)"
@@ -221,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="memory,rocksdb",
         help="the lifecycle stores whose memory and recovery to measure (default: both)",
     )
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=_command("ops", "cmd_bench"))
     return parser
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from rich.table import Table
 
-from services.cli import supervisor
 from services.cli.common import (
     console,
     external_cluster,
@@ -252,6 +251,8 @@ def start_stack(settings: RuntimeSettings) -> None:
     console.print("topics: created or present")
     db.upgrade(settings.resolved_database_url)
     console.print(f"database: {redact(settings.resolved_database_url)} migrated")
+    from services.cli import supervisor
+
     supervisor.start(settings, supervisor.all_processes())
     for proc in supervisor.all_processes():
         console.print(
@@ -261,6 +262,8 @@ def start_stack(settings: RuntimeSettings) -> None:
 
 def cmd_up(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport up"""
+    from services.cli import supervisor
+
     start_stack(settings)
     console.print(f"logs in {settings.home / 'run'}; stop with `rapport down`")
 
@@ -272,6 +275,7 @@ def cmd_up(args: argparse.Namespace, settings: RuntimeSettings) -> int:
 
 def cmd_down(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """rapport down"""
+    from services.cli import supervisor
 
     stopped = supervisor.stop(settings)
     console.print(f"stopped {len(stopped)} processes")
