@@ -285,7 +285,8 @@ class Facts:
         row.__dict__.update(fields)
         return row
 
-    def _made(self, row: SQLModel) -> None:
+    def _queued(self, row: SQLModel) -> None:
+        """`row` to be written with the batch (or added to the session, one savepoint an event)."""
         if self.each_written_once:
             self.new_rows.setdefault(type(row), []).append(row)
         else:
@@ -315,7 +316,7 @@ class Facts:
     def add_notification(self, row: NotificationRow) -> None:
         self._known(row.customer_id)
         self.notifications[row.customer_id].append(row)
-        self._made(row)
+        self._queued(row)
 
     def resolutions_of(self, customer_id: str, cause: str) -> list[ResolutionRow]:
         self._known(customer_id)
@@ -325,7 +326,7 @@ class Facts:
     def add_resolution(self, row: ResolutionRow) -> None:
         self._known(row.customer_id)
         self.resolutions[row.customer_id].append(row)
-        self._made(row)
+        self._queued(row)
 
     def open_interventions(self, customer_id: str, before: datetime) -> list[InterventionRow]:
         self._known(customer_id)
@@ -342,7 +343,7 @@ class Facts:
     def add_intervention(self, row: InterventionRow) -> None:
         self._known(row.customer_id)
         self.interventions[row.customer_id].append(row)
-        self._made(row)
+        self._queued(row)
 
     def tasks_open_on(self, day: datetime, assignee: str) -> int:
         """Tasks created on `day` still open, per assignee: read once a day and transaction.
@@ -366,7 +367,7 @@ class Facts:
         counts = self.open_tasks.setdefault(day, {})
         if row.status == "open":
             counts[row.assignee] = counts.get(row.assignee, 0) + 1
-        self._made(row)
+        self._queued(row)
 
 
 @cache
