@@ -22,6 +22,7 @@ from services.runtime import (
     faust_fixes,
     faust_flow,
     faust_idempotence,
+    faust_recovery,
     faust_startup,
     tracing,
 )
@@ -102,6 +103,8 @@ def create_app(
     faust_idempotence.install()
     # Workers that join their group without a fixed second's wait for their tables.
     faust_startup.install()
+    # Tables read back from their changelogs in batches, not a record at a time.
+    faust_recovery.install()
     app = faust.App(settings.app_id(service), **options)
     faust_fixes.install(app)
     WORKER_PROGRESS.watch(service, app)
