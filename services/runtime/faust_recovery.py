@@ -113,10 +113,7 @@ async def read_changelogs(recovery: Any, tps: Iterable[Any], offsets: Any) -> in
         for partition, tp in held.items():
             consumer.seek(partition, todo[tp] + 1)
         progress = time.monotonic()
-        while todo:
-            if recovery.should_stop or recovery.signal_recovery_start.is_set():
-                log.info("changelog read back ended by a rebalance or a stop")
-                break
+        while todo and not _interrupted(recovery):
             fetched = await consumer.getmany(
                 *(p for p, tp in held.items() if tp in todo),
                 timeout_ms=1000,
@@ -130,6 +127,10 @@ async def read_changelogs(recovery: Any, tps: Iterable[Any], offsets: Any) -> in
                 )
                 break
             for partition, records in fetched.items():
+                # Checked after every wait: a rebalance meanwhile has dropped the revoked
+                # partitions' offsets, which a write here would bring back, stale.
+                if _interrupted(recovery):
+                    break
                 tp = held[partition]
                 table = recovery.tp_to_table[tp]
                 if table not in decoders:
@@ -143,8 +144,12 @@ async def read_changelogs(recovery: Any, tps: Iterable[Any], offsets: Any) -> in
                     offsets[tp] >= highwaters[tp]
                     or await consumer.position(partition) > highwaters[tp]
                 ):
+                    if _interrupted(recovery):
+                        break
                     offsets[tp] = max(offsets[tp], highwaters[tp])
                     del todo[tp]
+        if todo and _interrupted(recovery):
+            log.info("changelog read back ended by a rebalance or a stop")
     except Exception as exc:
         log.warning("changelog read back failed (%r); faust reads the rest", exc)
     finally:
@@ -159,6 +164,11 @@ async def read_changelogs(recovery: Any, tps: Iterable[Any], offsets: Any) -> in
 
 
 Decode = Callable[[bytes | None], Any]
+
+
+def _interrupted(recovery: Any) -> bool:
+    """A rebalance has started another recovery, or the worker stops."""
+    return bool(recovery.should_stop or recovery.signal_recovery_start.is_set())
 
 
 def _decoders(app: Any, table: Any) -> tuple[Decode, Decode] | None:
