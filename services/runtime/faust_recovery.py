@@ -1,7 +1,7 @@
 """Workaround for faust-streaming 0.15.3's table recovery, which reads a table's changelog back
 through the worker's own consumer one record at a time (`faust/tables/recovery.py`,
-`Recovery._slurp_changelogs`; no upstream issue, the same code is on faust-streaming's master).
-Remove this when a release reads changelogs in batches.
+`Recovery._slurp_changelogs`, inherited from robinhood/faust; no upstream issue found). Remove
+this when a release reads changelogs in batches.
 
 What faust does for each record: the consumer's drain loop hands it on in a task of its own,
 raced against three more (`Consumer._drain_messages`, `Service.wait_first`); the conductor
